@@ -1,0 +1,269 @@
+"""Word-vector corpora: gensim-data names, local vector files and ``captions-word2vec``.
+
+Loading 400k GloVe vectors from text takes ~20 s, so every corpus is converted once into a
+gensim ``KeyedVectors`` file in the cache and memory-mapped afterwards, and the embedding
+matrix of a vocabulary is cached too: no trial and no worker loads a corpus again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsearch._diskcache import atomic_path, cached_joblib, file_lock, stable_hash
+from mmsearch._net import can_reach
+from mmsearch._paths import cache_dir
+from mmsearch._registry import Registry
+from mmsearch.errors import AssetMissingError, ConfigError, Problem
+from mmsearch.text._vocab import Vocabulary
+
+log = logging.getLogger("mmsearch.text")
+
+# gensim-data's catalogue (gensim-data's information.json), with each model's dimension.
+GENSIM_DATA: dict[str, int] = {
+    "glove-twitter-25": 25, "glove-twitter-50": 50, "glove-twitter-100": 100, "glove-twitter-200": 200,
+    "glove-wiki-gigaword-50": 50, "glove-wiki-gigaword-100": 100, "glove-wiki-gigaword-200": 200,
+    "glove-wiki-gigaword-300": 300, "word2vec-google-news-300": 300, "word2vec-ruscorpora-300": 300,
+    "fasttext-wiki-news-subwords-300": 300, "conceptnet-numberbatch-17-06-300": 300,
+}
+CAPTIONS_WORD2VEC = "captions-word2vec"
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """How a corpus name resolves: its kind and fixed dimension (None = set by config)."""
+
+    name: str
+    kind: str
+    dim: int | None
+    path: Path | None = None
+
+
+CORPUS_KINDS: Registry[Callable[..., Any]] = Registry("corpus kind")
+
+
+def gensim_data_dir() -> Path:
+    return Path(os.environ.get("GENSIM_DATA_DIR", Path.home() / "gensim-data"))
+
+
+def resolve_corpus(name: str) -> CorpusSpec:
+    """Map a corpus name to its spec, or raise listing the valid names."""
+    if name == CAPTIONS_WORD2VEC:
+        return CorpusSpec(name, "captions", None)
+    if name.startswith("file:"):
+        path = Path(name[5:]).expanduser()
+        return CorpusSpec(name, "file", _file_dim(path) if path.exists() else None, path)
+    if name in GENSIM_DATA:
+        return CorpusSpec(name, "gensim", GENSIM_DATA[name])
+    extra = _local_catalogue()
+    if name in extra:
+        return CorpusSpec(name, "gensim", extra[name])
+    raise ConfigError(
+        "unknown word-vector corpus",
+        [Problem("text.corpus", f"{name!r} is not a corpus; valid: {', '.join(list(GENSIM_DATA) + [CAPTIONS_WORD2VEC])}, "
+                 "or file:PATH to a word2vec/GloVe/KeyedVectors file")],
+    )
+
+
+def _local_catalogue() -> dict[str, int]:
+    """Other gensim-data models named in the cached information.json (gensim's offline list)."""
+    info = gensim_data_dir() / "information.json"
+    if not info.exists():
+        return {}
+    try:
+        models = json.loads(info.read_text()).get("models", {})
+    except (OSError, ValueError):
+        return {}
+    dims = {}
+    for key, meta in models.items():
+        dim = meta.get("parameters", {}).get("dimension") or meta.get("parameters", {}).get("dimensions")
+        if isinstance(dim, int):
+            dims[key] = dim
+    return dims
+
+
+def _file_dim(path: Path) -> int | None:
+    if path.suffix in {".kv", ".model"}:
+        return None
+    opener = _open_text(path)
+    if opener is None:
+        return None
+    with opener as handle:
+        first = handle.readline().split()
+    if len(first) == 2 and all(p.isdigit() for p in first):
+        return int(first[1])
+    return len(first) - 1 if first else None
+
+
+def _open_text(path: Path):  # type: ignore[no-untyped-def]
+    if path.suffix == ".bin":
+        return None
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+# -- loading ------------------------------------------------------------------------------------
+def _kv_cache_path(spec: CorpusSpec, extra_key: Any = None) -> Path:
+    key = stable_hash({"corpus": spec.name, "extra": extra_key, "v": 1})
+    return cache_dir("vectors") / f"{spec.name.replace('/', '_').replace(':', '_')[-40:]}-{key}.kv"
+
+
+def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Sequence[str]] | None = None,
+                 sentences_key: Any = None, seed: int = 0):  # type: ignore[no-untyped-def]
+    """KeyedVectors of a corpus, memory-mapped from the cache after the first load."""
+    from gensim.models import KeyedVectors
+
+    spec = resolve_corpus(name)
+    extra = {"dim": dim, "sentences": sentences_key, "seed": seed} if spec.kind == "captions" else None
+    if spec.kind == "file" and spec.path is not None and spec.path.exists():
+        st = spec.path.stat()
+        extra = {"size": st.st_size, "mtime": st.st_mtime_ns}
+    target = _kv_cache_path(spec, extra)
+    if not target.exists():
+        with file_lock(target.with_suffix(".lock")):
+            if not target.exists():
+                kv = CORPUS_KINDS.get(spec.kind)(spec, dim=dim, sentences=sentences, seed=seed)
+                tmp = atomic_path(target)
+                kv.save(str(tmp))
+                _rename_kv(tmp, target)
+    else:
+        log.info("cache hit: word vectors %s", name)
+    return KeyedVectors.load(str(target), mmap="r")
+
+
+def _rename_kv(tmp: Path, target: Path) -> None:
+    # KeyedVectors.save writes side files (<name>.vectors.npy) for large arrays; move them first.
+    for side in tmp.parent.glob(tmp.name + ".*"):
+        os.replace(side, target.parent / (target.name + side.name[len(tmp.name):]))
+    os.replace(tmp, target)
+
+
+@CORPUS_KINDS.register("gensim")
+def _load_gensim(spec: CorpusSpec, **_: Any):  # type: ignore[no-untyped-def]
+    import gensim.downloader as api
+
+    base = gensim_data_dir()
+    # gensim reads GENSIM_DATA_DIR once at import; follow the variable as it is now.
+    api.BASE_DIR = str(base)
+    folder = base / spec.name
+    if not folder.exists() and not can_reach("github.com"):
+        raise AssetMissingError(
+            f"word vectors {spec.name!r} are not in {folder} and cannot be downloaded (offline). "
+            f"On a connected machine run: python -c \"import gensim.downloader as api; api.load('{spec.name}')\" "
+            f"and copy {folder} here, or set GENSIM_DATA_DIR to a folder that has it."
+        )
+    log.info("loading word vectors %s with gensim (slow the first time only)", spec.name)
+    return api.load(spec.name)
+
+
+@CORPUS_KINDS.register("file")
+def _load_file(spec: CorpusSpec, **_: Any):  # type: ignore[no-untyped-def]
+    from gensim.models import KeyedVectors
+
+    path = spec.path
+    assert path is not None
+    if not path.exists():
+        raise AssetMissingError(f"word-vector file {path} does not exist (text.corpus = {spec.name!r})")
+    if path.suffix in {".kv", ".model"}:
+        return KeyedVectors.load(str(path))
+    if path.suffix == ".bin":
+        return KeyedVectors.load_word2vec_format(str(path), binary=True)
+    opener = _open_text(path)
+    with opener as handle:
+        first = handle.readline().split()
+    no_header = not (len(first) == 2 and all(p.isdigit() for p in first))
+    return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=no_header)
+
+
+def _stable_hash_fn(text: str) -> int:
+    # gensim seeds each word's initial vector with hash(word + seed); Python's hash is salted per
+    # process, so without this two runs with the same seed would differ.
+    return zlib.crc32(text.encode("utf-8"))
+
+
+@CORPUS_KINDS.register("captions")
+def _train_captions_word2vec(spec: CorpusSpec, *, dim: int | None, sentences: Sequence[Sequence[str]] | None,
+                             seed: int, **_: Any):  # type: ignore[no-untyped-def]
+    from gensim.models import Word2Vec
+
+    if sentences is None or dim is None:
+        raise ValueError("captions-word2vec needs the training captions and an embedding dimension")
+    log.info("training captions-word2vec (%d d) on %d captions", dim, len(sentences))
+    model = Word2Vec(sentences=[list(s) for s in sentences if s], vector_size=dim, window=5, min_count=1,
+                     workers=1, seed=seed, epochs=10, hashfxn=_stable_hash_fn)
+    return model.wv
+
+
+# -- embedding matrix and OOV -------------------------------------------------------------------
+@dataclass
+class EmbeddingMatrix:
+    vectors: np.ndarray  # (len(vocab), dim) float32; row 0 (PAD) zero
+    oov_words: list[str]
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def embedding_matrix(vocab: Vocabulary, corpus: str, *, dim: int | None, sentences: Sequence[Sequence[str]] | None = None,
+                     sentences_key: Any = None, seed: int = 0) -> EmbeddingMatrix:
+    """Vectors for a vocabulary, built once per (vocabulary, corpus) and cached."""
+    key = {"vocab": stable_hash(vocab.words), "corpus": corpus, "dim": dim, "sentences": sentences_key, "seed": seed, "v": 1}
+
+    def build() -> EmbeddingMatrix:
+        kv = load_vectors(corpus, dim=dim, sentences=sentences, sentences_key=sentences_key, seed=seed)
+        rng = np.random.default_rng(seed)
+        scale = float(np.std(kv.vectors[: min(len(kv.vectors), 50_000)]))
+        out = rng.normal(0.0, scale, size=(len(vocab), kv.vector_size)).astype(np.float32)
+        out[0] = 0.0
+        oov = []
+        for i, word in enumerate(vocab.words[2:], start=2):
+            if word in kv.key_to_index:
+                out[i] = kv[word]
+            else:
+                oov.append(word)
+        return EmbeddingMatrix(out, oov)
+
+    return cached_joblib("embeddings", key, build, what=f"{corpus} x {len(vocab)} words")
+
+
+@dataclass
+class OovReport:
+    corpus: str
+    vocab_size: int
+    oov_words: int
+    oov_tokens: int
+    total_tokens: int
+    examples: list[str]
+    error: str | None = None
+
+    @property
+    def oov_word_share(self) -> float:
+        return self.oov_words / max(1, self.vocab_size)
+
+
+def oov_report(corpus: str, token_lists: Sequence[Sequence[str]], *, dim: int | None = None, seed: int = 0,
+               sentences_key: Any = None) -> OovReport:
+    """Words (and token occurrences) of the captions that have no vector in the corpus (Fig. 7)."""
+    from collections import Counter
+
+    counts = Counter(t for tokens in token_lists for t in tokens)
+    total = sum(counts.values())
+    try:
+        kv = load_vectors(corpus, dim=dim, sentences=token_lists, sentences_key=sentences_key, seed=seed)
+    except AssetMissingError as exc:
+        return OovReport(corpus, len(counts), 0, 0, total, [], error=str(exc))
+    missing = [w for w in counts if w not in kv.key_to_index]
+    missing.sort(key=lambda w: -counts[w])
+    return OovReport(corpus, len(counts), len(missing), sum(counts[w] for w in missing), total, missing[:10])

@@ -1,0 +1,221 @@
+"""The one training engine every stage uses.
+
+Models define ``forward`` only. ``fit`` owns the loop: mini-batches, Adam with weight decay,
+the schedule, gradient clipping, the weighted loss, evaluation each epoch and callbacks.
+Early stopping, pruning, checkpointing and tracking are callbacks, so an ablation never
+compares two copies of a loop that drifted apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmsearch.config._schema import OptimConfig
+from mmsearch.training._losses import LOSSES, SCHEDULERS, class_weight_vector
+from mmsearch.training._metrics import scores, tune_thresholds
+
+log = logging.getLogger("mmsearch.engine")
+Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
+
+
+class Batches(Protocol):
+    def __iter__(self) -> Iterator[Batch]: ...
+    def __len__(self) -> int: ...
+
+
+class TensorBatches:
+    """Mini-batches over in-memory tensors (features, token ids): no DataLoader overhead."""
+
+    def __init__(self, inputs: Sequence[torch.Tensor], targets: torch.Tensor, batch_size: int,
+                 shuffle: bool = False, seed: int = 0) -> None:
+        self.inputs = tuple(inputs)
+        self.targets = targets
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.targets) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.targets)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield tuple(t[idx] for t in self.inputs), self.targets[idx]
+
+
+class LoaderBatches:
+    """Adapter from a DataLoader yielding (inputs..., target) tuples."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for *inputs, target in self.loader:
+            yield tuple(inputs), target
+
+
+@dataclass
+class EpochLog:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    val_f1: float
+    val_f1_micro: float
+    val_f1_macro: float
+    lr: float
+    seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        return {k: v for k, v in self.__dict__.items() if k != "epoch"}
+
+
+@dataclass
+class FitState:
+    model: nn.Module
+    history: list[EpochLog] = field(default_factory=list)
+    should_stop: bool = False
+    best_epoch: int = 0
+    best_f1: float = -1.0
+
+
+class Callback:
+    """Hooks of the engine; subclasses override what they need."""
+
+    def on_fit_start(self, state: FitState) -> None:
+        pass
+
+    def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
+        pass
+
+    def on_fit_end(self, state: FitState) -> None:
+        pass
+
+
+class EarlyStopping(Callback):
+    """Stop after ``patience`` epochs without a better val F1; restore the best weights."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
+        if epoch.val_f1 > state.best_f1:
+            state.best_f1, state.best_epoch = epoch.val_f1, epoch.epoch
+            self.best_state = copy.deepcopy(state.model.state_dict())
+        elif self.patience is not None and epoch.epoch - state.best_epoch >= self.patience:
+            state.should_stop = True
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.best_state is not None:
+            state.model.load_state_dict(self.best_state)
+
+
+@dataclass
+class FitResult:
+    history: list[EpochLog]
+    best_epoch: int
+    metrics: dict[str, float]  # of the restored (best) model on the validation split
+    thresholds: np.ndarray
+    val_probs: np.ndarray
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches: Batches, device: torch.device, loss_fn: Any = None) -> tuple[np.ndarray, float]:
+    """Sigmoid probabilities for every row, and the mean loss when ``loss_fn`` is given."""
+    model.eval()
+    probs, total, count = [], 0.0, 0
+    for inputs, targets in batches:
+        logits = model(*(t.to(device) for t in inputs))
+        if loss_fn is not None:
+            total += float(loss_fn(logits, targets.to(device))) * len(targets)
+            count += len(targets)
+        probs.append(torch.sigmoid(logits).float().cpu().numpy())
+    return np.concatenate(probs) if probs else np.zeros((0, 18), np.float32), total / max(count, 1)
+
+
+def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, train_targets: np.ndarray,
+        val_targets: np.ndarray, callbacks: Sequence[Callback] = (), device: torch.device | None = None,
+        tune: bool = False) -> FitResult:
+    """Train ``model`` and return its history and the validation metrics of its best epoch."""
+    device = device or torch.device("cpu")
+    model.to(device)
+    weights = class_weight_vector(cfg.class_weights, train_targets)
+    loss_fn = LOSSES.get(cfg.loss)(weights.to(device) if weights is not None else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = SCHEDULERS.get(cfg.scheduler)(optimizer, cfg)
+    stopper = EarlyStopping(cfg.early_stopping)
+    all_callbacks = [stopper, *callbacks]
+    state = FitState(model)
+    started = time.perf_counter()
+    for cb in all_callbacks:
+        cb.on_fit_start(state)
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            total, count = 0.0, 0
+            for inputs, targets in train:
+                targets = targets.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(*(t.to(device) for t in inputs)), targets)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                total += float(loss.detach()) * len(targets)
+                count += len(targets)
+            probs, val_loss = predict(model, val, device, loss_fn)
+            s = scores(val_targets, probs)
+            entry = EpochLog(epoch, total / max(count, 1), val_loss, s["f1"], s["f1_micro"], s["f1_macro"],
+                             optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+            state.history.append(entry)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(val_loss)
+            elif scheduler is not None:
+                scheduler.step()
+            log.debug("epoch %d: %s", epoch, entry)
+            for cb in all_callbacks:
+                cb.on_epoch_end(state, entry)
+            if state.should_stop:
+                break
+    finally:
+        for cb in all_callbacks:
+            cb.on_fit_end(state)
+    probs, val_loss = predict(model, val, device, loss_fn)
+    thresholds = tune_thresholds(val_targets, probs) if tune else np.full(probs.shape[1], 0.5)
+    metrics = {"val_loss": val_loss, **{f"val_{k}": v for k, v in scores(val_targets, probs).items()}}
+    if tune:
+        metrics["val_f1_tuned"] = scores(val_targets, probs, thresholds)["f1"]
+    metrics["best_epoch"] = float(state.best_epoch)
+    metrics["epochs_run"] = float(len(state.history))
+    return FitResult(state.history, state.best_epoch, metrics, thresholds, probs, time.perf_counter() - started)
