@@ -97,6 +97,7 @@ class FusionConfig:
 @dataclass
 class RunConfig:
     seed: int = f(0, "seed of weights, batches and augmentation; makes a CPU run reproducible")
+    repeat: int = f(0, "repeat index of a sweep cell: offsets the seed of the stage being trained, not of cached upstream stages", ">=0")
     threads: int | None = f(None, "torch CPU threads (null: torch's default; workers split them)", ">0")
     device: str = f("auto", "auto, cpu or cuda")
     tune_thresholds: bool = f(False, "tune one decision threshold per class on the validation split")

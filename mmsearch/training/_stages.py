@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -91,6 +92,21 @@ class Workspace:
     def targets(self) -> np.ndarray:
         return self.dataset.targets
 
+    @property
+    def seed(self) -> int:
+        return self.cfg.run.seed + self.cfg.run.repeat
+
+    def upstream(self) -> Workspace:
+        """This workspace as seen by a downstream stage: a sweep repeat re-seeds only the stage
+        being swept, so upstream features stay shared across repeats."""
+        if self.cfg.run.repeat == 0:
+            return self
+        other = Workspace.__new__(Workspace)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("dataset", "device")})
+        other.cfg = copy.deepcopy(self.cfg)
+        other.cfg.run.repeat = 0
+        return other
+
     def split_key(self) -> dict[str, Any]:
         d = self.cfg.data
         return {"data": self.dataset.fingerprint, "val": d.val_fraction, "split_seed": d.split_seed, "limit": d.limit}
@@ -147,7 +163,7 @@ def _image_loader(ws: Workspace, rows: np.ndarray, train: bool, batch_size: int)
     transform = build_transform(cfg.image.augmentation, cfg.data.image_size, train=train)
     targets = ws.targets if rows.max(initial=-1) < ws.dataset.n_train else None
     dataset = _ImageRows(ws.images(), rows, targets, transform)
-    generator = torch.Generator().manual_seed(cfg.run.seed)
+    generator = torch.Generator().manual_seed(ws.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator,
                                          num_workers=cfg.run.num_workers)
     return LoaderBatches(loader)
@@ -169,7 +185,7 @@ def backbone_features(ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
     key = _backbone_key(ws)
 
     def build() -> tuple[np.ndarray, dict[str, Any]]:
-        seed_everything(ws.cfg.run.seed)
+        seed_everything(ws.seed)
         i = ws.cfg.image
         net = ImageNet(i.backbone, i.pretrained, i.leaky_relu, i.leaky_slope, freeze_backbone=True).to(ws.device)
         params, size = model_size(net)
@@ -191,7 +207,7 @@ def _extract(fn: Callable[..., torch.Tensor], batches: Any, device: torch.device
 
 def stage_key(ws: Workspace, stage: str) -> str:
     cfg = ws.cfg
-    parts: dict[str, Any] = {"stage": stage, "split": ws.split_key(), "seed": cfg.run.seed, "v": 1}
+    parts: dict[str, Any] = {"stage": stage, "split": ws.split_key(), "seed": ws.seed, "v": 1}
     if stage == "image":
         parts["image"] = dataclasses.asdict(cfg.image)
         parts["size"] = cfg.data.image_size
@@ -199,7 +215,7 @@ def stage_key(ws: Workspace, stage: str) -> str:
         parts["text"] = dataclasses.asdict(cfg.text)
     else:
         parts["fusion"] = dataclasses.asdict(cfg.fusion)
-        parts["upstream"] = [upstream_key(ws, "image"), upstream_key(ws, "text")]
+        parts["upstream"] = [upstream_key(ws.upstream(), "image"), upstream_key(ws.upstream(), "text")]
     return stable_hash(parts)
 
 
@@ -214,14 +230,14 @@ def train_image(ws: Workspace, callbacks: Sequence[Callback] = ()) -> StageResul
     o = cfg.image.optim
     split = ws.split
     targets = ws.targets
-    seed_everything(cfg.run.seed)
+    seed_everything(ws.seed)
     if uses_backbone_cache(cfg):
         feats, meta = backbone_features(ws)
-        seed_everything(cfg.run.seed)
+        seed_everything(ws.seed)
         model: nn.Module = HeadNet(meta["feature_dim"])
         x = torch.from_numpy(np.array(feats, dtype=np.float32))
         y = torch.from_numpy(targets)
-        train = TensorBatches([x[split.train]], y[split.train], o.batch_size, shuffle=True, seed=cfg.run.seed)
+        train = TensorBatches([x[split.train]], y[split.train], o.batch_size, shuffle=True, seed=ws.seed)
         val = TensorBatches([x[split.val]], y[split.val], 1024)
         params, size = meta["params"], meta["size_mb"]
         info = {"backbone_cache": True}
@@ -248,12 +264,12 @@ def train_text(ws: Workspace, callbacks: Sequence[Callback] = ()) -> StageResult
     emb = ws.embeddings
     ids, lengths = ws.sequences()
     y = torch.from_numpy(ws.targets)
-    seed_everything(cfg.run.seed)
+    seed_everything(ws.seed)
     model = CaptionNet(emb.vectors, t.hidden_size, t.num_layers, t.dropout, t.pooling, t.trainable_embeddings)
     n = ws.dataset.n_train
     ids, lengths = ids[:n], lengths[:n]
     tr, va = torch.from_numpy(split.train), torch.from_numpy(split.val)
-    train = TensorBatches([ids[tr], lengths[tr]], y[tr], t.optim.batch_size, shuffle=True, seed=cfg.run.seed)
+    train = TensorBatches([ids[tr], lengths[tr]], y[tr], t.optim.batch_size, shuffle=True, seed=ws.seed)
     val = TensorBatches([ids[va], lengths[va]], y[va], 2048)
     result = fit(model, train, val, t.optim, train_targets=ws.targets[split.train], val_targets=ws.targets[split.val],
                  callbacks=callbacks, device=ws.device, tune=cfg.run.tune_thresholds)
@@ -351,8 +367,9 @@ def _build_model(ws: Workspace, stage: str) -> nn.Module:
 
 def fusion_inputs(ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
     """Concatenated image and caption features of every row."""
-    img, img_meta = stage_features(ws, "image")
-    txt, _ = stage_features(ws, "text")
+    up = ws.upstream()
+    img, img_meta = stage_features(up, "image")
+    txt, _ = stage_features(up, "text")
     return np.concatenate([np.asarray(img), np.asarray(txt)], axis=1), img_meta
 
 
@@ -367,9 +384,9 @@ def train_fusion(ws: Workspace, callbacks: Sequence[Callback] = ()) -> StageResu
     mean, std = x_all[split.train].mean(0), x_all[split.train].std(0) + 1e-6
     x = torch.from_numpy((x_all - mean) / std)
     y = torch.from_numpy(ws.targets)
-    seed_everything(cfg.run.seed)
+    seed_everything(ws.seed)
     model = FusionNet(x.shape[1], f.hidden_size, f.hidden_layers, f.dropout_count, f.dropout_p)
-    train = TensorBatches([x[split.train]], y[split.train], f.optim.batch_size, shuffle=True, seed=cfg.run.seed)
+    train = TensorBatches([x[split.train]], y[split.train], f.optim.batch_size, shuffle=True, seed=ws.seed)
     val = TensorBatches([x[split.val]], y[split.val], 4096)
     result = fit(model, train, val, f.optim, train_targets=ws.targets[split.train], val_targets=ws.targets[split.val],
                  callbacks=callbacks, device=ws.device, tune=cfg.run.tune_thresholds)

@@ -1,0 +1,14 @@
+"""Charts: pure data functions and thin plotly drawers."""
+
+from mmsearch.charts._data import (
+    TrialRecord, ablation_bars_data, best_level, bubble_data, curves_data, history_data, length_data, oov_data,
+)
+from mmsearch.charts._plot import (
+    ablation_figure, bubble_figure, curves_figure, history_figure, length_figure, oov_figure, report_html,
+)
+
+__all__ = [
+    "TrialRecord", "ablation_bars_data", "best_level", "bubble_data", "curves_data", "history_data", "length_data",
+    "oov_data", "ablation_figure", "bubble_figure", "curves_figure", "history_figure", "length_figure", "oov_figure",
+    "report_html",
+]

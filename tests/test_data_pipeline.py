@@ -1,0 +1,81 @@
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import COCO_MINI, needs_real_data
+import mmsearch.data._images as images_mod
+from mmsearch.data import AUGMENTATION_SETS, Dataset, SynthSpec, build_transform, load_images, synthesize
+from mmsearch.errors import UnknownNameError
+
+
+def test_image_cache_decodes_once_and_invalidates_on_change(tmp_path: Path) -> None:
+    root = synthesize(tmp_path / "d", SynthSpec(n_train=30, n_test=5, image_size=24, seed=3))
+    before = images_mod.decode_count
+    first = load_images(Dataset.open(root), 16)
+    assert images_mod.decode_count - before == 35
+    again = load_images(Dataset.open(root), 16)  # a new Dataset object, as another run would have
+    assert images_mod.decode_count - before == 35
+    assert np.array_equal(np.asarray(first), np.asarray(again)) and first.shape == (35, 16, 16, 3)
+    load_images(Dataset.open(root), 20)  # another size is another cache
+    assert images_mod.decode_count - before == 70
+    shutil.copy(root / "data" / "1.jpg", root / "data" / "0.jpg")
+    os.utime(root / "data" / "0.jpg", ns=(1, 1))
+    load_images(Dataset.open(root), 16)  # a changed image invalidates the cache
+    assert images_mod.decode_count - before == 105
+
+
+@needs_real_data
+def test_real_coco_images_decode() -> None:
+    pixels = load_images(Dataset.open(COCO_MINI), 32)
+    assert pixels.shape == (97, 32, 32, 3) and pixels.std() > 10
+
+
+def test_augmentation_sets_run_on_tensors() -> None:
+    img = torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
+    for name in AUGMENTATION_SETS.names():
+        out = build_transform(name, 32, train=True)(img)
+        assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    final = AUGMENTATION_SETS.get("paper-final")
+    assert final == ("random_resized_crop", "horizontal_flip", "vertical_flip", "normalize")
+    evaluation = build_transform("paper-final", 32, train=False)(img)
+    assert torch.allclose(evaluation, build_transform("normalize", 32, train=False)(img))
+
+
+def test_unknown_augmentation_lists_registered() -> None:
+    try:
+        AUGMENTATION_SETS.get("fancy")
+    except UnknownNameError as exc:
+        assert "paper-final" in str(exc) and "none" in str(exc)
+    else:
+        raise AssertionError("no error")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(b"".join((path / n).read_bytes() for n in ("train.csv", "test.csv", "data/3.jpg"))).hexdigest()
+
+
+def test_synth_is_deterministic_and_coco_like(tmp_path: Path) -> None:
+    spec = SynthSpec(n_train=1500, n_test=10, image_size=32, seed=5)
+    a, b = synthesize(tmp_path / "a", spec), synthesize(tmp_path / "b", spec)
+    assert _digest(a) == _digest(b)
+    assert _digest(synthesize(tmp_path / "c", SynthSpec(n_train=1500, n_test=10, image_size=32, seed=6))) != _digest(a)
+    ds = Dataset.open(a)
+    t = ds.targets
+    assert 0.70 < t[:, 0].mean() < 0.80
+    assert t.sum(1).min() >= 1 and t.sum(1).max() <= 4 and 1.4 < t.sum(1).mean() < 1.9
+    caps = ds.train.captions
+    assert any("," in c for c in caps) and any('"' in c for c in caps) and any(any(ch.isdigit() for ch in c) for c in caps)
+    assert any(c[0].isupper() for c in caps) and any(c[0].islower() for c in caps)
+    assert (a / "test_labels.csv").exists() and ds.n_test == 10
+
+
+@needs_real_data
+def test_synth_from_real_csv_keeps_captions(tmp_path: Path) -> None:
+    out = synthesize(tmp_path / "m", SynthSpec(image_size=16), from_csv=COCO_MINI / "train.csv")
+    ds, orig = Dataset.open(out), Dataset.open(COCO_MINI)
+    assert ds.train.captions == orig.train.captions and ds.train.labels == orig.train.labels
+    assert len(os.listdir(out / "data")) == 97

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_glove, needs_mobilenet, needs_nltk
+from mmsearch.config import load_experiment
+from mmsearch.training import Workspace, always_label1_f1, run_stage, stats
+
+pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
+
+
+@pytest.fixture(scope="module")
+def trained(small: dict) -> dict:
+    ws = Workspace(load_experiment("cpu", small))
+    baseline = always_label1_f1(ws.targets[ws.split.val])
+    results = {stage: run_stage(ws, stage) for stage in ("image", "text", "fusion")}
+    return {"ws": ws, "baseline": baseline, "results": results}
+
+
+def test_each_stage_beats_the_label1_baseline_and_fusion_beats_both(trained: dict) -> None:
+    b = trained["baseline"]
+    f1 = {k: r.metrics["val_f1"] for k, r in trained["results"].items()}
+    assert f1["image"] > b + 0.03 and f1["text"] > b + 0.05
+    assert f1["fusion"] > max(f1["image"], f1["text"])
+
+
+def test_fusion_on_cached_features_runs_no_upstream_pass(trained: dict, small: dict) -> None:
+    ws = Workspace(load_experiment("cpu", {**small, "fusion.dropout_p": 0.2}))
+    before = dict(stats)
+    run_stage(ws, "fusion")
+    new = {k: stats[k] - before.get(k, 0) for k in stats}
+    assert new.get("train:fusion") == 1
+    assert all(new.get(k, 0) == 0 for k in ("train:image", "train:text", "extract:image", "extract:text", "extract:backbone"))
+    assert new.get("hit:features", 0) >= 1 and new.get("hit:backbone", 0) >= 1
+
+
+def test_changed_upstream_config_invalidates_the_cache(trained: dict, small: dict) -> None:
+    ws = Workspace(load_experiment("cpu", {**small, "text.hidden_size": 24, "text.optim.epochs": 3}))
+    before = dict(stats)
+    run_stage(ws, "fusion")
+    assert stats["train:text"] - before.get("train:text", 0) == 1
+    assert stats["extract:text"] - before.get("extract:text", 0) == 1
+    assert stats["train:image"] == before.get("train:image", 0)  # the image side is unchanged
+
+
+def test_same_seed_reproduces_on_cpu(trained: dict, small: dict) -> None:
+    ws = Workspace(load_experiment("cpu", small))
+    again = run_stage(ws, "fusion")
+    assert again.metrics["val_f1"] == pytest.approx(trained["results"]["fusion"].metrics["val_f1"], abs=1e-9)
+
+
+def test_text_stage_on_caption_only_dataset(tmp_path: Path, demo_dir: Path, small: dict) -> None:
+    (tmp_path / "train.csv").write_bytes((demo_dir / "train.csv").read_bytes())
+    ws = Workspace(load_experiment("cpu", {**small, "data.path": str(tmp_path), "text.optim.epochs": 3}))
+    assert not ws.dataset.has_images
+    assert run_stage(ws, "text").metrics["val_f1"] > 0

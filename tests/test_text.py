@@ -1,0 +1,95 @@
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REAL_CAPTIONS, needs_glove, needs_nltk, needs_real_data
+from mmsearch.errors import AssetMissingError, ConfigError
+from mmsearch.text import (
+    PreprocessConfig, Preprocessor, Vocabulary, embedding_matrix, length_stats, load_vectors, oov_report,
+    resolve_corpus,
+)
+
+
+@needs_nltk
+def test_preprocessing_steps_are_switchable() -> None:
+    caption = "Two DOGS, 3 cats and the horses running!"
+    assert Preprocessor()(caption) == ["two", "dog", "cat", "horse", "running"]
+    off = PreprocessConfig(lowercase=False, remove_punctuation=False, remove_digits=False, remove_stopwords=False,
+                           tokenizer="whitespace", lemmatize=False)
+    assert Preprocessor(off)(caption) == caption.split()
+    assert "the" in Preprocessor(PreprocessConfig(remove_stopwords=False))(caption)
+    assert "3" in Preprocessor(PreprocessConfig(remove_digits=False))(caption)
+    assert "dogs" in Preprocessor(PreprocessConfig(lemmatize=False))(caption)
+
+
+def test_missing_nltk_data_names_the_downloads(tmp_path: Path) -> None:
+    code = ("from mmsearch.text import Preprocessor\n"
+            "try:\n    Preprocessor()\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    env = {**os.environ, "NLTK_DATA": str(tmp_path), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert "AssetMissingError" in out and "nltk.download('punkt_tab')" in out and "NLTK_DATA" in out
+
+
+def test_vocabulary_and_sequences() -> None:
+    vocab = Vocabulary.build([["dog", "cat"], ["dog"]])
+    assert vocab.words[:4] == ["<pad>", "<unk>", "dog", "cat"]
+    ids, lengths = vocab.encode([["dog", "zebra", "cat"], []], seq_len=2)
+    assert ids.tolist() == [[2, 1], [0, 0]] and lengths.tolist() == [2, 1]
+    stats = length_stats([["a"] * n for n in (3, 5, 5, 7, 12)])
+    assert stats.fewer_than((6, 8)) == {6: 3, 8: 4} and stats.histogram()[5] == 2 and stats.box()["median"] == 5
+
+
+@needs_glove
+@needs_nltk
+@needs_real_data
+def test_oov_report_on_real_captions_with_glove50() -> None:
+    from mmsearch.data import Dataset
+
+    tokens = Preprocessor().many(Dataset.open(REAL_CAPTIONS).train.captions[:3000])
+    report = oov_report("glove-wiki-gigaword-50", tokens)
+    assert report.error is None and 0 < report.oov_words < 0.1 * report.vocab_size
+    assert report.oov_tokens >= report.oov_words
+    t0 = time.perf_counter()
+    kv = load_vectors("glove-wiki-gigaword-50")  # now memory-mapped from the cache
+    assert kv.vector_size == 50 and time.perf_counter() - t0 < 5
+
+
+def test_captions_word2vec_is_reproducible() -> None:
+    sentences = [["dog", "runs", "park"], ["cat", "sleeps", "sofa"], ["dog", "cat", "play"]] * 30
+    vocab = Vocabulary.build(sentences)
+    a = embedding_matrix(vocab, "captions-word2vec", dim=16, sentences=sentences, sentences_key="k1", seed=3)
+    assert a.vectors.shape == (len(vocab), 16) and a.oov_words == []
+    code = ("from mmsearch.text import Vocabulary, embedding_matrix\n"
+            "s=[['dog','runs','park'],['cat','sleeps','sofa'],['dog','cat','play']]*30\n"
+            "m=embedding_matrix(Vocabulary.build(s),'captions-word2vec',dim=16,sentences=s,sentences_key='k1',seed=3)\n"
+            "print(repr(float(m.vectors[2,0])))")
+    env = {**os.environ, "MMSEARCH_CACHE_DIR": os.environ["MMSEARCH_CACHE_DIR"] + "-fresh", "PYTHONHASHSEED": "123"}
+    other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert float(other.stdout.strip()) == pytest.approx(float(a.vectors[2, 0]), abs=1e-6)
+
+
+def test_offline_corpus_fails_fast_with_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENSIM_DATA_DIR", str(tmp_path))
+    t0 = time.perf_counter()
+    with pytest.raises(AssetMissingError) as err:
+        load_vectors("glove-twitter-100")
+    assert time.perf_counter() - t0 < 10
+    assert "glove-twitter-100" in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_unknown_corpus_lists_valid_names() -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_corpus("glove-twiter-100")
+    assert "glove-twitter-100" in str(err.value) and "captions-word2vec" in str(err.value)
+
+
+def test_local_glove_text_file(tmp_path: Path) -> None:
+    path = tmp_path / "vecs.txt"
+    path.write_text("dog 0.1 0.2 0.3\ncat 0.3 0.2 0.1\n")
+    assert resolve_corpus(f"file:{path}").dim == 3
+    kv = load_vectors(f"file:{path}")
+    assert kv.vector_size == 3 and "cat" in kv.key_to_index
