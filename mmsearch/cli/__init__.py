@@ -1,5 +1,5 @@
 """The ``mmsearch`` command: a thin layer over the library."""
 
-from mmsearch.cli._main import main
+from mmsearch.cli._main import build_parser, main
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]

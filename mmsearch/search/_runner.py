@@ -325,7 +325,9 @@ def execute_trial(ctx: SweepContext, base: ExperimentConfig, study: Any, trial: 
             ws = Workspace(cfg, ctx.dataset)
             callbacks = [MlflowEpochLogger(tracker, run_id), _TrialReporter(trial, spec.metric, spec.mode == "search")]
             result = run_stage(ws, spec.stage, callbacks)
-            tracker.log_metrics(run_id, {**result.metrics, "params": result.params, "size_mb": result.size_mb,
+            # "final_" = the restored best epoch; the bare names hold the per-epoch curves.
+            tracker.log_metrics(run_id, {**{f"final_{k}": v for k, v in result.metrics.items()},
+                                         "params": result.params, "size_mb": result.size_mb,
                                          "fit_seconds": result.fit.seconds})
             trial.set_user_attr("params", result.params)
             trial.set_user_attr("size_mb", result.size_mb)

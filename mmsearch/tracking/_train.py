@@ -38,7 +38,7 @@ def train_tracked(cfg: ExperimentConfig, stages: Sequence[str], tracker: Tracker
         for stage in stages:
             result = run_stage(ws, stage, [MlflowEpochLogger(tracker, run_id, prefix=f"{stage}/")])
             results[stage] = result
-            tracker.log_metrics(run_id, {f"{stage}/{k}": v for k, v in result.metrics.items()})
+            tracker.log_metrics(run_id, {f"{stage}/final_{k}": v for k, v in result.metrics.items()})
             tracker.log_metrics(run_id, {f"{stage}/params": result.params, f"{stage}/size_mb": result.size_mb})
             figures.append((f"{stage} stage", history_figure(history_data(result.fit.history), f"{stage} stage")))
             log.info("%s stage: val samples-F1 %.4f (baseline %.4f)", stage, result.metrics["val_f1"], baseline)

@@ -1,0 +1,126 @@
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import needs_glove, needs_mobilenet, needs_nltk
+from mmsearch.errors import ConfigError
+from mmsearch.search import SweepRequest, available_sweeps, load_sweep, open_storage, run_sweep, trial_records
+from mmsearch.tracking import Tracker
+
+pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
+
+PAPER_SWEEPS = {"cnn-backbone", "cnn-augmentation", "cnn-epochs", "cnn-batch-size", "cnn-lr", "text-embedding-size",
+                "text-corpus", "text-seq-len", "text-epochs", "text-batch-size", "text-lr", "fusion-epochs",
+                "fusion-batch-size", "fusion-lr", "fusion-dropout-count", "fusion-dropout-p", "fusion-hidden-size"}
+
+
+@pytest.mark.parametrize("experiment", ["paper", "cpu"])
+def test_every_shipped_sweep_loads_and_validates(experiment: str) -> None:
+    names = set()
+    for path in available_sweeps():
+        spec, _ = load_sweep(str(path), experiment)
+        names.add(spec.name)
+        assert spec.size >= 1 and spec.paper
+    assert PAPER_SWEEPS <= names and any(load_sweep(str(p))[0].mode == "search" for p in available_sweeps())
+    backbone, _ = load_sweep("cnn-backbone", "cpu")
+    assert {"mobilenet_v2", "resnet18", "resnet50", "resnext101_32x8d"} <= {lv.label for lv in backbone.levels}
+
+
+def test_bad_sweep_file_lists_all_problems(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nstage: fusion\nmode: ablation\nfactor: fusion.dropout_p\nlevels: [0.1, 7]\n"
+                    "charts: [nope]\nsampler: magic\ncolour: red\n")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(str(path), "cpu")
+    text = str(err.value)
+    for needle in ("description", "colour", "nope", "magic", "level '7'", "fusion.dropout_p"):
+        assert needle in text, needle
+
+
+def _request(tmp_path: Path, small: dict, sweep: str, **kw: object) -> SweepRequest:
+    return SweepRequest(sweep=sweep, experiment="cpu", overrides={k: v for k, v in small.items() if k != "data.path"},
+                        data=small["data.path"], storage=str(tmp_path / "journal.log"), progress=False, **kw)
+
+
+def _cells(storage: str, study_name: str) -> Counter:
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    return Counter((r.level, r.repeat) for r in trial_records(study))
+
+
+def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> None:
+    summary = run_sweep(_request(tmp_path, small, "fusion-dropout-count", workers=2))
+    cells = _cells(str(tmp_path / "journal.log"), summary.study_name)
+    assert sum(cells.values()) == 9 and set(cells.values()) == {1}  # 3 levels x 3 repeats, each once
+    assert summary.counts == {"COMPLETE": 9}
+    tracker = Tracker()
+    children = tracker.children(summary.experiment_id, summary.parent_run_id)
+    assert len(children) == 9 and all(r.info.status == "FINISHED" for r in children)
+    history = tracker.client.get_metric_history(children[0].info.run_id, "val_f1")
+    assert len(history) >= 2 and sorted(m.step for m in history) == list(range(1, len(history) + 1))
+    artifacts = {a.path for a in tracker.client.list_artifacts(summary.parent_run_id, "charts")}
+    assert {"charts/report.html", "charts/data.json"} <= artifacts
+    html = Path(tracker.client.download_artifacts(summary.parent_run_id, "charts/report.html", str(tmp_path))).read_text()
+    assert len(html) > 1_000_000 and "<script src=\"https://cdn.plot.ly" not in html and "Ablation" in html
+    assert tracker.client.get_run(summary.parent_run_id).info.status == "FINISHED"
+
+
+def test_interrupted_sweep_resumes_only_missing_cells(tmp_path: Path, small: dict) -> None:
+    first = run_sweep(_request(tmp_path, small, "fusion-dropout-count", trials=4))
+    assert first.counts == {"COMPLETE": 4}
+    second = run_sweep(_request(tmp_path, small, "fusion-dropout-count"))
+    assert second.ran_trials == 5 and second.counts == {"COMPLETE": 9}
+    cells = _cells(str(tmp_path / "journal.log"), second.study_name)
+    assert len(cells) == 9 and set(cells.values()) == {1}
+    third = run_sweep(_request(tmp_path, small, "fusion-dropout-count"))
+    assert third.ran_trials == 0
+
+
+def test_failing_trial_is_recorded_and_sweep_goes_on(tmp_path: Path, small: dict) -> None:
+    sweep = tmp_path / "corpora.yaml"
+    sweep.write_text(
+        "name: corpora\ndescription: one level cannot load offline\npaper: test\nstage: text\nmode: ablation\n"
+        "factor: text.corpus\nlevels:\n"
+        "  - {label: glove-twitter-25, set: {text.corpus: glove-twitter-25, text.embedding_dim: null}}\n"
+        "  - {label: glove50, set: {text.corpus: glove-wiki-gigaword-50, text.embedding_dim: null, text.optim.epochs: 3}}\n"
+        "charts: [oov]\n")
+    summary = run_sweep(_request(tmp_path, small, str(sweep)))
+    assert summary.counts == {"FAIL": 1, "COMPLETE": 1}
+    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(str(tmp_path / "journal.log")))
+    failed = [t for t in study.trials if t.state.name == "FAIL"][0]
+    assert "glove-twitter-25" in failed.user_attrs["error"] and "offline" in failed.user_attrs["error"]
+    tracker = Tracker()
+    runs = tracker.children(summary.experiment_id, summary.parent_run_id)
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+
+
+def test_search_sweep_prunes(tmp_path: Path, small: dict) -> None:
+    sweep = tmp_path / "lr-search.yaml"
+    sweep.write_text(
+        "name: lr-search\ndescription: fusion lr\npaper: test\nstage: fusion\nmode: search\nn_trials: 12\n"
+        "space:\n  fusion.optim.lr: {type: float, low: 1.0e-5, high: 0.5, log: true}\n"
+        "sampler: random\npruner: median\nseed: 3\n")
+    request = _request(tmp_path, small, str(sweep))
+    request.overrides["fusion.optim.early_stopping"] = None
+    summary = run_sweep(request)
+    assert summary.counts.get("PRUNED", 0) >= 1
+    assert sum(summary.counts.values()) == 12
+
+
+@pytest.mark.postgres
+def test_postgresql_storage(tmp_path: Path, small: dict) -> None:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        sqlalchemy.create_engine(url).connect().close()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"PostgreSQL not reachable at {url}: {exc}")
+    import uuid
+
+    request = _request(tmp_path, small, "fusion-dropout-count", trials=3)
+    request.storage, request.study_name = url, f"pg-{uuid.uuid4().hex[:8]}"
+    summary = run_sweep(request)
+    assert summary.counts == {"COMPLETE": 3}
+    study = optuna.load_study(study_name=request.study_name, storage=url)
+    assert len(study.trials) == 3
