@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ DEFAULT_JOURNAL = "optuna-journal.log"
 
 def default_storage() -> str:
     # Beside ./mlruns; SQLite is not safe with several worker processes, a journal file is.
-    return str(Path.cwd() / DEFAULT_JOURNAL)
+    return os.environ.get("MMSEARCH_STORAGE") or str(Path.cwd() / DEFAULT_JOURNAL)
 
 
 def open_storage(url: str | None) -> Any:
