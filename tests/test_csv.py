@@ -2,7 +2,6 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-import pytest
 
 from conftest import COCO_MINI, REAL_CAPTIONS, needs_real_data
 from mmsearch.data import Dataset, read_table, write_submission, write_table

@@ -11,6 +11,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mmsearch._files import named_yaml, yaml_files
 from mmsearch.config._schema import ExperimentConfig
 from mmsearch.errors import ConfigError, Problem
 
@@ -124,14 +125,11 @@ def parse_overrides(items: Iterable[str], where: str = "--set") -> tuple[dict[st
 
 
 def experiment_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
-        return path
-    return EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    return named_yaml(name_or_path, EXPERIMENTS_DIR)
 
 
 def available_experiments() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")) if EXPERIMENTS_DIR.exists() else []
+    return [p.stem for p in yaml_files(EXPERIMENTS_DIR)]
 
 
 def load_experiment(name_or_path: str, overrides: Mapping[str, Any] | None = None,

@@ -22,8 +22,9 @@ from typing import Any
 
 import yaml
 
+from mmsearch._files import named_yaml, yaml_files
 from mmsearch._registry import Registry
-from mmsearch.config import ExperimentConfig, build_experiment, load_experiment, to_dict
+from mmsearch.config import ExperimentConfig, build_experiment, flatten, load_experiment, to_dict
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
@@ -163,14 +164,11 @@ class SweepSpec:
 
 
 def sweep_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
-        return path
-    return SWEEPS_DIR / f"{name_or_path}.yaml"
+    return named_yaml(name_or_path, SWEEPS_DIR)
 
 
 def available_sweeps() -> list[Path]:
-    return sorted(SWEEPS_DIR.glob("*.yaml")) if SWEEPS_DIR.exists() else []
+    return yaml_files(SWEEPS_DIR)
 
 
 def load_sweep(name_or_path: str, experiment: str | None = None, overrides: Mapping[str, Any] | None = None
@@ -291,21 +289,11 @@ def _base_level(spec: SweepSpec, cfg: ExperimentConfig | None) -> str | None:
     """The level equal to the base experiment's own setting (marked on the ablation chart)."""
     if cfg is None:
         return None
-    flat = _flat(to_dict(cfg))
+    flat = flatten(to_dict(cfg))
     for lv in spec.levels:
         if all(flat.get(k) == v for k, v in lv.overrides.items()):
             return lv.label
     return None
-
-
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and k not in ("class_weights",):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _space(raw: Mapping[str, Any], where: str, problems: list[Problem]) -> list[Dimension]:

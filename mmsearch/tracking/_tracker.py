@@ -52,9 +52,10 @@ class Tracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
+        root = self._artifact_root()
+        location = f"{root}/{name.replace('/', '_')}" if root else None
         try:
-            return self.client.create_experiment(name, artifact_location=self._artifact_root() and
-                                                 f"{self._artifact_root()}/{name.replace('/', '_')}")
+            return self.client.create_experiment(name, artifact_location=location)
         except Exception:  # another worker created it first
             found = self.client.get_experiment_by_name(name)
             if found is None:

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mmsearch._registry import Registry
 from mmsearch.data._labels import LABEL_INDEX, NUM_LABELS
@@ -70,4 +69,4 @@ SCHEDULERS.register("step", lambda opt, cfg: torch.optim.lr_scheduler.StepLR(opt
 SCHEDULERS.register("plateau", lambda opt, cfg: torch.optim.lr_scheduler.ReduceLROnPlateau(
     opt, mode="min", patience=cfg.plateau_patience, factor=cfg.plateau_factor))
 
-__all__ = ["LOSSES", "SCHEDULERS", "class_weight_vector", "nn"]
+__all__ = ["LOSSES", "SCHEDULERS", "class_weight_vector"]

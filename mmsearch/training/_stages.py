@@ -35,14 +35,14 @@ from mmsearch.data._augment import build_transform, is_deterministic
 from mmsearch.data._dataset import Dataset, Split
 from mmsearch.data._demo import demo_dataset
 from mmsearch.data._images import load_images
-from mmsearch.errors import DataError, MmsearchError, Problem
-from mmsearch.models._backbones import BACKBONES, model_size
+from mmsearch.errors import DataError, Problem
+from mmsearch.models._backbones import model_size
 from mmsearch.models._networks import CaptionNet, FusionNet, HeadNet, ImageNet
 from mmsearch.text._preprocess import Preprocessor
 from mmsearch.text._vectors import EmbeddingMatrix, embedding_matrix
 from mmsearch.text._vocab import Vocabulary
 from mmsearch.training._engine import (
-    Callback, FitResult, LoaderBatches, TensorBatches, fit, predict, resolve_device, seed_everything,
+    Callback, FitResult, LoaderBatches, TensorBatches, fit, resolve_device, seed_everything,
 )
 
 log = logging.getLogger("mmsearch.stages")
@@ -101,11 +101,13 @@ class Workspace:
         being swept, so upstream features stay shared across repeats."""
         if self.cfg.run.repeat == 0:
             return self
-        other = Workspace.__new__(Workspace)
-        other.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("dataset", "device")})
-        other.cfg = copy.deepcopy(self.cfg)
-        other.cfg.run.repeat = 0
-        return other
+        return self._upstream
+
+    @cached_property
+    def _upstream(self) -> Workspace:
+        cfg = copy.deepcopy(self.cfg)
+        cfg.run.repeat = 0
+        return Workspace(cfg, self.dataset)
 
     def split_key(self) -> dict[str, Any]:
         d = self.cfg.data
@@ -400,8 +402,4 @@ STAGES.register("fusion", train_fusion)
 
 
 def run_stage(ws: Workspace, stage: str, callbacks: Sequence[Callback] = ()) -> StageResult:
-    try:
-        fn = STAGES.get(stage)
-    except MmsearchError:
-        raise
-    return fn(ws, callbacks)
+    return STAGES.get(stage)(ws, callbacks)
