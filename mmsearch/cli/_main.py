@@ -82,6 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
             p.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
 
+    export = _cmd(sub, "export", "Train the best configuration of finished sweeps and register it as an MLflow model.",
+                  "mmsearch export text-seq-len text-lr --name captions --experiment cpu --data data/ --full")
+    export.add_argument("sweeps", nargs="+", help="finished sweeps, applied in this order")
+    export.add_argument("--name", required=True, help="registered model name (a new version gets alias 'champion')")
+    export.add_argument("--experiment", help="base experiment (default: the first sweep's)")
+    export.add_argument("--data", help="dataset folder (default: the generated demo dataset)")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="base config override, as given to `sweep run` (repeatable)")
+    export.add_argument("--full", action="store_true", help="after early stopping fixed the epochs, retrain on train+val")
+    export.add_argument("--caption-only", action="store_true", help="export the text stage only")
+    export.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
+    export.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
+    export.add_argument("--out-dir", type=Path, default=Path("exports"), help="where config.yaml and summary.md go")
+
+    predict = _cmd(sub, "predict", "Predict a Kaggle-format CSV (ImageID,Labels) with a registered or logged model.",
+                   "mmsearch predict models:/captions@champion --data data/ --csv test.csv --out predictions.csv")
+    predict.add_argument("model_uri", help="any MLflow model URI: models:/NAME@champion, runs:/RUN_ID/model, ...")
+    predict.add_argument("--data", required=True, type=Path, help="dataset folder (images under data/)")
+    predict.add_argument("--csv", default="test.csv", help="CSV inside --data with ImageID,Caption (default test.csv)")
+    predict.add_argument("--out", required=True, type=Path, help="output CSV")
+    predict.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: ./mlruns)")
+
     ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlruns).", "mmsearch ui --port 5000")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -207,6 +229,39 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from mmsearch.config import parse_overrides
+    from mmsearch.errors import ConfigError
+    from mmsearch.export import ExportRequest, export_model
+
+    overrides, problems = parse_overrides(args.overrides)
+    if problems:
+        raise ConfigError("invalid --set", problems)
+    result = export_model(ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
+                                        overrides=overrides, full=args.full, caption_only=args.caption_only,
+                                        storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out_dir))
+    for d in result.decisions:
+        print(f"{d.key} = {d.value!r}  <- {d.sweep} {d.how}, trial {d.trial}, run {d.run_id}, {d.metric} {d.score:.4f}")
+    for key, value in sorted(result.metrics.items()):
+        if key.endswith("final_val_f1") or key.endswith("final_val_f1_tuned"):
+            print(f"{key}: {value:.4f}")
+    print(f"registered {result.name} version {result.version} as {result.model_uri} (run {result.run_id}); "
+          f"summary in {result.folder}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from mmsearch.export import predict_csv
+    from mmsearch.tracking import resolve_tracking_uri
+
+    os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(args.tracking_uri)
+    outcome = predict_csv(args.model_uri, args.data, args.csv, args.out)
+    print(f"wrote {outcome.rows} rows to {outcome.out}")
+    if outcome.samples_f1 is not None:
+        print(f"samples-F1 against the known labels: {outcome.samples_f1:.4f}")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     from mmsearch.tracking import default_tracking_uri
 
@@ -233,5 +288,6 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": _data, "train": _train, "sweep": _sweep, "ui": _ui, "models": _models}
+COMMANDS = {"data": _data, "train": _train, "sweep": _sweep, "export": _export, "predict": _predict, "ui": _ui,
+            "models": _models}
 __all__ = ["main", "build_parser"]

@@ -93,11 +93,13 @@ def read_table(path: Path, required: Sequence[str]) -> tuple[CsvTable, list[Prob
             )
         )
         return CsvTable(path, columns), problems
-    if columns[-1] != "Caption":
+    has_caption = "Caption" in columns
+    if has_caption and columns[-1] != "Caption":
         problems.append(
             Problem(f"{path}:{header_line}", f"Caption must be the last column, header is {header!r}")
         )
         return CsvTable(path, columns), problems
+    # A submission (ImageID,Labels) has no free-text column: every column is split on commas.
     fixed = columns[:-1]
     table = CsvTable(path, columns, labels=[] if "Labels" in columns else None)
     i = 1
@@ -131,6 +133,8 @@ def read_table(path: Path, required: Sequence[str]) -> tuple[CsvTable, list[Prob
         if quoted is not None and quoted[1] == "":
             caption = quoted[0]
             i = max(i, joined_end)
+        if not has_caption:
+            values[columns[-1]], caption = caption, ""
         table.image_ids.append(values["ImageID"].strip())
         table.captions.append(caption)
         table.lines.append(number)

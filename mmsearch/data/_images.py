@@ -30,7 +30,7 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     decode_count += 1
     with Image.open(path) as img:
         img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+        return np.array(img, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
 
 
 def image_cache_path(dataset: Dataset, size: int) -> Path:

@@ -69,8 +69,12 @@ class StageResult:
 class Workspace:
     """A resolved experiment: its dataset, split and device, with lazily built shared inputs."""
 
-    def __init__(self, cfg: ExperimentConfig, dataset: Dataset | None = None) -> None:
+    def __init__(self, cfg: ExperimentConfig, dataset: Dataset | None = None, refit: bool = False) -> None:
+        """``refit``: train on the training and validation rows together (the final model, once
+        early stopping has fixed the epochs); the validation rows are still scored each epoch,
+        optimistically, so the engine keeps its curves."""
         self.cfg = cfg
+        self.refit = refit
         if dataset is None:
             root = Path(cfg.data.path) if cfg.data.path else demo_dataset()
             dataset = Dataset.open(root)
@@ -86,6 +90,8 @@ class Workspace:
         if self.cfg.data.limit:
             keep = self.cfg.data.limit
             split = Split(split.train[split.train < keep], split.val[split.val < keep])
+        if self.refit:
+            split = Split(np.sort(np.concatenate([split.train, split.val])), split.val)
         return split
 
     @property
@@ -107,11 +113,12 @@ class Workspace:
     def _upstream(self) -> Workspace:
         cfg = copy.deepcopy(self.cfg)
         cfg.run.repeat = 0
-        return Workspace(cfg, self.dataset)
+        return Workspace(cfg, self.dataset, self.refit)
 
     def split_key(self) -> dict[str, Any]:
         d = self.cfg.data
-        return {"data": self.dataset.fingerprint, "val": d.val_fraction, "split_seed": d.split_seed, "limit": d.limit}
+        return {"data": self.dataset.fingerprint, "val": d.val_fraction, "split_seed": d.split_seed, "limit": d.limit,
+                "refit": self.refit}
 
     # -- text inputs ------------------------------------------------------------------------
     @cached_property
@@ -175,7 +182,7 @@ def _backbone_key(ws: Workspace) -> dict[str, Any]:
     i = ws.cfg.image
     return {"images": ws.dataset.images_fingerprint, "ids": stable_hash(ws.dataset.image_ids), "backbone": i.backbone,
             "pretrained": i.pretrained, "leaky": i.leaky_relu, "slope": i.leaky_slope, "size": ws.cfg.data.image_size,
-            "aug": i.augmentation, "v": 1}
+            "aug": i.augmentation, "v": 2}
 
 
 def uses_backbone_cache(cfg: ExperimentConfig) -> bool:
@@ -189,10 +196,10 @@ def backbone_features(ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
     def build() -> tuple[np.ndarray, dict[str, Any]]:
         seed_everything(ws.seed)
         i = ws.cfg.image
-        net = ImageNet(i.backbone, i.pretrained, i.leaky_relu, i.leaky_slope, freeze_backbone=True).to(ws.device)
+        net = ImageNet(i.backbone, i.pretrained, i.leaky_relu, i.leaky_slope, freeze_backbone=True).to(ws.device).eval()
         params, size = model_size(net)
         rows = np.arange(len(ws.dataset.image_ids))
-        feats = _extract(lambda x: net.features(x), _image_loader(ws, rows, False, 128), ws.device)
+        feats = _extract(net.features, _image_loader(ws, rows, False, 128), ws.device)
         stats["extract:backbone"] += 1
         return feats, {"params": params, "size_mb": size, "feature_dim": net.feature_dim}
 
@@ -201,6 +208,11 @@ def backbone_features(ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
 
 @torch.inference_mode()
 def _extract(fn: Callable[..., torch.Tensor], batches: Any, device: torch.device) -> np.ndarray:
+    """Features in eval mode (BatchNorm running statistics, no dropout): the caller's module
+    must already be in eval mode, which is asserted because batch statistics would make a
+    row's features depend on its batch."""
+    owner = getattr(fn, "__self__", None)
+    assert owner is None or not owner.training, "feature extraction needs a module in eval mode"
     out = []
     for inputs, _ in batches:
         out.append(fn(*(t.to(device) for t in inputs)).float().cpu().numpy())

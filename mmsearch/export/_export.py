@@ -1,0 +1,207 @@
+"""``mmsearch export``: sweeps' best settings -> one trained pipeline -> a registered pyfunc model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+import mmsearch
+from mmsearch.config import ExperimentConfig, dump_yaml, flatten, load_experiment, to_dict, with_overrides
+from mmsearch.data import LABELS
+from mmsearch.export._best import Decision, sweep_decisions
+from mmsearch.models import ImageNet
+from mmsearch.search import SweepRequest, load_sweep
+from mmsearch.serving import BUNDLE_FILE
+from mmsearch.tracking import MlflowEpochLogger, Tracker
+from mmsearch.training import StageResult, Workspace, run_stage, uses_backbone_cache
+
+log = logging.getLogger("mmsearch.export")
+ALIAS = "champion"
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "nltk", "mlflow", "gensim", "joblib", "pyyaml")
+
+
+@dataclass
+class ExportRequest:
+    sweeps: list[str]
+    name: str
+    experiment: str | None = None
+    data: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    full: bool = False
+    caption_only: bool = False
+    storage: str | None = None
+    tracking_uri: str | None = None
+    out_dir: Path = Path("exports")
+
+
+@dataclass
+class ExportResult:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+    config: ExperimentConfig
+    decisions: list[Decision]
+    metrics: dict[str, float]
+    workspace: Workspace
+    results: dict[str, StageResult]
+    folder: Path
+
+
+def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decision]]:
+    """The base experiment with each sweep's best setting applied in the order given."""
+    if not request.sweeps:
+        raise mmsearch.MmsearchError("export needs at least one sweep")
+    experiment = request.experiment or load_sweep(request.sweeps[0])[0].experiment
+    overrides = dict(request.overrides)
+    if request.data:
+        overrides["data.path"] = str(Path(request.data).resolve())
+    cfg = load_experiment(experiment, overrides)
+    decisions: list[Decision] = []
+    for sweep in request.sweeps:
+        found = sweep_decisions(SweepRequest(sweep=sweep, experiment=experiment, overrides=dict(request.overrides),
+                                             data=request.data, storage=request.storage))
+        # A repeat index only re-seeded the sweep's trials; it is not a setting of the model.
+        found = [d for d in found if d.key != "run.repeat"]
+        cfg = with_overrides(cfg, {d.key: d.value for d in found}, where=f"best of sweep {sweep}")
+        decisions = [d for d in decisions if d.key not in {f.key for f in found}] + found
+    return cfg, decisions
+
+
+def export_model(request: ExportRequest) -> ExportResult:
+    cfg, decisions = final_config(request)
+    ws = Workspace(cfg)
+    stages = ["text"] if request.caption_only or not ws.dataset.has_images else ["image", "text", "fusion"]
+    tracker = Tracker(request.tracking_uri)
+    experiment_id = tracker.experiment(f"export/{request.name}")
+    with tracker.run(experiment_id, f"{request.name}{' (full)' if request.full else ''}",
+                     tags={"model": request.name, "sweeps": ",".join(request.sweeps)}) as run_id:
+        tracker.log_params(run_id, flatten(to_dict(cfg)))
+        tracker.log_text(run_id, dump_yaml(cfg), "config.yaml")
+        tracker.log_text(run_id, json.dumps([asdict(d) for d in decisions], indent=1, default=str), "provenance.json")
+        results = {s: run_stage(ws, s, [MlflowEpochLogger(tracker, run_id, f"{s}/")]) for s in stages}
+        metrics = {f"{s}/final_{k}": v for s, r in results.items() for k, v in r.metrics.items()}
+        thresholds = results[stages[-1]].fit.thresholds
+        if request.full:
+            cfg, ws, results = _refit(cfg, ws, results, stages, tracker, run_id)
+        tracker.log_metrics(run_id, metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = write_bundle(Path(tmp) / "bundle", ws, results, stages, thresholds)
+            model_dir = Path(tmp) / "model"
+            save_pyfunc(model_dir, bundle)
+            tracker.client.log_artifacts(run_id, str(model_dir), "model")
+        artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
+    version = register(tracker, request.name, f"{artifact_uri}/model", run_id, request.sweeps, decisions)
+    folder = write_summary(request, cfg, decisions, metrics, version, run_id)
+    return ExportResult(request.name, version, run_id, f"models:/{request.name}@{ALIAS}", cfg, decisions, metrics, ws,
+                        results, folder)
+
+
+def _refit(cfg: ExperimentConfig, ws: Workspace, results: dict[str, StageResult], stages: Sequence[str],
+           tracker: Tracker, run_id: str) -> tuple[ExperimentConfig, Workspace, dict[str, StageResult]]:
+    """Train again on training + validation rows for the epochs early stopping chose."""
+    overrides: dict[str, Any] = {}
+    for s in stages:
+        overrides[f"{s}.optim.epochs"] = max(1, results[s].fit.best_epoch)
+        overrides[f"{s}.optim.early_stopping"] = None
+    full_cfg = with_overrides(cfg, overrides, where="--full refit")
+    full_ws = Workspace(full_cfg, ws.dataset, refit=True)
+    refit = {s: run_stage(full_ws, s, [MlflowEpochLogger(tracker, run_id, f"full/{s}/")]) for s in stages}
+    return full_cfg, full_ws, refit
+
+
+def write_bundle(folder: Path, ws: Workspace, results: dict[str, StageResult], stages: Sequence[str],
+                 thresholds: np.ndarray) -> Path:
+    folder.mkdir(parents=True)
+    cfg = ws.cfg
+    meta: dict[str, Any] = {
+        "format": 1, "mmsearch": mmsearch.__version__, "stages": list(stages), "labels": list(LABELS),
+        "config": to_dict(cfg), "vocab": ws.vocab.words, "embedding_dim": ws.embeddings.dim,
+        "thresholds": [float(t) for t in thresholds],
+    }
+    torch.save(results["text"].model.state_dict(), folder / "text.pt")
+    if "image" in stages:
+        torch.save(_full_image_state(ws, results["image"]), folder / "image.pt")
+    if "fusion" in stages:
+        info = results["fusion"].info
+        meta["feature_mean"] = np.asarray(info["feature_mean"]).tolist()
+        meta["feature_std"] = np.asarray(info["feature_std"]).tolist()
+        torch.save(results["fusion"].model.state_dict(), folder / "fusion.pt")
+    (folder / BUNDLE_FILE).write_text(json.dumps(meta))
+    return folder
+
+
+def _full_image_state(ws: Workspace, result: StageResult) -> dict[str, torch.Tensor]:
+    """A trained head on cached frozen-backbone features becomes a whole image network again."""
+    if not uses_backbone_cache(ws.cfg):
+        return result.model.state_dict()
+    i = ws.cfg.image
+    net = ImageNet(i.backbone, i.pretrained, i.leaky_relu, i.leaky_slope, freeze_backbone=True)
+    net.head.load_state_dict(result.model.head.state_dict())
+    return net.state_dict()
+
+
+def _requirements() -> list[str]:
+    out = []
+    for name in REQUIREMENTS:
+        try:
+            out.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def save_pyfunc(model_dir: Path, bundle: Path) -> None:
+    import mlflow.pyfunc
+
+    from mmsearch.serving import model_code
+
+    # The package travels with the model (code_paths), so a serving environment needs only the
+    # pinned requirements, not an mmsearch install; inference imports no training module.
+    mlflow.pyfunc.save_model(str(model_dir), python_model=model_code.__file__, artifacts={"bundle": str(bundle)},
+                             code_paths=[str(Path(mmsearch.__file__).parent)], pip_requirements=_requirements())
+
+
+def register(tracker: Tracker, name: str, source: str, run_id: str, sweeps: Sequence[str],
+             decisions: Sequence[Decision]) -> str:
+    client = tracker.client
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name, description="mmsearch final model")
+    tags = {"sweeps": ",".join(sweeps), **{f"decided.{d.key}": f"{d.value} by {d.sweep} trial {d.trial} "
+                                           f"({d.metric} {d.score:.4f})" for d in decisions}}
+    version = client.create_model_version(name, source, run_id=run_id, tags=tags)
+    client.set_registered_model_alias(name, ALIAS, version.version)
+    return str(version.version)
+
+
+def write_summary(request: ExportRequest, cfg: ExperimentConfig, decisions: Sequence[Decision],
+                  metrics: dict[str, float], version: str, run_id: str) -> Path:
+    folder = request.out_dir / request.name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(dump_yaml(cfg))
+    (folder / "provenance.json").write_text(json.dumps([asdict(d) for d in decisions], indent=1, default=str))
+    lines = [f"# {request.name} v{version}", "", f"MLflow run `{run_id}`, alias `{ALIAS}`, "
+             f"sweeps applied in order: {', '.join(request.sweeps)}{' (refit on train+val)' if request.full else ''}.", "",
+             "| setting | value | decided by | trial | run | score |", "|---|---|---|---|---|---|"]
+    for d in decisions:
+        lines.append(f"| `{d.key}` | {d.value} | {d.sweep}: {d.how} | {d.trial} | {d.run_id or ''} | {d.metric} {d.score:.4f} |")
+    lines += ["", "Validation metrics (before any refit):", ""]
+    lines += [f"- {k}: {v:.4f}" for k, v in sorted(metrics.items()) if "_val_" in k]
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    yaml.safe_dump({"model": request.name, "version": version}, (folder / "model.yaml").open("w"))
+    return folder

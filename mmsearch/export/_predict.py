@@ -1,0 +1,65 @@
+"""``mmsearch predict``: a Kaggle-format CSV for every row of a dataset CSV."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mmsearch.data import encode, read_table, write_submission
+from mmsearch.errors import DataError, Problem
+from mmsearch.serving import IMAGE_COLUMN, InputError
+
+
+@dataclass
+class PredictOutcome:
+    rows: int
+    out: Path
+    samples_f1: float | None  # when the CSV (or a test_labels.csv beside it) has labels
+
+
+def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path) -> PredictOutcome:
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    needs_images = model.unwrap_python_model().predictor.bundle.needs_images
+    path = data / csv_name
+    if not path.is_file():
+        raise DataError("nothing to predict", [Problem(str(path), "file not found")])
+    table, problems = read_table(path, ("ImageID", "Caption"))
+    problems += _row_problems(table, data, needs_images)
+    if problems:
+        raise InputError(f"{path}: rows the model cannot predict", problems)
+    frame = pd.DataFrame({"ImageID": table.image_ids, "Caption": table.captions})
+    if needs_images:
+        frame[IMAGE_COLUMN] = [str(data / "data" / i) for i in table.image_ids]
+    predicted = model.predict(frame)
+    labels = [[int(x) for x in s.split()] for s in predicted["Labels"]]
+    write_submission(out, table.image_ids, labels)
+    return PredictOutcome(len(labels), out, _score(table, data, labels))
+
+
+def _row_problems(table, data: Path, needs_images: bool) -> list[Problem]:  # type: ignore[no-untyped-def]
+    problems = []
+    for image_id, caption, line in zip(table.image_ids, table.captions, table.lines):
+        where = f"{table.path}:{line}"
+        if not caption.strip():
+            problems.append(Problem(where, f"Caption: empty caption for {image_id!r}"))
+        if needs_images and not (data / "data" / image_id).is_file():
+            problems.append(Problem(where, f"ImageID: image file {data / 'data' / image_id} not found"))
+    return problems
+
+
+def _score(table, data: Path, labels: list[list[int]]) -> float | None:  # type: ignore[no-untyped-def]
+    from mmsearch.training import samples_f1
+
+    truth = table.labels
+    if truth is None and (data / "test_labels.csv").is_file() and table.path.name == "test.csv":
+        answers, problems = read_table(data / "test_labels.csv", ("ImageID", "Labels", "Caption"))
+        if problems or answers.image_ids != table.image_ids:
+            return None
+        truth = answers.labels
+    if truth is None:
+        return None
+    return samples_f1(encode(truth), encode(labels))

@@ -1,0 +1,148 @@
+"""Inference from an exported bundle, with no training code on the import path.
+
+A bundle is a folder: ``bundle.json`` (stages, resolved config, preprocessing, vocabulary,
+label order, thresholds, fusion feature scaling) and one state dict per network. Images are
+decoded and resized exactly as the training image cache does, so served and trained inputs
+are the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmsearch.data._augment import build_transform
+from mmsearch.data._images import decode_image
+from mmsearch.data._labels import LABELS
+from mmsearch.errors import MmsearchError, Problem, ValidationError
+from mmsearch.models._networks import CaptionNet, FusionNet, ImageNet
+from mmsearch.text._preprocess import PreprocessConfig, Preprocessor
+from mmsearch.text._vocab import Vocabulary
+
+BUNDLE_FILE = "bundle.json"
+IMAGE_COLUMN = "image_path"
+
+
+class InputError(ValidationError):
+    """Rows a model cannot predict: every bad row is listed with its reason."""
+
+
+@dataclass
+class Bundle:
+    folder: Path
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Bundle:
+        folder = Path(folder)
+        return cls(folder, json.loads((folder / BUNDLE_FILE).read_text()))
+
+    @property
+    def stages(self) -> list[str]:
+        return list(self.meta["stages"])
+
+    @property
+    def needs_images(self) -> bool:
+        return "image" in self.stages
+
+
+class Predictor:
+    """Probabilities and label sets for a DataFrame of ImageID, Caption (and image paths)."""
+
+    def __init__(self, bundle: Bundle, batch_size: int = 256) -> None:
+        self.bundle = bundle
+        meta = bundle.meta
+        if tuple(meta["labels"]) != LABELS:
+            raise MmsearchError(f"bundle label order {meta['labels']} differs from this mmsearch's {list(LABELS)}")
+        self.batch_size = batch_size
+        self.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
+        cfg = meta["config"]
+        t = cfg["text"]
+        self.preprocessor = Preprocessor(PreprocessConfig(**t["preprocess"]))
+        self.vocab = Vocabulary(meta["vocab"])
+        self.seq_len = int(t["seq_len"])
+        self.text = CaptionNet(np.zeros((len(self.vocab), int(meta["embedding_dim"])), np.float32), t["hidden_size"],
+                               t["num_layers"], t["dropout"], t["pooling"], t["trainable_embeddings"])
+        self.text.load_state_dict(self._weights("text"))
+        self.text.eval()
+        self.image: ImageNet | None = None
+        self.fusion: FusionNet | None = None
+        if bundle.needs_images:
+            i = cfg["image"]
+            self.image_size = int(cfg["data"]["image_size"])
+            # pretrained=False: the exported state dict holds every weight, nothing is downloaded.
+            self.image = ImageNet(i["backbone"], False, i["leaky_relu"], i["leaky_slope"], i["freeze_backbone"])
+            self.image.load_state_dict(self._weights("image"))
+            self.image.eval()
+            self.transform = build_transform(i["augmentation"], self.image_size, train=False)
+        if "fusion" in bundle.stages:
+            f = cfg["fusion"]
+            self.mean = np.asarray(meta["feature_mean"], np.float32)
+            self.std = np.asarray(meta["feature_std"], np.float32)
+            self.fusion = FusionNet(len(self.mean), f["hidden_size"], f["hidden_layers"], f["dropout_count"], f["dropout_p"])
+            self.fusion.load_state_dict(self._weights("fusion"))
+            self.fusion.eval()
+
+    def _weights(self, stage: str) -> dict[str, torch.Tensor]:
+        return torch.load(self.bundle.folder / f"{stage}.pt", map_location="cpu")
+
+    # -- input checks ---------------------------------------------------------------------
+    def check(self, frame: pd.DataFrame) -> None:
+        required = ["ImageID", "Caption"] + ([IMAGE_COLUMN] if self.bundle.needs_images else [])
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise InputError("wrong input columns", [Problem(
+                "input", f"missing column(s) {', '.join(missing)}; got {list(frame.columns)}, need {required}")])
+        problems = []
+        for pos, row in enumerate(frame.itertuples(index=False)):
+            where = f"row {pos} (ImageID {getattr(row, 'ImageID')!r})"
+            caption = getattr(row, "Caption")
+            if not isinstance(caption, str) or not caption.strip():
+                problems.append(Problem(where, f"Caption: empty caption {caption!r}"))
+            if self.bundle.needs_images:
+                path = getattr(row, IMAGE_COLUMN)
+                if not isinstance(path, str) or not Path(path).is_file():
+                    problems.append(Problem(where, f"{IMAGE_COLUMN}: image file {path!r} not found"))
+        if problems:
+            raise InputError("rows the model cannot predict", problems)
+
+    # -- prediction -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        self.check(frame)
+        tokens = self.preprocessor.many(list(frame["Caption"]))
+        ids, lengths = self.vocab.encode(tokens, self.seq_len)
+        out = []
+        for start in range(0, len(frame), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            ids_b, len_b = torch.from_numpy(ids[sl]), torch.from_numpy(lengths[sl])
+            if self.fusion is None and self.image is None:
+                out.append(torch.sigmoid(self.text(ids_b, len_b)).numpy())
+                continue
+            assert self.image is not None
+            pixels = torch.stack([self.transform(torch.from_numpy(decode_image(Path(p), self.image_size)).permute(2, 0, 1))
+                                  for p in frame[IMAGE_COLUMN].iloc[sl]])
+            if self.fusion is None:
+                out.append(torch.sigmoid(self.image(pixels)).numpy())
+                continue
+            feats = np.concatenate([self.image.features(pixels).numpy(), self.text.features(ids_b, len_b).numpy()], 1)
+            scaled = torch.from_numpy((feats - self.mean) / self.std)
+            out.append(torch.sigmoid(self.fusion(scaled)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+
+    def predict_labels(self, frame: pd.DataFrame) -> list[list[int]]:
+        probs = self.predict_proba(frame)
+        pred = probs >= self.thresholds
+        empty = ~pred.any(axis=1)  # every image gets at least its most likely label
+        pred[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
+        return [[LABELS[j] for j in np.flatnonzero(row)] for row in pred]
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        labels = self.predict_labels(frame)
+        return pd.DataFrame({"ImageID": list(frame["ImageID"]), "Labels": [" ".join(map(str, ls)) for ls in labels]})

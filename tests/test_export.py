@@ -1,0 +1,138 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import needs_glove, needs_mobilenet, needs_nltk
+from mmsearch.data import LABELS, read_table
+from mmsearch.errors import MmsearchError
+from mmsearch.export import ExportRequest, export_model, predict_csv
+from mmsearch.search import SweepRequest, run_sweep
+from mmsearch.serving import IMAGE_COLUMN, InputError
+from mmsearch.tracking import Tracker
+from mmsearch.training import binarize, stage_features
+
+pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
+
+
+def _sweep_overrides(small: dict) -> dict:
+    return {k: v for k, v in small.items() if k != "data.path"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, small: dict) -> dict:
+    root = tmp_path_factory.mktemp("export")
+    storage = str(root / "journal.log")
+    run_sweep(SweepRequest(sweep="fusion-dropout-count", experiment="cpu", overrides=_sweep_overrides(small),
+                           data=small["data.path"], storage=storage, trials=6, progress=False))
+    result = export_model(ExportRequest(sweeps=["fusion-dropout-count"], name="demo-model", experiment="cpu",
+                                        data=small["data.path"], overrides=_sweep_overrides(small), storage=storage,
+                                        out_dir=root / "exports"))
+    return {"root": root, "storage": storage, "result": result}
+
+
+def test_export_registers_champion_with_provenance(exported: dict) -> None:
+    result = exported["result"]
+    client = Tracker().client
+    version = client.get_model_version_by_alias("demo-model", "champion")
+    assert str(version.version) == result.version and version.run_id == result.run_id
+    assert "fusion.dropout_count" in result.decisions[0].key
+    assert version.tags["sweeps"] == "fusion-dropout-count"
+    assert "fusion-dropout-count trial" in version.tags["decided.fusion.dropout_count"]
+    cited = client.get_run(result.decisions[0].run_id)  # the provenance points at a real trial run
+    assert cited.data.tags["sweep"] == "fusion-dropout-count"
+    assert result.config.fusion.dropout_count == result.decisions[0].value
+    summary = (result.folder / "summary.md").read_text()
+    assert "fusion.dropout_count" in summary and (result.folder / "config.yaml").exists()
+
+
+def _test_frame(ws, n: int = 24) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    ds = ws.dataset
+    ids = ds.test.image_ids[:n]
+    return pd.DataFrame({"ImageID": ids, "Caption": ds.test.captions[:n],
+                         IMAGE_COLUMN: [str(ds.image_path(i)) for i in ids]})
+
+
+def test_fresh_process_predictions_match_the_training_pipeline(exported: dict) -> None:
+    result = exported["result"]
+    ws = result.workspace
+    frame = _test_frame(ws)
+    frame.to_csv(exported["root"] / "frame.csv", index=False)
+    code = (
+        "import sys, json, pandas as pd, mlflow.pyfunc\n"
+        "m = mlflow.pyfunc.load_model('models:/demo-model@champion')\n"
+        f"out = m.predict(pd.read_csv({str(exported['root'] / 'frame.csv')!r}))\n"
+        "print(json.dumps({'labels': list(out['Labels']),"
+        " 'training_modules': [k for k in sys.modules if k.startswith(('mmsearch.training', 'mmsearch.search',"
+        " 'mmsearch.tracking', 'mmsearch.export'))]}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=exported["root"], env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert served["training_modules"] == []
+    # The same rows through the training path: cached stage features -> fusion network.
+    rows = np.arange(ws.dataset.n_train, ws.dataset.n_train + len(frame))
+    image, _ = stage_features(ws, "image")
+    text, _ = stage_features(ws, "text")
+    feats = np.concatenate([np.asarray(image)[rows], np.asarray(text)[rows]], 1)
+    info = result.results["fusion"].info
+    model = result.results["fusion"].model.eval()
+    with torch.inference_mode():
+        probs = torch.sigmoid(model(torch.from_numpy((feats - info["feature_mean"]) / info["feature_std"]))).numpy()
+    pred = binarize(probs, result.results["fusion"].fit.thresholds)
+    expected = [" ".join(str(LABELS[j]) for j in np.flatnonzero(r)) for r in pred]
+    assert served["labels"] == expected
+
+
+def test_predict_writes_kaggle_csv_that_round_trips(exported: dict, tmp_path: Path) -> None:
+    ws = exported["result"].workspace
+    out = tmp_path / "predictions.csv"
+    outcome = predict_csv("models:/demo-model@champion", ws.dataset.root, "test.csv", out)
+    table, problems = read_table(out, ("ImageID", "Labels"))
+    assert problems == [] and table.image_ids == ws.dataset.test.image_ids  # every row, in order
+    assert all(len(labels) >= 1 for labels in table.labels)
+    assert outcome.rows == ws.dataset.n_test and outcome.samples_f1 is not None and outcome.samples_f1 > 0.5
+
+
+def test_bad_rows_get_a_per_row_report(exported: dict, tmp_path: Path) -> None:
+    ws = exported["result"].workspace
+    data = tmp_path / "bad"
+    shutil.copytree(ws.dataset.root / "data", data / "data")
+    ids = ws.dataset.test.image_ids
+    (data / "test.csv").write_text(f"ImageID,Caption\n{ids[0]},a dog\n{ids[1]},\nmissing.jpg,a cat\n")
+    with pytest.raises(InputError) as err:
+        predict_csv("models:/demo-model@champion", data, "test.csv", tmp_path / "p.csv")
+    text = str(err.value)
+    assert "test.csv:3" in text and "empty caption" in text and "test.csv:4" in text and "missing.jpg" in text
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_caption_only_export_and_predict(tmp_path: Path, small: dict) -> None:
+    data = tmp_path / "captions"
+    data.mkdir()
+    for name in ("train.csv", "test.csv", "test_labels.csv"):
+        shutil.copy(Path(small["data.path"]) / name, data / name)
+    overrides = {**_sweep_overrides(small), "text.optim.epochs": 8}
+    storage = str(tmp_path / "journal.log")
+    run_sweep(SweepRequest(sweep="text-seq-len", experiment="cpu", overrides=overrides, data=str(data),
+                           storage=storage, trials=2, progress=False))
+    result = export_model(ExportRequest(sweeps=["text-seq-len"], name="captions-model", experiment="cpu",
+                                        data=str(data), overrides=overrides, storage=storage, full=True,
+                                        out_dir=tmp_path / "exports"))
+    assert list(result.results) == ["text"] and result.config.text.optim.early_stopping is None
+    outcome = predict_csv("models:/captions-model@champion", data, "test.csv", tmp_path / "p.csv")
+    assert outcome.rows == 50 and outcome.samples_f1 is not None and outcome.samples_f1 > 0.5
+
+
+def test_export_without_a_study_says_what_to_run(tmp_path: Path, small: dict) -> None:
+    with pytest.raises(MmsearchError) as err:
+        export_model(ExportRequest(sweeps=["fusion-lr"], name="x", experiment="cpu", data=small["data.path"],
+                                   overrides=_sweep_overrides(small), storage=str(tmp_path / "none.log")))
+    assert "mmsearch sweep run fusion-lr" in str(err.value)
