@@ -79,3 +79,18 @@ def test_synth_from_real_csv_keeps_captions(tmp_path: Path) -> None:
     ds, orig = Dataset.open(out), Dataset.open(COCO_MINI)
     assert ds.train.captions == orig.train.captions and ds.train.labels == orig.train.labels
     assert len(os.listdir(out / "data")) == 97
+
+
+def test_holdout_keeps_every_row_once(demo_dir: Path, tmp_path: Path) -> None:
+    from mmsearch.data import holdout, read_table
+
+    kept, held = holdout(demo_dir, tmp_path / "h", fraction=0.2, seed=9)
+    assert (kept, held) == (1200, 300)
+    train = Dataset.open(tmp_path / "h")
+    answers, problems = read_table(tmp_path / "h" / "test_labels.csv", ("ImageID", "Labels", "Caption"))
+    assert not problems and answers.image_ids == train.test.image_ids and answers.captions == train.test.captions
+    original = Dataset.open(demo_dir)
+    by_id = dict(zip(original.train.image_ids, original.train.labels))
+    assert sorted(train.train.image_ids + answers.image_ids) == sorted(original.train.image_ids)
+    assert all(by_id[i] == labels for i, labels in zip(answers.image_ids, answers.labels))
+    assert train.has_images  # images are linked, not copied

@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=64)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--from-csv", type=Path, help="render images for the label sets of this train.csv, keeping its captions")
+    hold = _cmd(dsub, "holdout", "Hold out labelled rows as test.csv + test_labels.csv to score a final model on.",
+                "mmsearch data holdout ../shared/data/comp5329-captions real-80-20 --fraction 0.2 --seed 2026")
+    hold.add_argument("source", type=Path, help="dataset folder with a labelled train.csv")
+    hold.add_argument("out", type=Path, help="output dataset folder (images are linked, not copied)")
+    hold.add_argument("--fraction", type=float, default=0.2, help="share of rows held out (default 0.2)")
+    hold.add_argument("--seed", type=int, default=2026, help="seed of the held-out split")
     inspect = _cmd(dsub, "inspect", "Validate a dataset and print rows, labels, caption lengths, OOV counts, images.",
                    "mmsearch data inspect data/ --corpus glove-wiki-gigaword-50 --corpus captions-word2vec")
     inspect.add_argument("path", type=Path, nargs="?", help="dataset folder (default: the demo dataset)")
@@ -129,8 +135,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from mmsearch.data import Dataset, SynthSpec, demo_dataset, synthesize
+    from mmsearch.data import Dataset, SynthSpec, demo_dataset, holdout, synthesize
 
+    if args.data_command == "holdout":
+        kept, held = holdout(args.source, args.out, args.fraction, args.seed)
+        print(f"wrote {args.out}: {kept} rows in train.csv, {held} held out in test.csv (answers in test_labels.csv)")
+        return 0
     if args.data_command == "synth":
         spec = SynthSpec(n_train=args.n_train, n_test=args.n_test, image_size=args.image_size, seed=args.seed)
         out = synthesize(args.out, spec, from_csv=args.from_csv)

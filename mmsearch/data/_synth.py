@@ -176,3 +176,23 @@ def synthesize(out: Path, spec: SynthSpec = SynthSpec(), from_csv: Path | None =
 
 def _save(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+
+
+def holdout(source: Path, out: Path, fraction: float = 0.2, seed: int = 2026) -> tuple[int, int]:
+    """Split a labelled train.csv into train.csv + test.csv + test_labels.csv (the answers), so a
+    final model can be scored on rows no sweep or early stopping has seen. Images are linked."""
+    from mmsearch.data._dataset import Dataset
+
+    ds = Dataset.open(source, require_images=False)
+    split = ds.split(fraction, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    t = ds.train
+    assert t.labels is not None
+    keep, held = split.train, split.val
+    write_table(out / "train.csv", [t.image_ids[i] for i in keep], [t.captions[i] for i in keep], [t.labels[i] for i in keep])
+    write_table(out / "test.csv", [t.image_ids[i] for i in held], [t.captions[i] for i in held])
+    write_table(out / "test_labels.csv", [t.image_ids[i] for i in held], [t.captions[i] for i in held],
+                [t.labels[i] for i in held])
+    if ds.has_images and not (out / "data").exists():
+        (out / "data").symlink_to((Path(source) / "data").resolve())
+    return len(keep), len(held)

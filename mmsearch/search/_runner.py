@@ -152,7 +152,7 @@ def run_sweep(request: SweepRequest) -> SweepSummary:
             reporter.start()
         try:
             if request.workers <= 1:
-                work(worker_ctx, 0)
+                work(worker_ctx, 0, ctx)
             else:
                 _spawn(worker_ctx, request.workers)
         finally:
@@ -242,11 +242,12 @@ def _worker_main(args: WorkerArgs, index: int) -> None:
     work(args, index)
 
 
-def work(args: WorkerArgs, index: int) -> int:
-    """Claim and run trials until the study has none left for this sweep. Returns the count."""
+def work(args: WorkerArgs, index: int, ctx: SweepContext | None = None) -> int:
+    """Claim and run trials until the study has none left for this sweep. Returns the count.
+    A worker process resolves the sweep itself; the in-process worker reuses the coordinator's."""
     optuna = _optuna()
     request = replace(args.request, study_name=args.study_name)
-    ctx = resolve(request)
+    ctx = ctx or resolve(request)
     total_threads = ctx.base.run.threads or os.cpu_count() or 1
     threads = max(1, total_threads // max(1, request.workers))
     base = with_overrides(ctx.base, {"run.threads": threads})

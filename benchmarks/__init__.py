@@ -1,0 +1,1 @@
+"""Benchmarks of mmsearch: every case measures both sides in one run and reports the ratio."""

@@ -1,0 +1,98 @@
+"""``python -m benchmarks [--quick]``: run every case, print the table, write BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def _environment(workdir: Path) -> None:
+    for var, sub in (("TORCH_HOME", "torch"), ("GENSIM_DATA_DIR", "gensim-data"), ("NLTK_DATA", "nltk_data")):
+        if (SHARED / "cache" / sub).exists():
+            os.environ.setdefault(var, str(SHARED / "cache" / sub))
+    os.environ.setdefault("MMSEARCH_OFFLINE", "1")
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["MMSEARCH_CACHE_DIR"] = str(workdir / "cache")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir}/mlflow.db"
+    os.chdir(workdir)
+
+
+def _table(rows: list) -> str:  # type: ignore[type-arg]
+    lines = ["| case | baseline | mmsearch | ratio | target | met | notes |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.case} | {r.baseline}: {r.baseline_value:.3g} {r.unit} | {r.ours}: {r.ours_value:.3g} {r.unit} "
+                     f"| {r.ratio:.2f}x | {r.target} | {'yes' if r.met else 'NO'} | {r.note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and trials (< 5 minutes); numbers printed")
+    parser.add_argument("--only", nargs="*", help="run only these cases, e.g. B1 B7")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    workdir = Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
+    _environment(workdir)
+    from benchmarks import _cases as c
+    from mmsearch.config import load_experiment
+    from mmsearch.data import demo_dataset
+
+    quick = args.quick
+    reps = 2 if quick else 5
+    data = str(demo_dataset())
+    cfg = load_experiment("cpu", {"data.path": data})
+    text_quick = {"text.optim.epochs": 4 if quick else 10}
+    cases = {
+        "B1": lambda: c.b1_stage_cache(cfg, 1 if quick else 3),
+        "B2": lambda: c.b2_image_cache(SHARED / "data" / "coco-mini", reps, 4 if quick else 10),
+        "B3": lambda: c.b3_pruning(data, workdir, 8 if quick else 20),
+        "B4": lambda: c.b4_workers(data, workdir, {**text_quick, "text.optim.early_stopping": None}),
+        "B5": lambda: c.b5_bookkeeping(load_experiment("cpu", {"data.path": data, **text_quick,
+                                                               "text.optim.early_stopping": None}),
+                                       data, workdir, {**text_quick, "text.optim.early_stopping": None}, reps),
+        "B6": lambda: c.b6_extraction(cfg, reps),
+        "B7": lambda: c.b7_word_vectors(cfg, 1 if quick else 3),
+        "M1": lambda: c.m1_memory(workdir),
+    }
+    rows = []
+    started = time.perf_counter()
+    for name, run in cases.items():
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        row = run()
+        rows.append(row)
+        print(f"{row.case}: {row.ratio:.2f}x (target {row.target}; {'met' if row.met else 'MISSED'}) "
+              f"[{time.perf_counter() - t0:.0f}s] {row.note}", flush=True)
+    table = _table(rows)
+    print(table)
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("torch", "torchvision", "optuna", "mlflow", "gensim", "numpy"))
+    command = "python -m benchmarks" + (" --quick" if quick else "") + (f" --only {' '.join(args.only)}" if args.only else "")
+    report = "\n".join([
+        "# Benchmarks", "",
+        f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{time.perf_counter() - started:.0f} s in all.", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, Python {platform.python_version()}; "
+        f"{versions}.", "",
+        "Both sides of each case ran in this one run, alternating, several times; times are medians.", "",
+        table, ""])
+    if not quick or args.out != parser.get_default("out"):
+        args.out.write_text(report)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
