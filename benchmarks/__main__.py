@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmsearch.data import SynthSpec, demo_dataset, synthesize
 
     quick = args.quick
-    reps = 2 if quick else 5
+    reps = 2 if quick else 3
     rounds = 1 if quick else 2
     # --quick uses a smaller demo so the whole harness stays under 5 minutes in CI.
     data = str(synthesize(workdir / "quick-demo", SynthSpec(n_train=600, n_test=100, image_size=48, seed=0))

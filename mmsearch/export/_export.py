@@ -99,7 +99,7 @@ def export_model(request: ExportRequest) -> ExportResult:
         with tempfile.TemporaryDirectory() as tmp:
             bundle = write_bundle(Path(tmp) / "bundle", ws, results, stages, thresholds)
             model_dir = Path(tmp) / "model"
-            save_pyfunc(model_dir, bundle)
+            save_pyfunc(model_dir, bundle, "image" in stages)
             tracker.client.log_artifacts(run_id, str(model_dir), "model")
         artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
     version = register(tracker, request.name, f"{artifact_uri}/model", run_id, request.sweeps, decisions)
@@ -162,7 +162,17 @@ def _requirements() -> list[str]:
     return out
 
 
-def save_pyfunc(model_dir: Path, bundle: Path) -> None:
+def _signature(needs_images: bool) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [ColSpec("string", "ImageID"), ColSpec("string", "Caption")]
+    if needs_images:
+        inputs.append(ColSpec("string", "image_path"))
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", "ImageID"), ColSpec("string", "Labels")]))
+
+
+def save_pyfunc(model_dir: Path, bundle: Path, needs_images: bool) -> None:
     import mlflow.pyfunc
 
     from mmsearch.serving import model_code
@@ -170,7 +180,8 @@ def save_pyfunc(model_dir: Path, bundle: Path) -> None:
     # The package travels with the model (code_paths), so a serving environment needs only the
     # pinned requirements, not an mmsearch install; inference imports no training module.
     mlflow.pyfunc.save_model(str(model_dir), python_model=model_code.__file__, artifacts={"bundle": str(bundle)},
-                             code_paths=[str(Path(mmsearch.__file__).parent)], pip_requirements=_requirements())
+                             code_paths=[str(Path(mmsearch.__file__).parent)], pip_requirements=_requirements(),
+                             signature=_signature(needs_images))
 
 
 def register(tracker: Tracker, name: str, source: str, run_id: str, sweeps: Sequence[str],
