@@ -56,9 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     data = str(synthesize(workdir / "quick-demo", SynthSpec(n_train=600, n_test=100, image_size=48, seed=0))
                if quick else demo_dataset())
     cfg = load_experiment("cpu", {"data.path": data, **({"data.image_size": 48} if quick else {})})
-    text_quick = {"text.optim.epochs": 4 if quick else 10}
+    # B4/B5 trials of about 10 s on 2 cores (the B5 target is stated for ~10 s trials).
+    text_quick = {"text.optim.epochs": 4 if quick else 40}
     cases = {
-        "B1": lambda: c.b1_stage_cache(cfg, 1 if quick else 3),
+        # As the paper's notebook did: the CNN is fine-tuned (here mobilenet_v2 at 64 px) ...
+        "B1": lambda: c.b1_stage_cache(load_experiment("cpu", {
+            "data.path": data, "data.image_size": cfg.data.image_size, "image.freeze_backbone": False,
+            "image.augmentation": "paper-final", "image.optim.epochs": 1 if quick else 3, "image.optim.lr": 1e-3,
+            "image.optim.early_stopping": None}), 1 if quick else 3,
+            note="fine-tuned mobilenet_v2 CNN (3 epochs, as the paper fine-tuned ResNet50) + Bi-LSTM upstream"),
+        # ... and the laptop profile, whose frozen backbone makes the upstream cheap to re-run.
+        "B1b": lambda: c.b1_stage_cache(cfg, 1 if quick else 3, "B1b stage cache (cpu profile)",
+                                        "frozen mobilenet_v2 features + Bi-LSTM upstream"),
         "B2": lambda: c.b2_image_cache(SHARED / "data" / "coco-mini", reps, 2 if quick else 10),
         "B3": lambda: c.b3_pruning(data, workdir, 8 if quick else 20, rounds),
         "B4": lambda: c.b4_workers(data, workdir, {**text_quick, "text.optim.early_stopping": None}, rounds),
