@@ -233,19 +233,27 @@ def b7_word_vectors(cfg: Any, repeats: int) -> Row:
                "embedding matrix from the cache", base, ours, "s", base / ours, ">= 20x", base / ours >= 20)
 
 
-def m1_memory(workdir: Path, data: str) -> Row:
+def m1_memory(workdir: Path, data: str, runs: int = 2) -> Row:
+    """Peak RSS of `mmsearch sweep run cnn-backbone` as a user runs it: its own process, a fresh
+    folder and MLflow store; the largest peak of ``runs`` runs."""
     code = ("import resource, sys\n"
             "from mmsearch.cli import main\n"
             f"rc = main(['sweep', 'run', 'cnn-backbone', '--experiment', 'cpu', '--data', {data!r}])\n"
             "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
             "sys.exit(rc)\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, env=dict(os.environ))
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MAXRSS")]
-    peak_gib = int(line[-1].split()[1]) / 2**20 if line else float("nan")
-    summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("study")]
-    return Row("M1 memory", "limit 2 GiB", "peak RSS of one worker, demo cnn-backbone sweep", 2.0, peak_gib, "GiB",
-               2.0 / peak_gib if peak_gib else float("nan"), "<= 2 GiB", peak_gib <= 2.0,
-               (summary[-1] if summary else proc.stderr[-300:]).strip())
+    peaks, summary = [], ""
+    for i in range(runs):
+        folder = Path(tempfile.mkdtemp(prefix=f"m1-{i}-", dir=workdir))
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+        proc = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env=env)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MAXRSS")]
+        peaks.append(int(line[-1].split()[1]) / 2**20 if line else float("nan"))
+        found = [ln for ln in proc.stdout.splitlines() if ln.startswith("study")]
+        summary = (found[-1] if found else proc.stderr[-300:]).strip()
+    peak = max(peaks)
+    return Row("M1 memory", "limit 2 GiB", "peak RSS of one worker, demo cnn-backbone sweep", 2.0, peak, "GiB",
+               2.0 / peak if peak else float("nan"), "<= 2 GiB", peak <= 2.0,
+               f"peaks {', '.join(f'{p:.2f}' for p in peaks)} GiB; {summary}")
 
 
 __all__ = ["b1_stage_cache", "b2_image_cache", "b3_pruning", "b4_workers", "b5_bookkeeping", "b6_extraction",

@@ -154,7 +154,7 @@ def run_sweep(request: SweepRequest) -> SweepSummary:
             reporter.start()
         try:
             if request.workers <= 1:
-                work(worker_ctx, 0, ctx)
+                work(worker_ctx, 0, ctx, tracker)
             else:
                 _spawn(worker_ctx, request.workers)
         finally:
@@ -271,7 +271,7 @@ def _worker_main(args: WorkerArgs, index: int, environ: dict[str, str]) -> None:
     work(args, index)
 
 
-def work(args: WorkerArgs, index: int, ctx: SweepContext | None = None) -> int:
+def work(args: WorkerArgs, index: int, ctx: SweepContext | None = None, tracker: Tracker | None = None) -> int:
     """Claim and run trials until the study has none left for this sweep. Returns the count.
     A worker process resolves the sweep itself; the in-process worker reuses the coordinator's."""
     optuna = _optuna()
@@ -282,7 +282,7 @@ def work(args: WorkerArgs, index: int, ctx: SweepContext | None = None) -> int:
     base = with_overrides(ctx.base, {"run.threads": threads})
     storage = open_storage(request.storage)
     study = _load_study(ctx, storage, seed_offset=index)
-    tracker = Tracker(request.tracking_uri)
+    tracker = tracker or Tracker(request.tracking_uri)
     done = 0
     while True:
         if ctx.spec.mode == "ablation":

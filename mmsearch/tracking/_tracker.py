@@ -117,6 +117,15 @@ class Tracker:
         for start in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[start : start + 500])
 
+    def log_metric_steps(self, run_id: str, steps: list[tuple[int, Mapping[str, float]]]) -> None:
+        """Several steps' metrics in one write."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for step, metrics in steps for k, v in metrics.items() if v is not None]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[start : start + 1000])
+
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
