@@ -22,10 +22,11 @@ class Row:
     note: str = ""
 
 
-def interleaved(baseline: Callable[[], object], ours: Callable[[], object], repeats: int,
-                setup: Callable[[], object] | None = None) -> tuple[float, float]:
-    """Median seconds of each side, run alternately (A B A B ...) so drift hits both."""
-    a, b = [], []
+def interleaved_samples(baseline: Callable[[], object], ours: Callable[[], object], repeats: int,
+                        setup: Callable[[], object] | None = None) -> tuple[list[float], list[float]]:
+    """Seconds of each repetition of each side, run alternately (A B A B ...) so drift hits both."""
+    a: list[float] = []
+    b: list[float] = []
     for _ in range(repeats):
         for side, out in ((baseline, a), (ours, b)):
             if setup is not None:
@@ -33,4 +34,11 @@ def interleaved(baseline: Callable[[], object], ours: Callable[[], object], repe
             t0 = time.perf_counter()
             side()
             out.append(time.perf_counter() - t0)
+    return a, b
+
+
+def interleaved(baseline: Callable[[], object], ours: Callable[[], object], repeats: int,
+                setup: Callable[[], object] | None = None) -> tuple[float, float]:
+    """Median seconds of each side, run alternately."""
+    a, b = interleaved_samples(baseline, ours, repeats, setup)
     return statistics.median(a), statistics.median(b)

@@ -114,21 +114,65 @@ def test_bad_rows_get_a_per_row_report(exported: dict, tmp_path: Path) -> None:
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_caption_only_export_and_predict(tmp_path: Path, small: dict) -> None:
-    data = tmp_path / "captions"
+@pytest.fixture(scope="module")
+def captions(tmp_path_factory: pytest.TempPathFactory, small: dict) -> dict:
+    """A caption-only copy of the demo data and a finished text-seq-len sweep on it."""
+    root = tmp_path_factory.mktemp("captions")
+    data = root / "captions"
     data.mkdir()
     for name in ("train.csv", "test.csv", "test_labels.csv"):
         shutil.copy(Path(small["data.path"]) / name, data / name)
     overrides = {**_sweep_overrides(small), "text.optim.epochs": 8}
-    storage = str(tmp_path / "journal.log")
+    storage = str(root / "journal.log")
     run_sweep(SweepRequest(sweep="text-seq-len", experiment="cpu", overrides=overrides, data=str(data),
                            storage=storage, trials=2, progress=False))
+    return {"root": root, "data": data, "overrides": overrides, "storage": storage}
+
+
+def test_caption_only_export_and_predict(captions: dict, tmp_path: Path) -> None:
+    data = captions["data"]
     result = export_model(ExportRequest(sweeps=["text-seq-len"], name="captions-model", experiment="cpu",
-                                        data=str(data), overrides=overrides, storage=storage, full=True,
-                                        out_dir=tmp_path / "exports"))
+                                        data=str(data), overrides=captions["overrides"], storage=captions["storage"],
+                                        full=True, out_dir=tmp_path / "exports"))
     assert list(result.results) == ["text"] and result.config.text.optim.early_stopping is None
     outcome = predict_csv("models:/captions-model@champion", data, "test.csv", tmp_path / "p.csv")
     assert outcome.rows == 50 and outcome.samples_f1 is not None and outcome.samples_f1 > 0.5
+
+
+def test_ensemble_export_averages_its_members(captions: dict, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    from mmsearch.training import scores
+
+    result = export_model(ExportRequest(sweeps=["text-seq-len"], name="captions-ensemble", experiment="cpu",
+                                        data=str(captions["data"]), overrides=captions["overrides"],
+                                        storage=captions["storage"], ensemble=3, out_dir=tmp_path / "exports"))
+    members = result.members
+    assert [m.workspace.cfg.run.seed for m in members] == [0, 1, 2]
+    # Different seeds give different networks, or averaging them would be pointless.
+    first, second = (m.results["text"].model.head.weight for m in members[:2])
+    assert not torch.equal(first, second)
+    ws = members[0].workspace
+    truth = ws.targets[ws.split.val]
+    val_probs = np.mean([m.results["text"].fit.val_probs for m in members], axis=0)
+    assert result.metrics["ensemble/final_val_f1"] == pytest.approx(scores(truth, val_probs)["f1"])
+    assert result.metrics["ensemble/final_val_f1"] > 0.5
+    # Served probabilities are the mean of the members' own, on the held-out rows.
+    model = mlflow.pyfunc.load_model("models:/captions-ensemble@champion")
+    predictor = model.unwrap_python_model().predictor
+    assert len(predictor.pipelines) == 3
+    n = ws.dataset.n_train
+    expected = []
+    for m in members:
+        ids, lengths = m.workspace.sequences()
+        with torch.inference_mode():
+            expected.append(torch.sigmoid(m.results["text"].model.eval()(ids[n:], lengths[n:])).numpy())
+    frame = pd.DataFrame({"ImageID": ws.dataset.test.image_ids, "Caption": ws.dataset.test.captions})
+    served = predictor.predict_proba(frame)
+    np.testing.assert_allclose(served, np.mean(expected, axis=0), atol=1e-5)
+    assert list(model.predict(frame)["Labels"]) == [
+        " ".join(str(LABELS[j]) for j in np.flatnonzero(r)) for r in binarize(served, predictor.thresholds)]
+    assert "ensemble of 3 members" in (result.folder / "summary.md").read_text()
 
 
 def test_export_without_a_study_says_what_to_run(tmp_path: Path, small: dict) -> None:

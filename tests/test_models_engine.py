@@ -113,3 +113,22 @@ def test_paper_experiment_is_appendix_6_1() -> None:
     assert cfg.text.optim.weight_decay == 1e-5 and cfg.text.optim.step_gamma == 0.95 and cfg.text.optim.grad_clip == 0.5
     assert (cfg.fusion.hidden_size, cfg.fusion.dropout_p, cfg.fusion.optim.batch_size, cfg.fusion.optim.epochs) == (2000, 0.05, 1000, 80)
     assert cfg.fusion.optim.class_weights == {1: 0.5} and cfg.fusion.optim.plateau_patience == 2
+
+
+class _Slow(Callback):
+    def on_epoch_end(self, state, epoch) -> None:  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(0.05)
+
+
+def test_engine_accounts_for_time_spent_in_callbacks() -> None:
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.normal(size=(200, 10)).astype(np.float32))
+    y = torch.from_numpy((rng.random((200, 18)) < 0.3).astype(np.float32))
+    result = fit(nn.Sequential(nn.Linear(10, 18)), TensorBatches([x[:150]], y[:150], 50), TensorBatches([x[150:]], y[150:], 50),
+                 OptimConfig(epochs=4, lr=0.01, early_stopping=None), train_targets=y[:150].numpy(),
+                 val_targets=y[150:].numpy(), callbacks=[_Slow()])
+    # Four epochs of a 50 ms hook: the engine charges it to that callback, inside the fit's time.
+    assert 0.2 <= result.callback_seconds["_Slow"] <= result.seconds
+    assert set(result.callback_seconds) == {"EarlyStopping", "_Slow"}

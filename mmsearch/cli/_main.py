@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="base config override, as given to `sweep run` (repeatable)")
     export.add_argument("--full", action="store_true", help="after early stopping fixed the epochs, retrain on train+val")
     export.add_argument("--caption-only", action="store_true", help="export the text stage only")
+    export.add_argument("--ensemble", type=int, default=1, metavar="N",
+                        help="train N copies with seeds run.seed..run.seed+N-1 and average their probabilities (default 1)")
     export.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
     export.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
     export.add_argument("--out-dir", type=Path, default=Path("exports"), help="where config.yaml and summary.md go")
@@ -248,7 +250,7 @@ def _export(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError("invalid --set", problems)
     result = export_model(ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
-                                        overrides=overrides, full=args.full, caption_only=args.caption_only,
+                                        overrides=overrides, full=args.full, caption_only=args.caption_only, ensemble=args.ensemble,
                                         storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out_dir))
     for d in result.decisions:
         print(f"{d.key} = {d.value!r}  <- {d.sweep} {d.how}, trial {d.trial}, run {d.run_id}, {d.metric} {d.score:.4f}")

@@ -18,13 +18,13 @@ import yaml
 
 import mmsearch
 from mmsearch.config import ExperimentConfig, dump_yaml, flatten, load_experiment, to_dict, with_overrides
-from mmsearch.data import LABELS
+from mmsearch.data import LABELS, Dataset
 from mmsearch.export._best import Decision, sweep_decisions
 from mmsearch.models import ImageNet
 from mmsearch.search import SweepRequest, load_sweep
 from mmsearch.serving import BUNDLE_FILE
 from mmsearch.tracking import MlflowEpochLogger, Tracker
-from mmsearch.training import StageResult, Workspace, run_stage, uses_backbone_cache
+from mmsearch.training import StageResult, Workspace, run_stage, scores, tune_thresholds, uses_backbone_cache
 
 log = logging.getLogger("mmsearch.export")
 ALIAS = "champion"
@@ -40,6 +40,7 @@ class ExportRequest:
     overrides: dict[str, Any] = field(default_factory=dict)
     full: bool = False
     caption_only: bool = False
+    ensemble: int = 1  # members trained with seeds run.seed, run.seed + 1, ...; probabilities averaged
     storage: str | None = None
     tracking_uri: str | None = None
     out_dir: Path = Path("exports")
@@ -57,6 +58,7 @@ class ExportResult:
     workspace: Workspace
     results: dict[str, StageResult]
     folder: Path
+    members: list[Member] = field(default_factory=list)
 
 
 def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decision]]:
@@ -79,51 +81,112 @@ def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decisio
     return cfg, decisions
 
 
+@dataclass
+class Member:
+    """One trained copy of the final pipeline (seed = run.seed + its index)."""
+
+    workspace: Workspace
+    results: dict[str, StageResult]
+
+
 def export_model(request: ExportRequest) -> ExportResult:
+    if request.ensemble < 1:
+        raise mmsearch.MmsearchError(f"--ensemble must be 1 or more, got {request.ensemble}")
     cfg, decisions = final_config(request)
-    ws = Workspace(cfg)
-    stages = ["text"] if request.caption_only or not ws.dataset.has_images else ["image", "text", "fusion"]
+    dataset = Workspace(cfg).dataset
+    stages = ["text"] if request.caption_only or not dataset.has_images else ["image", "text", "fusion"]
     tracker = Tracker(request.tracking_uri)
     experiment_id = tracker.experiment(f"export/{request.name}")
-    with tracker.run(experiment_id, f"{request.name}{' (full)' if request.full else ''}",
-                     tags={"model": request.name, "sweeps": ",".join(request.sweeps)}) as run_id:
-        tracker.log_params(run_id, flatten(to_dict(cfg)))
+    title = request.name + (f" (ensemble of {request.ensemble})" if request.ensemble > 1 else "") + (
+        " (full)" if request.full else "")
+    with tracker.run(experiment_id, title, tags={"model": request.name, "sweeps": ",".join(request.sweeps),
+                                                 "ensemble": str(request.ensemble)}) as run_id:
+        tracker.log_params(run_id, {**flatten(to_dict(cfg)), "export.ensemble": request.ensemble,
+                                    "export.full": request.full})
         tracker.log_text(run_id, dump_yaml(cfg), "config.yaml")
         tracker.log_text(run_id, json.dumps([asdict(d) for d in decisions], indent=1, default=str), "provenance.json")
-        results = {s: run_stage(ws, s, [MlflowEpochLogger(tracker, run_id, f"{s}/")]) for s in stages}
-        metrics = {f"{s}/final_{k}": v for s, r in results.items() for k, v in r.metrics.items()}
-        thresholds = results[stages[-1]].fit.thresholds
+        members = [_train_member(cfg, dataset, i, request.ensemble, stages, tracker, run_id)
+                   for i in range(request.ensemble)]
+        thresholds, metrics = _combine(members, stages)
         if request.full:
-            cfg, ws, results = _refit(cfg, ws, results, stages, tracker, run_id)
+            members = [_refit(m, stages, tracker, run_id, i, request.ensemble) for i, m in enumerate(members)]
+            cfg = members[0].workspace.cfg  # what the final model was trained with: epochs fixed, no early stopping
         tracker.log_metrics(run_id, metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            bundle = write_bundle(Path(tmp) / "bundle", ws, results, stages, thresholds)
+            bundle = write_bundle(Path(tmp) / "bundle", members, stages, thresholds)
             model_dir = Path(tmp) / "model"
             save_pyfunc(model_dir, bundle, "image" in stages)
             tracker.client.log_artifacts(run_id, str(model_dir), "model")
         artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
     version = register(tracker, request.name, f"{artifact_uri}/model", run_id, request.sweeps, decisions)
     folder = write_summary(request, cfg, decisions, metrics, version, run_id)
-    return ExportResult(request.name, version, run_id, f"models:/{request.name}@{ALIAS}", cfg, decisions, metrics, ws,
-                        results, folder)
+    first = members[0]
+    return ExportResult(request.name, version, run_id, f"models:/{request.name}@{ALIAS}", cfg, decisions, metrics,
+                        first.workspace, first.results, folder, members)
 
 
-def _refit(cfg: ExperimentConfig, ws: Workspace, results: dict[str, StageResult], stages: Sequence[str],
-           tracker: Tracker, run_id: str) -> tuple[ExperimentConfig, Workspace, dict[str, StageResult]]:
+def _member_prefix(index: int, size: int) -> str:
+    return f"member{index}/" if size > 1 else ""
+
+
+def _train_member(cfg: ExperimentConfig, dataset: Dataset, index: int, size: int, stages: Sequence[str],
+                  tracker: Tracker, run_id: str) -> Member:
+    if index:
+        cfg = with_overrides(cfg, {"run.seed": cfg.run.seed + index}, where=f"ensemble member {index}")
+    ws = Workspace(cfg, dataset)
+    prefix = _member_prefix(index, size)
+    results = {s: run_stage(ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")]) for s in stages}
+    return Member(ws, results)
+
+
+def _combine(members: Sequence[Member], stages: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
+    """Thresholds and validation metrics of the averaged probabilities (one member: its own)."""
+    last = stages[-1]
+    metrics = {f"{_member_prefix(i, len(members))}{s}/final_{k}": v
+               for i, m in enumerate(members) for s, r in m.results.items() for k, v in r.metrics.items()}
+    if len(members) == 1:
+        return members[0].results[last].fit.thresholds, metrics
+    ws = members[0].workspace
+    truth = ws.targets[ws.split.val]
+    probs = np.mean([m.results[last].fit.val_probs for m in members], axis=0)
+    # The same rule as each member's: tuned thresholds only where the config asks for them.
+    thresholds = tune_thresholds(truth, probs) if ws.cfg.run.tune_thresholds else np.full(probs.shape[1], 0.5)
+    metrics.update({f"ensemble/final_val_{k}": v for k, v in scores(truth, probs).items()})
+    metrics["ensemble/final_val_f1_tuned"] = scores(truth, probs, thresholds)["f1"]
+    return thresholds, metrics
+
+
+def _refit(member: Member, stages: Sequence[str], tracker: Tracker, run_id: str, index: int, size: int) -> Member:
     """Train again on training + validation rows for the epochs early stopping chose."""
     overrides: dict[str, Any] = {}
     for s in stages:
-        overrides[f"{s}.optim.epochs"] = max(1, results[s].fit.best_epoch)
+        overrides[f"{s}.optim.epochs"] = max(1, member.results[s].fit.best_epoch)
         overrides[f"{s}.optim.early_stopping"] = None
-    full_cfg = with_overrides(cfg, overrides, where="--full refit")
-    full_ws = Workspace(full_cfg, ws.dataset, refit=True)
-    refit = {s: run_stage(full_ws, s, [MlflowEpochLogger(tracker, run_id, f"full/{s}/")]) for s in stages}
-    return full_cfg, full_ws, refit
+    full_cfg = with_overrides(member.workspace.cfg, overrides, where="--full refit")
+    full_ws = Workspace(full_cfg, member.workspace.dataset, refit=True)
+    prefix = f"full/{_member_prefix(index, size)}"
+    refit = {s: run_stage(full_ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")]) for s in stages}
+    return Member(full_ws, refit)
 
 
-def write_bundle(folder: Path, ws: Workspace, results: dict[str, StageResult], stages: Sequence[str],
-                 thresholds: np.ndarray) -> Path:
+def write_bundle(folder: Path, members: Sequence[Member], stages: Sequence[str], thresholds: np.ndarray) -> Path:
+    """One member: a format-1 bundle. Several: format 2, each member a format-1 bundle under
+    ``members/`` and the ensemble's thresholds at the top."""
+    if len(members) == 1:
+        return _write_pipeline(folder, members[0], stages, thresholds)
     folder.mkdir(parents=True)
+    names = [f"members/{i}" for i in range(len(members))]
+    for name, member in zip(names, members):
+        _write_pipeline(folder / name, member, stages, thresholds)
+    meta = {"format": 2, "mmsearch": mmsearch.__version__, "stages": list(stages), "labels": list(LABELS),
+            "members": names, "thresholds": [float(t) for t in thresholds]}
+    (folder / BUNDLE_FILE).write_text(json.dumps(meta))
+    return folder
+
+
+def _write_pipeline(folder: Path, member: Member, stages: Sequence[str], thresholds: np.ndarray) -> Path:
+    folder.mkdir(parents=True)
+    ws, results = member.workspace, member.results
     cfg = ws.cfg
     meta: dict[str, Any] = {
         "format": 1, "mmsearch": mmsearch.__version__, "stages": list(stages), "labels": list(LABELS),
@@ -207,7 +270,10 @@ def write_summary(request: ExportRequest, cfg: ExperimentConfig, decisions: Sequ
     (folder / "config.yaml").write_text(dump_yaml(cfg))
     (folder / "provenance.json").write_text(json.dumps([asdict(d) for d in decisions], indent=1, default=str))
     lines = [f"# {request.name} v{version}", "", f"MLflow run `{run_id}`, alias `{ALIAS}`, "
-             f"sweeps applied in order: {', '.join(request.sweeps)}{' (refit on train+val)' if request.full else ''}.", "",
+             f"sweeps applied in order: {', '.join(request.sweeps)}{' (refit on train+val)' if request.full else ''}."
+             + (f" An ensemble of {request.ensemble} members (seeds {cfg.run.seed} to {cfg.run.seed + request.ensemble - 1}),"
+                " probabilities averaged, thresholds tuned on the averaged validation probabilities."
+                if request.ensemble > 1 else ""), "",
              "| setting | value | decided by | trial | run | score |", "|---|---|---|---|---|---|"]
     for d in decisions:
         lines.append(f"| `{d.key}` | {d.value} | {d.sweep}: {d.how} | {d.trial} | {d.run_id or ''} | {d.metric} {d.score:.4f} |")

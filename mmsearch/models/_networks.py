@@ -3,10 +3,12 @@ training, loss, metrics and logging belong to the shared engine."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from mmsearch._registry import Registry
 from mmsearch.data._labels import NUM_LABELS
@@ -51,9 +53,31 @@ class HeadNet(nn.Module):
         return self.head(features)
 
 
-POOLINGS: Registry[str] = Registry("pooling")
-for _p in ("last", "mean", "max"):
-    POOLINGS.register(_p, _p)
+Pooling = Callable[[PackedSequence, torch.Tensor, torch.Tensor, int], torch.Tensor]
+POOLINGS: Registry[Pooling] = Registry("pooling")
+
+
+def _padded(out: PackedSequence, lengths: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    padded, _ = pad_packed_sequence(out, batch_first=True, total_length=total)
+    mask = (torch.arange(total, device=padded.device)[None, :] < lengths.to(padded.device)[:, None]).unsqueeze(-1)
+    return padded, mask
+
+
+@POOLINGS.register("last")
+def _last(out: PackedSequence, h: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
+    return torch.cat([h[-2], h[-1]], dim=1)  # final forward and backward states
+
+
+@POOLINGS.register("mean")
+def _mean(out: PackedSequence, h: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
+    padded, mask = _padded(out, lengths, total)
+    return (padded * mask).sum(1) / lengths.to(padded.device)[:, None].clamp(min=1)
+
+
+@POOLINGS.register("max")
+def _max(out: PackedSequence, h: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
+    padded, mask = _padded(out, lengths, total)
+    return padded.masked_fill(~mask, float("-inf")).max(1).values
 
 
 class CaptionNet(nn.Module):
@@ -62,7 +86,7 @@ class CaptionNet(nn.Module):
     def __init__(self, vectors: np.ndarray, hidden_size: int = 50, num_layers: int = 1, dropout: float = 0.1,
                  pooling: str = "last", trainable_embeddings: bool = False) -> None:
         super().__init__()
-        POOLINGS.get(pooling)
+        self.pool = POOLINGS.get(pooling)
         self.embedding = nn.Embedding.from_pretrained(torch.as_tensor(vectors, dtype=torch.float32),
                                                       freeze=not trainable_embeddings, padding_idx=0)
         self.lstm = nn.LSTM(vectors.shape[1], hidden_size, num_layers=num_layers, batch_first=True,
@@ -76,15 +100,7 @@ class CaptionNet(nn.Module):
         embedded = self.embedding(ids)
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h, _) = self.lstm(packed)
-        if self.pooling == "last":
-            pooled = torch.cat([h[-2], h[-1]], dim=1)  # final forward and backward states
-        else:
-            padded, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
-            mask = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]).unsqueeze(-1)
-            if self.pooling == "mean":
-                pooled = (padded * mask).sum(1) / lengths[:, None].clamp(min=1)
-            else:
-                pooled = padded.masked_fill(~mask, float("-inf")).max(1).values
+        pooled = self.pool(out, h, lengths, ids.shape[1])
         return self.dropout(pooled)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

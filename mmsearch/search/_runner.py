@@ -355,11 +355,15 @@ def execute_trial(ctx: SweepContext, base: ExperimentConfig, study: Any, trial: 
             callbacks = [MlflowEpochLogger(tracker, run_id), _TrialReporter(trial, spec.metric, spec.mode == "search")]
             result = run_stage(ws, spec.stage, callbacks)
             # "final_" = the restored best epoch; the bare names hold the per-epoch curves.
+            # What this trial's bookkeeping cost inside the engine (our callbacks, not early stopping).
+            bookkeeping = sum(v for k, v in result.fit.callback_seconds.items() if k != "EarlyStopping")
             tracker.log_metrics(run_id, {**{f"final_{k}": v for k, v in result.metrics.items()},
                                          "params": result.params, "size_mb": result.size_mb,
-                                         "fit_seconds": result.fit.seconds})
+                                         "fit_seconds": result.fit.seconds, "callback_seconds": bookkeeping})
             trial.set_user_attr("params", result.params)
             trial.set_user_attr("size_mb", result.size_mb)
+            trial.set_user_attr("fit_seconds", result.fit.seconds)
+            trial.set_user_attr("callback_seconds", bookkeeping)
             for k, v in result.info.items():
                 if isinstance(v, (int, float, str, bool)):
                     trial.set_user_attr(k, v)

@@ -1,9 +1,10 @@
 """Inference from an exported bundle, with no training code on the import path.
 
 A bundle is a folder: ``bundle.json`` (stages, resolved config, preprocessing, vocabulary,
-label order, thresholds, fusion feature scaling) and one state dict per network. Images are
-decoded and resized exactly as the training image cache does, so served and trained inputs
-are the same pixels.
+label order, thresholds, fusion feature scaling) and one state dict per network. An ensemble
+bundle (format 2) holds one such folder per member under ``members/`` and the thresholds
+tuned on the members' averaged validation probabilities. Images are decoded and resized
+exactly as the training image cache does, so served and trained inputs are the same pixels.
 """
 
 from __future__ import annotations
@@ -51,17 +52,67 @@ class Bundle:
     def needs_images(self) -> bool:
         return "image" in self.stages
 
+    @property
+    def members(self) -> list[Bundle]:
+        """The pipelines whose probabilities are averaged: the bundle itself, or its members."""
+        return [Bundle.load(self.folder / m) for m in self.meta["members"]] if "members" in self.meta else [self]
+
 
 class Predictor:
-    """Probabilities and label sets for a DataFrame of ImageID, Caption (and image paths)."""
+    """Probabilities and label sets for a DataFrame of ImageID, Caption (and image paths),
+    averaged over the bundle's members when it is an ensemble."""
 
     def __init__(self, bundle: Bundle, batch_size: int = 256) -> None:
         self.bundle = bundle
+        if tuple(bundle.meta["labels"]) != LABELS:
+            raise MmsearchError(f"bundle label order {bundle.meta['labels']} differs from this mmsearch's {list(LABELS)}")
+        self.thresholds = np.asarray(bundle.meta["thresholds"], dtype=np.float32)
+        self.pipelines = [_Pipeline(member, batch_size) for member in bundle.members]
+
+    # -- input checks ---------------------------------------------------------------------
+    def check(self, frame: pd.DataFrame) -> None:
+        required = ["ImageID", "Caption"] + ([IMAGE_COLUMN] if self.bundle.needs_images else [])
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise InputError("wrong input columns", [Problem(
+                "input", f"missing column(s) {', '.join(missing)}; got {list(frame.columns)}, need {required}")])
+        problems = []
+        for pos, row in enumerate(frame.itertuples(index=False)):
+            where = f"row {pos} (ImageID {getattr(row, 'ImageID')!r})"
+            caption = getattr(row, "Caption")
+            if not isinstance(caption, str) or not caption.strip():
+                problems.append(Problem(where, f"Caption: empty caption {caption!r}"))
+            if self.bundle.needs_images:
+                path = getattr(row, IMAGE_COLUMN)
+                if not isinstance(path, str) or not Path(path).is_file():
+                    problems.append(Problem(where, f"{IMAGE_COLUMN}: image file {path!r} not found"))
+        if problems:
+            raise InputError("rows the model cannot predict", problems)
+
+    # -- prediction -------------------------------------------------------------------------
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        self.check(frame)
+        return np.mean([p.predict_proba(frame) for p in self.pipelines], axis=0)
+
+    def predict_labels(self, frame: pd.DataFrame) -> list[list[int]]:
+        probs = self.predict_proba(frame)
+        pred = probs >= self.thresholds
+        empty = ~pred.any(axis=1)  # every image gets at least its most likely label
+        pred[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
+        return [[LABELS[j] for j in np.flatnonzero(row)] for row in pred]
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        labels = self.predict_labels(frame)
+        return pd.DataFrame({"ImageID": list(frame["ImageID"]), "Labels": [" ".join(map(str, ls)) for ls in labels]})
+
+
+class _Pipeline:
+    """One trained set of networks (a format-1 bundle): checked input in, probabilities out."""
+
+    def __init__(self, bundle: Bundle, batch_size: int) -> None:
+        self.bundle = bundle
         meta = bundle.meta
-        if tuple(meta["labels"]) != LABELS:
-            raise MmsearchError(f"bundle label order {meta['labels']} differs from this mmsearch's {list(LABELS)}")
         self.batch_size = batch_size
-        self.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
         cfg = meta["config"]
         t = cfg["text"]
         self.preprocessor = Preprocessor(PreprocessConfig(**t["preprocess"]))
@@ -92,30 +143,8 @@ class Predictor:
     def _weights(self, stage: str) -> dict[str, torch.Tensor]:
         return torch.load(self.bundle.folder / f"{stage}.pt", map_location="cpu")
 
-    # -- input checks ---------------------------------------------------------------------
-    def check(self, frame: pd.DataFrame) -> None:
-        required = ["ImageID", "Caption"] + ([IMAGE_COLUMN] if self.bundle.needs_images else [])
-        missing = [c for c in required if c not in frame.columns]
-        if missing:
-            raise InputError("wrong input columns", [Problem(
-                "input", f"missing column(s) {', '.join(missing)}; got {list(frame.columns)}, need {required}")])
-        problems = []
-        for pos, row in enumerate(frame.itertuples(index=False)):
-            where = f"row {pos} (ImageID {getattr(row, 'ImageID')!r})"
-            caption = getattr(row, "Caption")
-            if not isinstance(caption, str) or not caption.strip():
-                problems.append(Problem(where, f"Caption: empty caption {caption!r}"))
-            if self.bundle.needs_images:
-                path = getattr(row, IMAGE_COLUMN)
-                if not isinstance(path, str) or not Path(path).is_file():
-                    problems.append(Problem(where, f"{IMAGE_COLUMN}: image file {path!r} not found"))
-        if problems:
-            raise InputError("rows the model cannot predict", problems)
-
-    # -- prediction -------------------------------------------------------------------------
     @torch.inference_mode()
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        self.check(frame)
         tokens = self.preprocessor.many(list(frame["Caption"]))
         ids, lengths = self.vocab.encode(tokens, self.seq_len)
         out = []
@@ -135,14 +164,3 @@ class Predictor:
             scaled = torch.from_numpy((feats - self.mean) / self.std)
             out.append(torch.sigmoid(self.fusion(scaled)).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
-
-    def predict_labels(self, frame: pd.DataFrame) -> list[list[int]]:
-        probs = self.predict_proba(frame)
-        pred = probs >= self.thresholds
-        empty = ~pred.any(axis=1)  # every image gets at least its most likely label
-        pred[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
-        return [[LABELS[j] for j in np.flatnonzero(row)] for row in pred]
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        labels = self.predict_labels(frame)
-        return pd.DataFrame({"ImageID": list(frame["ImageID"]), "Labels": [" ".join(map(str, ls)) for ls in labels]})

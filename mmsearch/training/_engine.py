@@ -134,6 +134,9 @@ class FitResult:
     thresholds: np.ndarray
     val_probs: np.ndarray
     seconds: float
+    # Wall time inside each callback class's hooks, included in ``seconds``: what bookkeeping
+    # (logging, pruning reports) costs a trial.
+    callback_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -177,8 +180,16 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
     all_callbacks = [stopper, *callbacks]
     state = FitState(model)
     started = time.perf_counter()
-    for cb in all_callbacks:
-        cb.on_fit_start(state)
+    hook_seconds: dict[str, float] = {}
+
+    def run_hooks(hook: str, *args: Any) -> None:
+        for cb in all_callbacks:
+            t = time.perf_counter()
+            getattr(cb, hook)(state, *args)
+            name = type(cb).__name__
+            hook_seconds[name] = hook_seconds.get(name, 0.0) + time.perf_counter() - t
+
+    run_hooks("on_fit_start")
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -204,13 +215,11 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
             elif scheduler is not None:
                 scheduler.step()
             log.debug("epoch %d: %s", epoch, entry)
-            for cb in all_callbacks:
-                cb.on_epoch_end(state, entry)
+            run_hooks("on_epoch_end", entry)
             if state.should_stop:
                 break
     finally:
-        for cb in all_callbacks:
-            cb.on_fit_end(state)
+        run_hooks("on_fit_end")
     probs, val_loss = predict(model, val, device, loss_fn)
     thresholds = tune_thresholds(val_targets, probs) if tune else np.full(probs.shape[1], 0.5)
     metrics = {"val_loss": val_loss, **{f"val_{k}": v for k, v in scores(val_targets, probs).items()}}
@@ -218,4 +227,5 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
         metrics["val_f1_tuned"] = scores(val_targets, probs, thresholds)["f1"]
     metrics["best_epoch"] = float(state.best_epoch)
     metrics["epochs_run"] = float(len(state.history))
-    return FitResult(state.history, state.best_epoch, metrics, thresholds, probs, time.perf_counter() - started)
+    return FitResult(state.history, state.best_epoch, metrics, thresholds, probs, time.perf_counter() - started,
+                     hook_seconds)
