@@ -161,6 +161,8 @@ def test_ensemble_export_averages_its_members(captions: dict, tmp_path: Path) ->
     model = mlflow.pyfunc.load_model("models:/captions-ensemble@champion")
     predictor = model.unwrap_python_model().predictor
     assert len(predictor.pipelines) == 3
+    # Each member is a whole model too, with the thresholds tuned for it alone.
+    np.testing.assert_allclose(predictor.bundle.members[1].meta["thresholds"], members[1].thresholds)
     n = ws.dataset.n_train
     expected = []
     for m in members:

@@ -87,6 +87,8 @@ class Member:
 
     workspace: Workspace
     results: dict[str, StageResult]
+    # Its own thresholds, tuned on validation before any refit: a member bundle is a whole model.
+    thresholds: np.ndarray
 
 
 def export_model(request: ExportRequest) -> ExportResult:
@@ -136,7 +138,7 @@ def _train_member(cfg: ExperimentConfig, dataset: Dataset, index: int, size: int
     ws = Workspace(cfg, dataset)
     prefix = _member_prefix(index, size)
     results = {s: run_stage(ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")]) for s in stages}
-    return Member(ws, results)
+    return Member(ws, results, results[stages[-1]].fit.thresholds)
 
 
 def _combine(members: Sequence[Member], stages: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
@@ -145,7 +147,7 @@ def _combine(members: Sequence[Member], stages: Sequence[str]) -> tuple[np.ndarr
     metrics = {f"{_member_prefix(i, len(members))}{s}/final_{k}": v
                for i, m in enumerate(members) for s, r in m.results.items() for k, v in r.metrics.items()}
     if len(members) == 1:
-        return members[0].results[last].fit.thresholds, metrics
+        return members[0].thresholds, metrics
     ws = members[0].workspace
     truth = ws.targets[ws.split.val]
     probs = np.mean([m.results[last].fit.val_probs for m in members], axis=0)
@@ -166,7 +168,7 @@ def _refit(member: Member, stages: Sequence[str], tracker: Tracker, run_id: str,
     full_ws = Workspace(full_cfg, member.workspace.dataset, refit=True)
     prefix = f"full/{_member_prefix(index, size)}"
     refit = {s: run_stage(full_ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")]) for s in stages}
-    return Member(full_ws, refit)
+    return Member(full_ws, refit, member.thresholds)
 
 
 def write_bundle(folder: Path, members: Sequence[Member], stages: Sequence[str], thresholds: np.ndarray) -> Path:
@@ -177,7 +179,7 @@ def write_bundle(folder: Path, members: Sequence[Member], stages: Sequence[str],
     folder.mkdir(parents=True)
     names = [f"members/{i}" for i in range(len(members))]
     for name, member in zip(names, members):
-        _write_pipeline(folder / name, member, stages, thresholds)
+        _write_pipeline(folder / name, member, stages, member.thresholds)
     meta = {"format": 2, "mmsearch": mmsearch.__version__, "stages": list(stages), "labels": list(LABELS),
             "members": names, "thresholds": [float(t) for t in thresholds]}
     (folder / BUNDLE_FILE).write_text(json.dumps(meta))
