@@ -155,8 +155,10 @@ class _Pipeline:
                 out.append(torch.sigmoid(self.text(ids_b, len_b)).numpy())
                 continue
             assert self.image is not None
-            pixels = torch.stack([self.transform(torch.from_numpy(decode_image(Path(p), self.image_size)).permute(2, 0, 1))
-                                  for p in frame[IMAGE_COLUMN].iloc[sl]])
+            # The same memory layout as training's feature extraction (HWC rows viewed as NCHW,
+            # channels-last), so served features equal the cached ones bit for bit.
+            hwc = np.stack([decode_image(Path(p), self.image_size) for p in frame[IMAGE_COLUMN].iloc[sl]])
+            pixels = self.transform(torch.from_numpy(hwc).permute(0, 3, 1, 2))
             if self.fusion is None:
                 out.append(torch.sigmoid(self.image(pixels)).numpy())
                 continue

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -178,6 +178,17 @@ def _image_loader(ws: Workspace, rows: np.ndarray, train: bool, batch_size: int)
     return LoaderBatches(loader)
 
 
+def _eval_image_batches(ws: Workspace, batch_size: int) -> Iterator[tuple[tuple[torch.Tensor], torch.Tensor]]:
+    """Every row's image through the evaluation transform, a whole batch at a time: that
+    transform is deterministic and batch-safe (dtype scaling, normalisation), so one slice of
+    the cache per batch replaces per-image copies, calls and collation."""
+    transform = build_transform(ws.cfg.image.augmentation, ws.cfg.data.image_size, train=False)
+    images = ws.images()
+    for start in range(0, len(images), batch_size):
+        pixels = torch.from_numpy(np.array(images[start : start + batch_size])).permute(0, 3, 1, 2)
+        yield (transform(pixels),), torch.zeros(len(pixels), 18)
+
+
 def _backbone_key(ws: Workspace) -> dict[str, Any]:
     i = ws.cfg.image
     return {"images": ws.dataset.images_fingerprint, "ids": stable_hash(ws.dataset.image_ids), "backbone": i.backbone,
@@ -198,8 +209,7 @@ def backbone_features(ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
         i = ws.cfg.image
         net = ImageNet(i.backbone, i.pretrained, i.leaky_relu, i.leaky_slope, freeze_backbone=True).to(ws.device).eval()
         params, size = model_size(net)
-        rows = np.arange(len(ws.dataset.image_ids))
-        feats = _extract(net.features, _image_loader(ws, rows, False, 128), ws.device)
+        feats = _extract(net.features, _eval_image_batches(ws, 128), ws.device)
         stats["extract:backbone"] += 1
         return feats, {"params": params, "size_mb": size, "feature_dim": net.feature_dim}
 
