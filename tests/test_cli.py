@@ -21,6 +21,7 @@ def test_user_error_prints_message_without_traceback(tmp_path: Path) -> None:
     assert "text.optim.lr" in out.stderr and "resnet51" in out.stderr
 
 
+@needs_nltk  # inspect tokenises the captions to report their lengths
 def test_data_synth_and_inspect(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["data", "synth", str(tmp_path / "d"), "--n-train", "40", "--n-test", "5", "--image-size", "16"]) == 0
     assert main(["data", "inspect", str(tmp_path / "d")]) == 0
