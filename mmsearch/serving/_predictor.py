@@ -66,8 +66,9 @@ class Predictor:
         self.bundle = bundle
         if tuple(bundle.meta["labels"]) != LABELS:
             raise MmsearchError(f"bundle label order {bundle.meta['labels']} differs from this mmsearch's {list(LABELS)}")
+        self.batch_size = batch_size
         self.thresholds = np.asarray(bundle.meta["thresholds"], dtype=np.float32)
-        self.pipelines = [_Pipeline(member, batch_size) for member in bundle.members]
+        self.pipelines = [_Pipeline(member) for member in bundle.members]
 
     # -- input checks ---------------------------------------------------------------------
     def check(self, frame: pd.DataFrame) -> None:
@@ -92,7 +93,14 @@ class Predictor:
     # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         self.check(frame)
-        return np.mean([p.predict_proba(frame) for p in self.pipelines], axis=0)
+        captions = list(frame["Caption"])
+        paths = list(frame[IMAGE_COLUMN]) if self.bundle.needs_images else None
+        out = []
+        for start in range(0, len(frame), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            batch = _Batch(captions[sl], paths[sl] if paths is not None else None)
+            out.append(np.mean([p.predict_batch(batch) for p in self.pipelines], axis=0))
+        return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
 
     def predict_labels(self, frame: pd.DataFrame) -> list[list[int]]:
         probs = self.predict_proba(frame)
@@ -106,13 +114,34 @@ class Predictor:
         return pd.DataFrame({"ImageID": list(frame["ImageID"]), "Labels": [" ".join(map(str, ls)) for ls in labels]})
 
 
-class _Pipeline:
-    """One trained set of networks (a format-1 bundle): checked input in, probabilities out."""
+class _Batch:
+    """One batch of checked input. Its captions are tokenised and its images decoded once, however
+    many ensemble members ask (members share their preprocessing and image size)."""
 
-    def __init__(self, bundle: Bundle, batch_size: int) -> None:
+    def __init__(self, captions: list[str], paths: list[str] | None) -> None:
+        self.captions, self.paths = captions, paths
+        self._tokens: dict[PreprocessConfig, list[list[str]]] = {}
+        self._pixels: dict[int, np.ndarray] = {}
+
+    def tokens(self, preprocessor: Preprocessor) -> list[list[str]]:
+        if preprocessor.config not in self._tokens:
+            self._tokens[preprocessor.config] = preprocessor.many(self.captions)
+        return self._tokens[preprocessor.config]
+
+    def pixels(self, size: int) -> np.ndarray:
+        """uint8 N x H x W x 3, decoded and resized as the training image cache does."""
+        assert self.paths is not None
+        if size not in self._pixels:
+            self._pixels[size] = np.stack([decode_image(Path(p), size) for p in self.paths])
+        return self._pixels[size]
+
+
+class _Pipeline:
+    """One trained set of networks (a format-1 bundle): a checked batch in, probabilities out."""
+
+    def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         meta = bundle.meta
-        self.batch_size = batch_size
         cfg = meta["config"]
         t = cfg["text"]
         self.preprocessor = Preprocessor(PreprocessConfig(**t["preprocess"]))
@@ -144,25 +173,15 @@ class _Pipeline:
         return torch.load(self.bundle.folder / f"{stage}.pt", map_location="cpu")
 
     @torch.inference_mode()
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        tokens = self.preprocessor.many(list(frame["Caption"]))
-        ids, lengths = self.vocab.encode(tokens, self.seq_len)
-        out = []
-        for start in range(0, len(frame), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            ids_b, len_b = torch.from_numpy(ids[sl]), torch.from_numpy(lengths[sl])
-            if self.fusion is None and self.image is None:
-                out.append(torch.sigmoid(self.text(ids_b, len_b)).numpy())
-                continue
-            assert self.image is not None
-            # The same memory layout as training's feature extraction (HWC rows viewed as NCHW,
-            # channels-last), so served features equal the cached ones bit for bit.
-            hwc = np.stack([decode_image(Path(p), self.image_size) for p in frame[IMAGE_COLUMN].iloc[sl]])
-            pixels = self.transform(torch.from_numpy(hwc).permute(0, 3, 1, 2))
-            if self.fusion is None:
-                out.append(torch.sigmoid(self.image(pixels)).numpy())
-                continue
-            feats = np.concatenate([self.image.features(pixels).numpy(), self.text.features(ids_b, len_b).numpy()], 1)
-            scaled = torch.from_numpy((feats - self.mean) / self.std)
-            out.append(torch.sigmoid(self.fusion(scaled)).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+    def predict_batch(self, batch: _Batch) -> np.ndarray:
+        ids, lengths = self.vocab.encode(batch.tokens(self.preprocessor), self.seq_len)
+        ids_t, len_t = torch.from_numpy(ids), torch.from_numpy(lengths)
+        if self.image is None:
+            return torch.sigmoid(self.text(ids_t, len_t)).numpy()
+        # The same memory layout as training's feature extraction (HWC rows viewed as NCHW,
+        # channels-last), so served features equal the cached ones bit for bit.
+        pixels = self.transform(torch.from_numpy(batch.pixels(self.image_size)).permute(0, 3, 1, 2))
+        if self.fusion is None:
+            return torch.sigmoid(self.image(pixels)).numpy()
+        feats = np.concatenate([self.image.features(pixels).numpy(), self.text.features(ids_t, len_t).numpy()], 1)
+        return torch.sigmoid(self.fusion(torch.from_numpy((feats - self.mean) / self.std))).numpy()

@@ -35,6 +35,7 @@ from mmsearch.data._augment import build_transform, is_deterministic
 from mmsearch.data._dataset import Dataset, Split
 from mmsearch.data._demo import demo_dataset
 from mmsearch.data._images import load_images
+from mmsearch.data._labels import NUM_LABELS
 from mmsearch.errors import DataError, Problem
 from mmsearch.models._backbones import model_size
 from mmsearch.models._networks import CaptionNet, FusionNet, HeadNet, ImageNet
@@ -163,7 +164,7 @@ class _ImageRows(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         row = int(self.rows[i])
         pixels = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1)
-        target = torch.from_numpy(self.targets[row]) if self.targets is not None else torch.zeros(18)
+        target = torch.from_numpy(self.targets[row]) if self.targets is not None else torch.zeros(NUM_LABELS)
         return self.transform(pixels), target
 
 
@@ -186,7 +187,7 @@ def _eval_image_batches(ws: Workspace, batch_size: int) -> Iterator[tuple[tuple[
     images = ws.images()
     for start in range(0, len(images), batch_size):
         pixels = torch.from_numpy(np.array(images[start : start + batch_size])).permute(0, 3, 1, 2)
-        yield (transform(pixels),), torch.zeros(len(pixels), 18)
+        yield (transform(pixels),), torch.zeros(len(pixels), NUM_LABELS)
 
 
 def _backbone_key(ws: Workspace) -> dict[str, Any]:
