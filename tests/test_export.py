@@ -135,6 +135,10 @@ def test_caption_only_export_and_predict(captions: dict, tmp_path: Path) -> None
                                         data=str(data), overrides=captions["overrides"], storage=captions["storage"],
                                         full=True, out_dir=tmp_path / "exports"))
     assert list(result.results) == ["text"] and result.config.text.optim.early_stopping is None
+    # The --set values are part of the provenance; a key the sweep decided is cited to the sweep.
+    summary = (result.folder / "summary.md").read_text()
+    assert "| `text.optim.epochs` | 8 | --set (base override) |" in summary
+    assert "| `text.seq_len` |" in summary and "`text.seq_len` | " + str(result.config.text.seq_len) + " | text-seq-len" in summary
     outcome = predict_csv("models:/captions-model@champion", data, "test.csv", tmp_path / "p.csv")
     assert outcome.rows == 50 and outcome.samples_f1 is not None and outcome.samples_f1 > 0.5
 

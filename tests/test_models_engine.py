@@ -50,6 +50,23 @@ def test_fusion_dropout_layers_and_caption_features() -> None:
     assert cap.features(ids, torch.tensor([2, 1])).shape == (2, 8)
 
 
+def test_word_dropout_hides_words_in_training_only() -> None:
+    torch.manual_seed(0)
+    vectors = np.random.rand(10, 5).astype(np.float32)
+    cap = CaptionNet(vectors, hidden_size=4, pooling="max", word_dropout=1.0)
+    ids, lengths = torch.tensor([[2, 3, 0], [4, 0, 0]]), torch.tensor([2, 1])
+    all_unknown = torch.tensor([[1, 1, 0], [1, 0, 0]])  # padding stays padding
+    cap.eval()
+    kept = cap.features(ids, lengths)
+    assert not torch.allclose(kept, cap.features(all_unknown, lengths))
+    cap.train()
+    cap.dropout.p = 0.0  # isolate the word dropout from the feature dropout
+    assert torch.allclose(cap.features(ids, lengths), cap.features(all_unknown, lengths))
+    cap.word_dropout = 0.5
+    hidden = [(cap.features(ids, lengths) - kept).abs().sum().item() > 0 for _ in range(20)]
+    assert any(hidden) and not all(hidden)  # some steps keep both rows' words, some do not
+
+
 def test_weighted_bce_matches_hand_computation() -> None:
     logits = torch.tensor([[2.0, -1.0] + [0.0] * 16])
     targets = torch.tensor([[1.0, 1.0] + [0.0] * 16])

@@ -244,16 +244,19 @@ def _sweep(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from mmsearch.config import parse_overrides
     from mmsearch.errors import ConfigError
-    from mmsearch.export import ExportRequest, export_model
+    from mmsearch.export import ExportRequest, base_overrides, export_model
 
     overrides, problems = parse_overrides(args.overrides)
     if problems:
         raise ConfigError("invalid --set", problems)
-    result = export_model(ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
-                                        overrides=overrides, full=args.full, caption_only=args.caption_only, ensemble=args.ensemble,
-                                        storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out_dir))
+    request = ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
+                            overrides=overrides, full=args.full, caption_only=args.caption_only, ensemble=args.ensemble,
+                            storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out_dir)
+    result = export_model(request)
     for d in result.decisions:
         print(f"{d.key} = {d.value!r}  <- {d.sweep} {d.how}, trial {d.trial}, run {d.run_id}, {d.metric} {d.score:.4f}")
+    for key, value in base_overrides(request, result.decisions).items():
+        print(f"{key} = {value!r}  <- --set (base override)")
     for key, value in sorted(result.metrics.items()):
         if key.endswith("final_val_f1") or key.endswith("final_val_f1_tuned"):
             print(f"{key}: {value:.4f}")

@@ -73,6 +73,7 @@ class TextConfig:
     hidden_size: int = f(50, "LSTM hidden units per direction (features = 2 x this)", ">0")
     num_layers: int = f(1, "stacked LSTM layers", ">0")
     dropout: float = f(0.1, "dropout on the LSTM output", "0..1")
+    word_dropout: float = f(0.0, "training only: share of caption tokens replaced by <unk> at each step (not in the paper)", "0..1")
     pooling: str = f("last", "sentence feature: last (final states of both directions), mean or max over time")
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(epochs=100, batch_size=250, lr=0.02, weight_decay=1e-5, scheduler="step",

@@ -263,6 +263,13 @@ def register(tracker: Tracker, name: str, source: str, run_id: str, sweeps: Sequ
     return str(version.version)
 
 
+def base_overrides(request: ExportRequest, decisions: Sequence[Decision]) -> dict[str, Any]:
+    """The ``--set`` values the final model kept: part of its provenance, as the user decided them
+    (a sweep's decision on the same key replaced its value)."""
+    decided = {d.key for d in decisions}
+    return {k: v for k, v in request.overrides.items() if k not in decided}
+
+
 def write_summary(request: ExportRequest, cfg: ExperimentConfig, decisions: Sequence[Decision],
                   metrics: dict[str, float], version: str, run_id: str) -> Path:
     folder = request.out_dir / request.name
@@ -279,6 +286,8 @@ def write_summary(request: ExportRequest, cfg: ExperimentConfig, decisions: Sequ
              "| setting | value | decided by | trial | run | score |", "|---|---|---|---|---|---|"]
     for d in decisions:
         lines.append(f"| `{d.key}` | {d.value} | {d.sweep}: {d.how} | {d.trial} | {d.run_id or ''} | {d.metric} {d.score:.4f} |")
+    for key, value in base_overrides(request, decisions).items():
+        lines.append(f"| `{key}` | {value} | --set (base override) | | | |")
     lines += ["", "Validation metrics (before any refit):", ""]
     lines += [f"- {k}: {v:.4f}" for k, v in sorted(metrics.items()) if "_val_" in k]
     (folder / "summary.md").write_text("\n".join(lines) + "\n")

@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from mmsearch._registry import Registry
 from mmsearch.data._labels import NUM_LABELS
 from mmsearch.models._backbones import build_backbone, swap_relu
+from mmsearch.text._vocab import PAD_ID, UNK_ID
 
 
 class ImageNet(nn.Module):
@@ -84,8 +85,9 @@ class CaptionNet(nn.Module):
     """Embedding (from word vectors) -> Bi-LSTM -> pooled 2H features -> linear to 18."""
 
     def __init__(self, vectors: np.ndarray, hidden_size: int = 50, num_layers: int = 1, dropout: float = 0.1,
-                 pooling: str = "last", trainable_embeddings: bool = False) -> None:
+                 pooling: str = "last", trainable_embeddings: bool = False, word_dropout: float = 0.0) -> None:
         super().__init__()
+        self.word_dropout = word_dropout
         self.pool = POOLINGS.get(pooling)
         self.embedding = nn.Embedding.from_pretrained(torch.as_tensor(vectors, dtype=torch.float32),
                                                       freeze=not trainable_embeddings, padding_idx=0)
@@ -97,6 +99,11 @@ class CaptionNet(nn.Module):
         self.head = nn.Linear(self.feature_dim, NUM_LABELS)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.training and self.word_dropout > 0:
+            # Hiding whole words makes the network use every clue in a caption, not only the one
+            # word it learnt first; padding stays padding so the lengths still hold.
+            hidden = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & (ids != PAD_ID)
+            ids = ids.masked_fill(hidden, UNK_ID)
         embedded = self.embedding(ids)
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h, _) = self.lstm(packed)

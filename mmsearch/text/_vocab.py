@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1  # their fixed indices in every vocabulary
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Vocabulary:
         ids = np.zeros((len(token_lists), seq_len), dtype=np.int64)
         lengths = np.ones(len(token_lists), dtype=np.int64)
         for r, tokens in enumerate(token_lists):
-            kept = [self.index.get(t, 1) for t in tokens[:seq_len]]
+            kept = [self.index.get(t, UNK_ID) for t in tokens[:seq_len]]
             ids[r, : len(kept)] = kept
             lengths[r] = max(1, len(kept))
         return ids, lengths

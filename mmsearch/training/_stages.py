@@ -290,7 +290,8 @@ def train_text(ws: Workspace, callbacks: Sequence[Callback] = ()) -> StageResult
     ids, lengths = ws.sequences()
     y = torch.from_numpy(ws.targets)
     seed_everything(ws.seed)
-    model = CaptionNet(emb.vectors, t.hidden_size, t.num_layers, t.dropout, t.pooling, t.trainable_embeddings)
+    model = CaptionNet(emb.vectors, t.hidden_size, t.num_layers, t.dropout, t.pooling, t.trainable_embeddings,
+                       t.word_dropout)
     n = ws.dataset.n_train
     ids, lengths = ids[:n], lengths[:n]
     tr, va = torch.from_numpy(split.train), torch.from_numpy(split.val)
@@ -387,7 +388,8 @@ def _build_model(ws: Workspace, stage: str) -> nn.Module:
         # Weights come from the cache file, so no pretrained download is needed here.
         return ImageNet(i.backbone, False, i.leaky_relu, i.leaky_slope, i.freeze_backbone)
     t = cfg.text
-    return CaptionNet(ws.embeddings.vectors, t.hidden_size, t.num_layers, t.dropout, t.pooling, t.trainable_embeddings)
+    return CaptionNet(ws.embeddings.vectors, t.hidden_size, t.num_layers, t.dropout, t.pooling, t.trainable_embeddings,
+                          t.word_dropout)
 
 
 def fusion_inputs(ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
