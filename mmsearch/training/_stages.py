@@ -290,8 +290,7 @@ def train_text(ws: Workspace, callbacks: Sequence[Callback] = ()) -> StageResult
     ids, lengths = ws.sequences()
     y = torch.from_numpy(ws.targets)
     seed_everything(ws.seed)
-    model = CaptionNet(emb.vectors, t.hidden_size, t.num_layers, t.dropout, t.pooling, t.trainable_embeddings,
-                       t.word_dropout)
+    model = _build_model(ws, "text")
     n = ws.dataset.n_train
     ids, lengths = ids[:n], lengths[:n]
     tr, va = torch.from_numpy(split.train), torch.from_numpy(split.val)
@@ -389,7 +388,7 @@ def _build_model(ws: Workspace, stage: str) -> nn.Module:
         return ImageNet(i.backbone, False, i.leaky_relu, i.leaky_slope, i.freeze_backbone)
     t = cfg.text
     return CaptionNet(ws.embeddings.vectors, t.hidden_size, t.num_layers, t.dropout, t.pooling, t.trainable_embeddings,
-                          t.word_dropout)
+                      t.word_dropout)
 
 
 def fusion_inputs(ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
