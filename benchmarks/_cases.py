@@ -21,8 +21,8 @@ from mmsearch.data import Dataset, build_transform, load_images
 from mmsearch.data._images import decode_image
 from mmsearch.models import ImageNet
 from mmsearch.search import SweepRequest, run_sweep
-from mmsearch.training import LoaderBatches, Workspace, backbone_features, fit, run_stage
-from mmsearch.training._stages import _ImageRows
+from mmsearch.pipeline import STAGES, ImageRows, Workspace, run_stage
+from mmsearch.training import LoaderBatches, fit
 
 SHARED_CACHE_KINDS = ("images", "tokens", "vectors", "embeddings", "demo")
 
@@ -92,7 +92,7 @@ def b2_image_cache(coco: Path, repeats: int, copies: int) -> list[Row]:
         torch.manual_seed(0)
         model = ImageNet("mobilenet_v3_small", pretrained=False, freeze_backbone=False)
         loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
-        val = torch.utils.data.DataLoader(_ImageRows(images, val_rows, ds.targets, build_transform("paper-final", size, False)),
+        val = torch.utils.data.DataLoader(ImageRows(images, val_rows, ds.targets, build_transform("paper-final", size, False)),
                                           batch_size=64)
         fit(model, LoaderBatches(loader), LoaderBatches(val), cfg, train_targets=targets, val_targets=ds.targets[val_rows])
 
@@ -100,7 +100,7 @@ def b2_image_cache(coco: Path, repeats: int, copies: int) -> list[Row]:
         for _ in torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True):
             pass
 
-    cached = _ImageRows(images, rows, ds.targets, transform)
+    cached = ImageRows(images, rows, ds.targets, transform)
     decoding = _DecodeEveryEpoch([ds.image_path(ds.image_ids[r]) for r in rows], targets, size, transform)
     base, ours = interleaved(lambda: epoch(decoding), lambda: epoch(cached), repeats)
     io_base, io_ours = interleaved(lambda: batches_only(decoding), lambda: batches_only(cached), repeats)
@@ -220,7 +220,7 @@ def b6_extraction(cfg: Any, repeats: int) -> Row:
     def ours() -> None:
         os.environ["MMSEARCH_CACHE_DIR"] = _fresh_stage_caches()
         try:
-            backbone_features(Workspace(cfg, ws.dataset))
+            STAGES.get("image").features(Workspace(cfg, ws.dataset))
         finally:
             shutil.rmtree(os.environ["MMSEARCH_CACHE_DIR"], ignore_errors=True)
             os.environ["MMSEARCH_CACHE_DIR"] = main_cache

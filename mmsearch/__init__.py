@@ -2,5 +2,5 @@
 
 from mmsearch.errors import AssetMissingError, ConfigError, DataError, MmsearchError, Problem, ValidationError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["AssetMissingError", "ConfigError", "DataError", "MmsearchError", "Problem", "ValidationError", "__version__"]

@@ -1,8 +1,8 @@
-"""Where mmsearch keeps its caches and default stores.
+"""Where mmsearch keeps its caches, and the standard download caches it reads.
 
 Everything derived (decoded images, word-vector matrices, stage features, the demo dataset)
-lives under one cache root so that it can be shared by every run and worker process and
-wiped in one command.
+lives under one cache root so that every run and worker process shares it and one command
+wipes it.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from pydantic import AfterValidator
+
 from mmsearch.errors import UnknownNameError
 
 T = TypeVar("T")
@@ -43,6 +45,17 @@ class Registry(Generic[T]):
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._items))}"
             ) from None
+
+    @property
+    def validator(self) -> AfterValidator:
+        """For a settings field naming an entry: ``Annotated[str, BACKBONES.validator]``."""
+
+        def check(name: str) -> str:
+            if name not in self._items:
+                raise ValueError(f"unknown {self.kind} {name!r}; registered: {', '.join(self._items)}")
+            return name
+
+        return AfterValidator(check)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

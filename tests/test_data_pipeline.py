@@ -1,4 +1,5 @@
 import hashlib
+from collections import Counter
 import os
 import shutil
 from pathlib import Path
@@ -7,25 +8,24 @@ import numpy as np
 import torch
 
 from conftest import COCO_MINI, needs_real_data
-import mmsearch.data._images as images_mod
 from mmsearch.data import AUGMENTATION_SETS, Dataset, SynthSpec, build_transform, load_images, synthesize
 from mmsearch.errors import UnknownNameError
 
 
 def test_image_cache_decodes_once_and_invalidates_on_change(tmp_path: Path) -> None:
     root = synthesize(tmp_path / "d", SynthSpec(n_train=30, n_test=5, image_size=24, seed=3))
-    before = images_mod.decode_count
-    first = load_images(Dataset.open(root), 16)
-    assert images_mod.decode_count - before == 35
-    again = load_images(Dataset.open(root), 16)  # a new Dataset object, as another run would have
-    assert images_mod.decode_count - before == 35
+    events: Counter[str] = Counter()
+    first = load_images(Dataset.open(root), 16, events)
+    assert events["decode:images"] == 35 and events["build:images"] == 1
+    again = load_images(Dataset.open(root), 16, events)  # a new Dataset object, as another run would have
+    assert events["decode:images"] == 35 and events["hit:images"] == 1
     assert np.array_equal(np.asarray(first), np.asarray(again)) and first.shape == (35, 16, 16, 3)
-    load_images(Dataset.open(root), 20)  # another size is another cache
-    assert images_mod.decode_count - before == 70
+    load_images(Dataset.open(root), 20, events)  # another size is another cache
+    assert events["decode:images"] == 70
     shutil.copy(root / "data" / "1.jpg", root / "data" / "0.jpg")
     os.utime(root / "data" / "0.jpg", ns=(1, 1))
-    load_images(Dataset.open(root), 16)  # a changed image invalidates the cache
-    assert images_mod.decode_count - before == 105
+    load_images(Dataset.open(root), 16, events)  # a changed image invalidates the cache
+    assert events["decode:images"] == 105
 
 
 @needs_real_data

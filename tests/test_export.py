@@ -17,7 +17,8 @@ from mmsearch.export import ExportRequest, export_model, predict_csv
 from mmsearch.search import SweepRequest, run_sweep
 from mmsearch.serving import IMAGE_COLUMN, InputError
 from mmsearch.tracking import Tracker
-from mmsearch.training import binarize, stage_features
+from mmsearch.data import binarize
+from mmsearch.pipeline import stage_features
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
 

@@ -8,8 +8,8 @@ from conftest import needs_mobilenet
 from mmsearch.config import OptimConfig, load_experiment
 from mmsearch.errors import AssetMissingError, ConfigError
 from mmsearch.models import BACKBONES, CaptionNet, FusionNet, ImageNet, build_backbone, swap_relu
-from mmsearch.training import Callback, TensorBatches, class_weight_vector, fit, samples_f1
-from mmsearch.training._losses import LOSSES
+from mmsearch.optim import LOSSES, class_weight_vector
+from mmsearch.training import Callback, TensorBatches, fit, samples_f1
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())

@@ -4,7 +4,10 @@ import pytest
 
 from conftest import needs_glove, needs_mobilenet, needs_nltk
 from mmsearch.config import load_experiment
-from mmsearch.training import Workspace, always_label1_f1, run_stage, stats
+from collections import Counter
+
+from mmsearch.pipeline import Workspace, run_stage
+from mmsearch.training import always_label1_f1
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
 
@@ -25,22 +28,19 @@ def test_each_stage_beats_the_label1_baseline_and_fusion_beats_both(trained: dic
 
 
 def test_fusion_on_cached_features_runs_no_upstream_pass(trained: dict, small: dict) -> None:
-    ws = Workspace(load_experiment("cpu", {**small, "fusion.dropout_p": 0.2}))
-    before = dict(stats)
-    run_stage(ws, "fusion")
-    new = {k: stats[k] - before.get(k, 0) for k in stats}
-    assert new.get("train:fusion") == 1
-    assert all(new.get(k, 0) == 0 for k in ("train:image", "train:text", "extract:image", "extract:text", "extract:backbone"))
-    assert new.get("hit:features", 0) >= 1 and new.get("hit:backbone", 0) >= 1
+    events: Counter[str] = Counter()
+    run_stage(Workspace(load_experiment("cpu", {**small, "fusion.dropout_p": 0.2}), events=events), "fusion")
+    assert events["train:fusion"] == 1
+    assert all(events[k] == 0 for k in ("train:image", "train:text", "extract:image", "extract:text", "extract:backbone"))
+    assert events["hit:features"] >= 1 and events["hit:backbone"] >= 1
 
 
 def test_changed_upstream_config_invalidates_the_cache(trained: dict, small: dict) -> None:
-    ws = Workspace(load_experiment("cpu", {**small, "text.hidden_size": 24, "text.optim.epochs": 3}))
-    before = dict(stats)
-    run_stage(ws, "fusion")
-    assert stats["train:text"] - before.get("train:text", 0) == 1
-    assert stats["extract:text"] - before.get("extract:text", 0) == 1
-    assert stats["train:image"] == before.get("train:image", 0)  # the image side is unchanged
+    events: Counter[str] = Counter()
+    run_stage(Workspace(load_experiment("cpu", {**small, "text.hidden_size": 24, "text.optim.epochs": 3}), events=events),
+              "fusion")
+    assert events["train:text"] == 1 and events["extract:text"] == 1
+    assert events["train:image"] == 0 and events["build:backbone"] == 0  # the image side is unchanged
 
 
 def test_same_seed_reproduces_on_cpu(trained: dict, small: dict) -> None:

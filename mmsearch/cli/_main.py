@@ -183,15 +183,11 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mmsearch.config import load_experiment, parse_overrides
-    from mmsearch.tracking import ALL_STAGES, Tracker, train_tracked
+    from mmsearch.config import STAGE_NAMES, request_overrides
+    from mmsearch.pipeline import train_experiment
 
-    overrides, problems = parse_overrides(args.overrides)
-    if args.data:
-        overrides["data.path"] = str(Path(args.data).resolve())
-    cfg = load_experiment(args.experiment, overrides, problems)
-    stages = ALL_STAGES if args.stage == "all" else (args.stage,)
-    outcome = train_tracked(cfg, stages, Tracker(args.tracking_uri))
+    stages = STAGE_NAMES if args.stage == "all" else (args.stage,)
+    outcome = train_experiment(args.experiment, request_overrides(args.overrides, args.data), stages, args.tracking_uri)
     print(f"always-label-1 baseline: val samples-F1 {outcome.baseline_f1:.4f}")
     for stage, result in outcome.results.items():
         m = result.metrics
@@ -267,10 +263,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from mmsearch.export import predict_csv
-    from mmsearch.tracking import resolve_tracking_uri
 
-    os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(args.tracking_uri)
-    outcome = predict_csv(args.model_uri, args.data, args.csv, args.out)
+    outcome = predict_csv(args.model_uri, args.data, args.csv, args.out, args.tracking_uri)
     print(f"wrote {outcome.rows} rows to {outcome.out}")
     if outcome.samples_f1 is not None:
         print(f"samples-F1 against the known labels: {outcome.samples_f1:.4f}")
@@ -292,7 +286,7 @@ def _models(args: argparse.Namespace) -> int:
     from mmsearch.models import BACKBONES
     from mmsearch.search import PRUNERS, SAMPLERS
     from mmsearch.text import CAPTIONS_WORD2VEC, GENSIM_DATA
-    from mmsearch.training import LOSSES
+    from mmsearch.optim import LOSSES
 
     print("backbones: " + ", ".join(BACKBONES.names()))
     for name, members in AUGMENTATION_SETS.items():

@@ -1,16 +1,18 @@
-"""Experiment configuration: typed dataclasses (defaults = the paper's Appendix 6.1), loading, validation."""
+"""Experiment configuration: typed settings (defaults = the paper's Appendix 6.1), loading, overrides."""
 
 from mmsearch.config._load import (
-    available_experiments, build_experiment, dump_yaml, experiment_path, flatten, load_experiment,
-    parse_overrides, to_dict, with_overrides,
+    available_experiments, build_experiment, dump_yaml, experiment_path, flatten, load_experiment, parse_overrides,
+    request_overrides, to_dict, with_overrides,
 )
 from mmsearch.config._schema import (
-    DataConfig, ExperimentConfig, FusionConfig, ImageConfig, OptimConfig, RunConfig, TextConfig,
+    STAGE_NAMES, DataConfig, ExperimentConfig, FusionConfig, ImageConfig, OptimConfig, RunConfig, StageConfig,
+    TextConfig,
 )
 from mmsearch.text._preprocess import PreprocessConfig
 
 __all__ = [
     "available_experiments", "build_experiment", "dump_yaml", "experiment_path", "flatten", "load_experiment",
-    "parse_overrides", "to_dict", "with_overrides", "DataConfig", "ExperimentConfig", "FusionConfig",
-    "ImageConfig", "OptimConfig", "RunConfig", "TextConfig", "PreprocessConfig",
+    "parse_overrides",
+    "request_overrides", "to_dict", "with_overrides", "STAGE_NAMES", "DataConfig", "ExperimentConfig", "FusionConfig",
+    "ImageConfig", "OptimConfig", "RunConfig", "StageConfig", "TextConfig", "PreprocessConfig",
 ]

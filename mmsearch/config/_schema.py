@@ -1,115 +1,187 @@
 """Typed experiment configuration. Defaults are the paper's Appendix 6.1.
 
-Each field's docstring-like ``doc`` metadata is the reference documentation (``mmsearch
-config`` prints it); ``check`` metadata holds the range rule applied by validation.
+Each field's ``description`` is its reference documentation (``mmsearch config EXPERIMENT``
+prints it beside the value). Validation is pydantic's, strict and closed (see ``_settings``):
+types, ranges and registered names are checked together and every problem is reported at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, Field, model_validator
+
+from mmsearch._settings import Settings
+from mmsearch.data._augment import AUGMENTATION_SETS
+from mmsearch.data._labels import LABEL_INDEX, NUM_LABELS
+from mmsearch.errors import MmsearchError
+from mmsearch.models._backbones import BACKBONES
+from mmsearch.models._pooling import POOLINGS
+from mmsearch.optim import LOSSES, SCHEDULERS
 from mmsearch.text._preprocess import PreprocessConfig
+from mmsearch.text._vectors import resolve_corpus
+
+Probability = Annotated[float, Field(ge=0, le=1)]
 
 
-def f(default: Any, doc: str, check: str | None = None, **kw: Any) -> Any:
-    """A dataclass field with documentation and an optional range rule ('>0', '>=0', '0..1')."""
-    meta = {"doc": doc, "check": check}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
+def _class_weights(value: Any) -> Any:
+    """null, 'auto', a list of 18 non-negative numbers, or {label: weight} (keys may be text:
+    a config read back from JSON has "1", not 1)."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, list):
+        if len(value) != NUM_LABELS or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
+                                                for x in value):
+            raise ValueError(f"{value!r}: a list needs {NUM_LABELS} non-negative numbers, one per label 1..19 without 12")
+        return [float(x) for x in value]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            label = int(k) if isinstance(k, str) and k.isdigit() else k
+            if label not in LABEL_INDEX or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{k!r}: {v!r}: keys are labels 1..19 without 12, values are weights >= 0")
+            out[label] = float(v)
+        return out
+    raise ValueError(f"{value!r}: expected null, 'auto', a list of {NUM_LABELS} weights or {{label: weight}}")
 
 
-@dataclass
-class OptimConfig:
+def _corpus(name: str) -> str:
+    try:
+        resolve_corpus(name)
+    except MmsearchError as exc:
+        raise ValueError("; ".join(p.message for p in getattr(exc, "problems", [])) or str(exc)) from None
+    return name
+
+
+class OptimConfig(Settings):
     """The shared engine's training settings for one stage."""
 
-    epochs: int = f(15, "maximum epochs", ">0")
-    batch_size: int = f(128, "mini-batch size", ">0")
-    lr: float = f(1e-4, "Adam learning rate", ">0")
-    weight_decay: float = f(0.0, "Adam weight decay", ">=0")
-    scheduler: str = f("none", "learning-rate schedule: none, step (StepLR, gamma per epoch) or plateau (ReduceLROnPlateau on val loss)")
-    step_gamma: float = f(0.95, "StepLR decay per epoch", "0..1")
-    plateau_patience: int = f(2, "ReduceLROnPlateau patience in epochs", ">=0")
-    plateau_factor: float = f(0.1, "ReduceLROnPlateau factor", "0..1")
-    grad_clip: float | None = f(None, "clip gradients to this max-norm (null: no clipping)", ">0")
-    early_stopping: int | None = f(5, "stop after this many epochs without a better val F1, restoring the best weights (null: off)", ">0")
-    loss: str = f("bce", "loss: bce (per-class weights), bce_pos (positive-class weights), focal")
-    class_weights: Any = f(None, "per-class loss weights: null, 'auto' (inverse frequency), a list of 18, or {label: weight} (paper: {1: 0.5})")
+    epochs: int = Field(15, gt=0, description="maximum epochs")
+    batch_size: int = Field(128, gt=0, description="mini-batch size")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    scheduler: Annotated[str, SCHEDULERS.validator] = Field(
+        "none", description="learning-rate schedule: none, step (StepLR, gamma per epoch) or plateau "
+                            "(ReduceLROnPlateau on the validation loss)")
+    step_gamma: Probability = Field(0.95, description="StepLR decay per epoch")
+    plateau_patience: int = Field(2, ge=0, description="ReduceLROnPlateau patience in epochs")
+    plateau_factor: Probability = Field(0.1, description="ReduceLROnPlateau factor")
+    grad_clip: float | None = Field(None, gt=0, description="clip gradients to this max-norm (null: no clipping)")
+    early_stopping: int | None = Field(
+        5, gt=0, description="stop after this many epochs without a better val F1, restoring the best weights "
+                             "(null: off)")
+    loss: Annotated[str, LOSSES.validator] = Field(
+        "bce", description="loss: bce (per-class weights), bce_pos (positive-class weights), focal")
+    class_weights: Annotated[Any, AfterValidator(_class_weights)] = Field(
+        None, description="per-class loss weights: null, 'auto' (inverse frequency), a list of 18, or "
+                          "{label: weight} (paper: {1: 0.5})")
 
 
-@dataclass
-class DataConfig:
-    path: str | None = f(None, "dataset folder (train.csv, test.csv, data/); null = the generated demo dataset")
-    val_fraction: float = f(0.2, "share of train.csv held out for validation", "0..1")
-    split_seed: int = f(42, "seed of the train/validation split (same seed, same split everywhere)")
-    image_size: int = f(224, "images are decoded once and resized to this square size", ">0")
-    limit: int | None = f(None, "use only the first N rows of train.csv (quick experiments)", ">0")
+class StageConfig(Settings):
+    """A section that trains a network: a stage of the pipeline, with its own training settings."""
+
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="training of this stage")
 
 
-@dataclass
-class ImageConfig:
+class DataConfig(Settings):
+    path: str | None = Field(None, description="dataset folder (train.csv, test.csv, data/); null = the demo dataset")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of train.csv held out for validation")
+    split_seed: int = Field(42, description="seed of the train/validation split (same seed, same split everywhere)")
+    image_size: int = Field(224, gt=0, description="images are decoded once and resized to this square size")
+    limit: int | None = Field(None, gt=0, description="use only the first N rows of train.csv (quick experiments)")
+
+
+class ImageConfig(StageConfig):
     """First network (Appendix 6.1.1): a pretrained CNN fine-tuned with an 18-way head."""
 
-    backbone: str = f("resnet50", "registered backbone (see `mmsearch models`)")
-    pretrained: bool = f(True, "load the ImageNet weights through torchvision (TORCH_HOME cache)")
-    leaky_relu: bool = f(True, "swap every ReLU for LeakyReLU, as the paper does")
-    leaky_slope: float = f(0.01, "LeakyReLU negative slope", ">0")
-    freeze_backbone: bool = f(False, "train the head only; with a deterministic augmentation set, backbone features are cached")
-    augmentation: str = f("paper-final", "registered augmentation set (Table 1)")
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=15, batch_size=128, lr=1e-4, early_stopping=5),
-                               metadata={"doc": "training of the image stage"})
+    backbone: Annotated[str, BACKBONES.validator] = Field("resnet50", description="registered backbone (`mmsearch models`)")
+    pretrained: bool = Field(True, description="load the ImageNet weights through torchvision (TORCH_HOME cache)")
+    leaky_relu: bool = Field(True, description="swap every ReLU for LeakyReLU, as the paper does")
+    leaky_slope: float = Field(0.01, gt=0, description="LeakyReLU negative slope (paper 3.7.2: 0.01)")
+    freeze_backbone: bool = Field(
+        False, description="train the head only; with a deterministic augmentation set, backbone features are cached")
+    augmentation: Annotated[str, AUGMENTATION_SETS.validator] = Field(
+        "paper-final", description="registered augmentation set (Table 1)")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(epochs=15, batch_size=128, lr=1e-4, early_stopping=5),
+                               description="training of the image stage")
 
 
-@dataclass
-class TextConfig:
+class TextConfig(StageConfig):
     """Second network (Appendix 6.1.2): Bi-LSTM over word vectors."""
 
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig, metadata={"doc": "caption cleaning steps"})
-    corpus: str = f("glove-twitter-100", "word vectors: a gensim-data name, captions-word2vec, or file:PATH")
-    embedding_dim: int | None = f(None, "vector size; must match a pretrained corpus (null = the corpus's); sets captions-word2vec's size", ">0")
-    trainable_embeddings: bool = f(False, "fine-tune the embedding layer")
-    seq_len: int = f(8, "captions are padded/truncated to this many tokens", ">0")
-    hidden_size: int = f(50, "LSTM hidden units per direction (features = 2 x this)", ">0")
-    num_layers: int = f(1, "stacked LSTM layers", ">0")
-    dropout: float = f(0.1, "dropout on the LSTM output", "0..1")
-    word_dropout: float = f(0.0, "training only: share of caption tokens replaced by <unk> at each step (not in the paper)", "0..1")
-    pooling: str = f("last", "sentence feature: last (final states of both directions), mean or max over time")
-    optim: OptimConfig = field(
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="caption cleaning steps")
+    corpus: Annotated[str, AfterValidator(_corpus)] = Field(
+        "glove-twitter-100", description="word vectors: a gensim-data name, captions-word2vec, or file:PATH")
+    embedding_dim: int | None = Field(
+        None, gt=0, description="vector size; must match a pretrained corpus (null = the corpus's); sets "
+                                "captions-word2vec's size")
+    trainable_embeddings: bool = Field(False, description="fine-tune the embedding layer")
+    seq_len: int = Field(8, gt=0, description="captions are padded/truncated to this many tokens")
+    hidden_size: int = Field(50, gt=0, description="LSTM hidden units per direction (features = 2 x this)")
+    num_layers: int = Field(1, gt=0, description="stacked LSTM layers")
+    dropout: Probability = Field(0.1, description="dropout on the LSTM output")
+    word_dropout: Probability = Field(
+        0.0, description="training only: share of caption tokens replaced by <unk> at each step (not in the paper)")
+    pooling: Annotated[str, POOLINGS.validator] = Field(
+        "last", description="sentence feature: last (final states of both directions), mean or max over time")
+    optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(epochs=100, batch_size=250, lr=0.02, weight_decay=1e-5, scheduler="step",
                                             step_gamma=0.95, grad_clip=0.5, early_stopping=10, class_weights={1: 0.4}),
-        metadata={"doc": "training of the text stage"})
+        description="training of the text stage")
+
+    @model_validator(mode="after")
+    def _dimension(self) -> TextConfig:
+        spec = resolve_corpus(self.corpus)
+        if spec.dim is not None and self.embedding_dim is not None and self.embedding_dim != spec.dim:
+            raise ValueError(f"embedding_dim {self.embedding_dim} does not match {spec.name!r}, which has {spec.dim} "
+                             f"dimensions (use null or {spec.dim})")
+        if spec.kind == "captions" and self.embedding_dim is None:
+            raise ValueError("captions-word2vec needs an embedding_dim (e.g. 100)")
+        return self
 
 
-@dataclass
-class FusionConfig:
+class FusionConfig(StageConfig):
     """Third network (Appendix 6.1.3): MLP on concatenated image and caption features."""
 
-    hidden_size: int = f(2000, "units per hidden layer", ">0")
-    hidden_layers: int = f(1, "number of hidden layers", ">=0")
-    dropout_count: int = f(1, "number of dropout layers (0, 1 or 2): after the hidden layer(s), then on the input", ">=0")
-    dropout_p: float = f(0.05, "dropout probability", "0..1")
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(epochs=80, batch_size=1000, lr=0.02, scheduler="plateau", plateau_patience=2,
-                                            grad_clip=0.5, early_stopping=10, class_weights={1: 0.5}),
-        metadata={"doc": "training of the fusion stage"})
+    hidden_size: int = Field(2000, gt=0, description="units per hidden layer")
+    hidden_layers: int = Field(1, ge=0, description="number of hidden layers")
+    dropout_count: int = Field(
+        1, ge=0, description="number of dropout layers (0, 1 or 2): after the hidden layer(s), then on the input")
+    dropout_p: Probability = Field(0.05, description="dropout probability")
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(epochs=80, batch_size=1000, lr=0.02, scheduler="plateau",
+                                            plateau_patience=2, grad_clip=0.5, early_stopping=10,
+                                            class_weights={1: 0.5}),
+        description="training of the fusion stage")
+
+    @model_validator(mode="after")
+    def _dropout_places(self) -> FusionConfig:
+        if self.dropout_count > self.hidden_layers + 1:
+            raise ValueError(f"dropout_count {self.dropout_count}: only {self.hidden_layers + 1} places "
+                             "(after each hidden layer, then the input)")
+        return self
 
 
-@dataclass
-class RunConfig:
-    seed: int = f(0, "seed of weights, batches and augmentation; makes a CPU run reproducible")
-    repeat: int = f(0, "repeat index of a sweep cell: offsets the seed of the stage being trained, not of cached upstream stages", ">=0")
-    threads: int | None = f(None, "torch CPU threads (null: torch's default; workers split them)", ">0")
-    device: str = f("auto", "auto, cpu or cuda")
-    tune_thresholds: bool = f(False, "tune one decision threshold per class on the validation split")
-    num_workers: int = f(0, "DataLoader worker processes for image batches", ">=0")
+class RunConfig(Settings):
+    seed: int = Field(0, description="seed of weights, batches and augmentation; makes a CPU run reproducible")
+    repeat: int = Field(
+        0, ge=0, description="repeat index of a sweep cell: offsets the seed of the stage being trained, "
+                             "not of cached upstream stages")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (null: torch's default; workers split them)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto, cpu or cuda")
+    tune_thresholds: bool = Field(False, description="tune one decision threshold per class on the validation split")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes for image batches")
 
 
-@dataclass
-class ExperimentConfig:
-    name: str = f("paper", "experiment name")
-    data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "dataset and split"})
-    image: ImageConfig = field(default_factory=ImageConfig, metadata={"doc": "image network"})
-    text: TextConfig = field(default_factory=TextConfig, metadata={"doc": "caption network"})
-    fusion: FusionConfig = field(default_factory=FusionConfig, metadata={"doc": "fusion network"})
-    run: RunConfig = field(default_factory=RunConfig, metadata={"doc": "reproducibility and resources"})
+class ExperimentConfig(Settings):
+    name: str = Field("paper", description="experiment name")
+    data: DataConfig = Field(default_factory=DataConfig, description="dataset and split")
+    image: ImageConfig = Field(default_factory=ImageConfig, description="image network")
+    text: TextConfig = Field(default_factory=TextConfig, description="caption network")
+    fusion: FusionConfig = Field(default_factory=FusionConfig, description="fusion network")
+    run: RunConfig = Field(default_factory=RunConfig, description="reproducibility and resources")
+
+
+# The pipeline's stages are the sections that train a network, in the order they run.
+STAGE_NAMES: tuple[str, ...] = tuple(name for name, f in ExperimentConfig.model_fields.items()
+                                     if isinstance(f.annotation, type) and issubclass(f.annotation, StageConfig))

@@ -4,12 +4,13 @@ from mmsearch.data._augment import AUGMENTATION_SETS, TRANSFORMS, build_transfor
 from mmsearch.data._csv import CsvTable, read_table, write_submission, write_table
 from mmsearch.data._dataset import Dataset, Split
 from mmsearch.data._demo import DEMO_SPEC, demo_dataset
-from mmsearch.data._images import load_images
-from mmsearch.data._labels import LABEL_NAMES, LABELS, NUM_LABELS, decode, encode
+from mmsearch.data._images import decode_image, load_images
+from mmsearch.data._labels import LABEL_NAMES, LABELS, NUM_LABELS, binarize, decode, encode
 from mmsearch.data._synth import SynthSpec, holdout, synthesize
 
 __all__ = [
     "AUGMENTATION_SETS", "TRANSFORMS", "build_transform", "is_deterministic", "CsvTable", "read_table",
-    "write_submission", "write_table", "Dataset", "Split", "DEMO_SPEC", "demo_dataset", "load_images",
-    "LABEL_NAMES", "LABELS", "NUM_LABELS", "decode", "encode", "SynthSpec", "holdout", "synthesize",
+    "write_submission", "write_table", "Dataset", "Split", "DEMO_SPEC", "demo_dataset",
+    "decode_image", "load_images", "LABEL_NAMES", "LABELS", "NUM_LABELS", "binarize", "decode",
+    "encode", "SynthSpec", "holdout", "synthesize",
 ]

@@ -8,16 +8,18 @@ the image size; a set is an ordered list of transform names.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import torch
-from torchvision.transforms import v2
-
+from mmsearch._lazy import lazy_module
 from mmsearch._registry import Registry
+
+torch = lazy_module("torch")
+v2 = lazy_module("torchvision.transforms.v2")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TRANSFORMS: Registry[Callable[[int], torch.nn.Module]] = Registry("augmentation transform")
+TRANSFORMS: Registry[Callable[[int], Any]] = Registry("augmentation transform")
 AUGMENTATION_SETS: Registry[tuple[str, ...]] = Registry("augmentation set")
 
 # Transforms that change nothing at random; a set made only of these is deterministic, which
@@ -47,11 +49,11 @@ AUGMENTATION_SETS.register("table1-test4", _FINAL + ("color_jitter", "affine"))
 AUGMENTATION_SETS.register("flips", ("horizontal_flip", "vertical_flip", "normalize"))
 
 
-def _to_float() -> torch.nn.Module:
+def _to_float() -> Any:
     return v2.ToDtype(torch.float32, scale=True)
 
 
-def build_transform(set_name: str, size: int, train: bool) -> v2.Compose:
+def build_transform(set_name: str, size: int, train: bool) -> Any:
     """The training pipeline of a set, or its evaluation pipeline (deterministic parts only)."""
     names = AUGMENTATION_SETS.get(set_name)
     kept = names if train else tuple(n for n in names if n in DETERMINISTIC)

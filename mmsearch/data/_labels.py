@@ -1,4 +1,5 @@
-"""The fixed COMP5329 label space: COCO category ids 1..19 without 12, always in this order."""
+"""The fixed COMP5329 label space: COCO category ids 1..19 without 12, always in this order,
+and the one rule that turns probabilities into label sets (training, export and serving)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,14 @@ def encode(label_lists: Iterable[Sequence[int]]) -> np.ndarray:
 
 def decode(multi_hot: np.ndarray) -> list[list[int]]:
     return [[LABELS[j] for j in np.flatnonzero(row)] for row in np.asarray(multi_hot)]
+
+
+def binarize(probs: np.ndarray, thresholds: np.ndarray | float = 0.5, ensure_one: bool = True) -> np.ndarray:
+    """Predicted label sets. ``ensure_one`` gives every row its most likely label when none
+    passes the threshold, as a submission must list at least one label per image."""
+    pred = probs >= thresholds
+    if ensure_one:
+        empty = ~pred.any(axis=1)
+        if empty.any():
+            pred[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
+    return pred

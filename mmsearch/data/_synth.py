@@ -162,9 +162,8 @@ def synthesize(out: Path, spec: SynthSpec = SynthSpec(), from_csv: Path | None =
         for j in range(spec.n_test):
             labels = sample_labels(rng)
             test_rows.append((f"{spec.n_train + j}.jpg", labels, make_caption(labels, rng, spec.mention_p, spec.wrong_p)))
-    for image_id, labels in zip(train_ids, train_labels):
-        _save(out / "data" / image_id, render_image(labels, spec.image_size, rng, spec.draw_p))
-    for image_id, labels, _ in test_rows:
+    images = [*zip(train_ids, train_labels), *((image_id, labels) for image_id, labels, _ in test_rows)]
+    for image_id, labels in images:
         _save(out / "data" / image_id, render_image(labels, spec.image_size, rng, spec.draw_p))
     write_table(out / "train.csv", train_ids, train_captions, train_labels)
     if test_rows:

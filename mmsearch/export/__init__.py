@@ -4,5 +4,5 @@ from mmsearch.export._best import Decision, sweep_decisions
 from mmsearch.export._export import ALIAS, ExportRequest, ExportResult, base_overrides, export_model, final_config
 from mmsearch.export._predict import PredictOutcome, predict_csv
 
-__all__ = ["PredictOutcome", "predict_csv", "Decision", "sweep_decisions", "ALIAS", "ExportRequest", "ExportResult",
-           "base_overrides", "export_model", "final_config"]
+__all__ = ["PredictOutcome", "predict_csv", "Decision", "sweep_decisions", "ALIAS", "ExportRequest",
+           "ExportResult", "base_overrides", "export_model", "final_config"]

@@ -17,14 +17,14 @@ import torch
 import yaml
 
 import mmsearch
-from mmsearch.config import ExperimentConfig, dump_yaml, flatten, load_experiment, to_dict, with_overrides
+from mmsearch.config import ExperimentConfig, dump_yaml, request_overrides, flatten, load_experiment, to_dict, with_overrides
 from mmsearch.data import LABELS, Dataset
 from mmsearch.export._best import Decision, sweep_decisions
-from mmsearch.models import ImageNet
+from mmsearch.pipeline import STAGES, StageResult, Workspace, run_stage
 from mmsearch.search import SweepRequest, load_sweep
-from mmsearch.serving import BUNDLE_FILE
+from mmsearch.serving import BUNDLE_FILE, NEEDS_IMAGES
 from mmsearch.tracking import MlflowEpochLogger, Tracker
-from mmsearch.training import StageResult, Workspace, run_stage, scores, tune_thresholds, uses_backbone_cache
+from mmsearch.training import scores, tune_thresholds
 
 log = logging.getLogger("mmsearch.export")
 ALIAS = "champion"
@@ -66,9 +66,7 @@ def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decisio
     if not request.sweeps:
         raise mmsearch.MmsearchError("export needs at least one sweep")
     experiment = request.experiment or load_sweep(request.sweeps[0])[0].experiment
-    overrides = dict(request.overrides)
-    if request.data:
-        overrides["data.path"] = str(Path(request.data).resolve())
+    overrides = {**request.overrides, **request_overrides(data=request.data)}
     cfg = load_experiment(experiment, overrides)
     decisions: list[Decision] = []
     for sweep in request.sweeps:
@@ -188,33 +186,15 @@ def write_bundle(folder: Path, members: Sequence[Member], stages: Sequence[str],
 
 def _write_pipeline(folder: Path, member: Member, stages: Sequence[str], thresholds: np.ndarray) -> Path:
     folder.mkdir(parents=True)
-    ws, results = member.workspace, member.results
-    cfg = ws.cfg
-    meta: dict[str, Any] = {
-        "format": 1, "mmsearch": mmsearch.__version__, "stages": list(stages), "labels": list(LABELS),
-        "config": to_dict(cfg), "vocab": ws.vocab.words, "embedding_dim": ws.embeddings.dim,
-        "thresholds": [float(t) for t in thresholds],
-    }
-    torch.save(results["text"].model.state_dict(), folder / "text.pt")
-    if "image" in stages:
-        torch.save(_full_image_state(ws, results["image"]), folder / "image.pt")
-    if "fusion" in stages:
-        info = results["fusion"].info
-        meta["feature_mean"] = np.asarray(info["feature_mean"]).tolist()
-        meta["feature_std"] = np.asarray(info["feature_std"]).tolist()
-        torch.save(results["fusion"].model.state_dict(), folder / "fusion.pt")
+    ws = member.workspace
+    meta: dict[str, Any] = {"format": 1, "mmsearch": mmsearch.__version__, "stages": list(stages),
+                            "labels": list(LABELS), "config": to_dict(ws.cfg), "thresholds": [float(t) for t in thresholds]}
+    for stage in stages:
+        state, extra = STAGES.get(stage).export(ws, member.results[stage])
+        torch.save(state, folder / f"{stage}.pt")
+        meta.update(extra)
     (folder / BUNDLE_FILE).write_text(json.dumps(meta))
     return folder
-
-
-def _full_image_state(ws: Workspace, result: StageResult) -> dict[str, torch.Tensor]:
-    """A trained head on cached frozen-backbone features becomes a whole image network again."""
-    if not uses_backbone_cache(ws.cfg):
-        return result.model.state_dict()
-    i = ws.cfg.image
-    net = ImageNet(i.backbone, i.pretrained, i.leaky_relu, i.leaky_slope, freeze_backbone=True)
-    net.head.load_state_dict(result.model.head.state_dict())
-    return net.state_dict()
 
 
 def _requirements() -> list[str]:
@@ -246,7 +226,7 @@ def save_pyfunc(model_dir: Path, bundle: Path, needs_images: bool) -> None:
     # pinned requirements, not an mmsearch install; inference imports no training module.
     mlflow.pyfunc.save_model(str(model_dir), python_model=model_code.__file__, artifacts={"bundle": str(bundle)},
                              code_paths=[str(Path(mmsearch.__file__).parent)], pip_requirements=_requirements(),
-                             signature=_signature(needs_images))
+                             signature=_signature(needs_images), metadata={NEEDS_IMAGES: needs_images})
 
 
 def register(tracker: Tracker, name: str, source: str, run_id: str, sweeps: Sequence[str],

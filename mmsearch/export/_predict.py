@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
 import pandas as pd
 
-from mmsearch.data import encode, read_table, write_submission
+from mmsearch.data import CsvTable, encode, read_table, write_submission
 from mmsearch.errors import DataError, Problem
-from mmsearch.serving import IMAGE_COLUMN, InputError
+from mmsearch.serving import IMAGE_COLUMN, NEEDS_IMAGES, InputError
+from mmsearch.tracking import resolve_tracking_uri
 
 
 @dataclass
@@ -19,15 +19,16 @@ class PredictOutcome:
     samples_f1: float | None  # when the CSV (or a test_labels.csv beside it) has labels
 
 
-def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path) -> PredictOutcome:
-    import mlflow.pyfunc
-
-    model = mlflow.pyfunc.load_model(model_uri)
-    needs_images = model.unwrap_python_model().predictor.bundle.needs_images
+def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path, tracking_uri: str | None = None) -> PredictOutcome:
     path = data / csv_name
     if not path.is_file():
         raise DataError("nothing to predict", [Problem(str(path), "file not found")])
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))  # models:/ URIs resolve against this store
     table, problems = read_table(path, ("ImageID", "Caption"))
+    model = mlflow.pyfunc.load_model(model_uri)
+    needs_images = bool(model.metadata.metadata[NEEDS_IMAGES])
     problems += _row_problems(table, data, needs_images)
     if problems:
         raise InputError(f"{path}: rows the model cannot predict", problems)
@@ -40,7 +41,7 @@ def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path) -> Predict
     return PredictOutcome(len(labels), out, _score(table, data, labels))
 
 
-def _row_problems(table, data: Path, needs_images: bool) -> list[Problem]:  # type: ignore[no-untyped-def]
+def _row_problems(table: CsvTable, data: Path, needs_images: bool) -> list[Problem]:
     problems = []
     for image_id, caption, line in zip(table.image_ids, table.captions, table.lines):
         where = f"{table.path}:{line}"
@@ -51,7 +52,7 @@ def _row_problems(table, data: Path, needs_images: bool) -> list[Problem]:  # ty
     return problems
 
 
-def _score(table, data: Path, labels: list[list[int]]) -> float | None:  # type: ignore[no-untyped-def]
+def _score(table: CsvTable, data: Path, labels: list[list[int]]) -> float | None:
     from mmsearch.training import samples_f1
 
     truth = table.labels

@@ -6,42 +6,43 @@ and how to cut off the classifier so the backbone returns its pooled features.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-import torchvision
-from torch import nn
-
+from mmsearch._lazy import lazy_module
 from mmsearch._net import can_reach
 from mmsearch._registry import Registry
 from mmsearch.errors import AssetMissingError
 
 
+torch = lazy_module("torch")
+nn = lazy_module("torch.nn")
+tv_models = lazy_module("torchvision.models")
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    builder: Callable[..., nn.Module]
+    builder: str  # torchvision.models.<builder>
     weights: str  # "<WeightsEnum>.<member>"
     classifier: str  # attribute path to replace with Identity
     feature_dim: int
 
-    def weights_enum(self):  # type: ignore[no-untyped-def]
+    def weights_enum(self) -> Any:
         enum_name, member = self.weights.split(".")
-        return getattr(getattr(torchvision.models, enum_name), member)
+        return getattr(getattr(tv_models, enum_name), member)
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
-tvm = torchvision.models
 # The paper's four (Fig. 1)
-BACKBONES.register("resnet50", BackboneSpec(tvm.resnet50, "ResNet50_Weights.IMAGENET1K_V2", "fc", 2048))
-BACKBONES.register("resnet152", BackboneSpec(tvm.resnet152, "ResNet152_Weights.IMAGENET1K_V2", "fc", 2048))
-BACKBONES.register("wide_resnet101_2", BackboneSpec(tvm.wide_resnet101_2, "Wide_ResNet101_2_Weights.IMAGENET1K_V2", "fc", 2048))
-BACKBONES.register("resnext101_32x8d", BackboneSpec(tvm.resnext101_32x8d, "ResNeXt101_32X8D_Weights.IMAGENET1K_V2", "fc", 2048))
+BACKBONES.register("resnet50", BackboneSpec("resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", 2048))
+BACKBONES.register("resnet152", BackboneSpec("resnet152", "ResNet152_Weights.IMAGENET1K_V2", "fc", 2048))
+BACKBONES.register("wide_resnet101_2", BackboneSpec("wide_resnet101_2", "Wide_ResNet101_2_Weights.IMAGENET1K_V2", "fc", 2048))
+BACKBONES.register("resnext101_32x8d", BackboneSpec("resnext101_32x8d", "ResNeXt101_32X8D_Weights.IMAGENET1K_V2", "fc", 2048))
 # CPU-sized
-BACKBONES.register("resnet18", BackboneSpec(tvm.resnet18, "ResNet18_Weights.IMAGENET1K_V1", "fc", 512))
-BACKBONES.register("mobilenet_v2", BackboneSpec(tvm.mobilenet_v2, "MobileNet_V2_Weights.IMAGENET1K_V1", "classifier", 1280))
-BACKBONES.register("mobilenet_v3_small", BackboneSpec(tvm.mobilenet_v3_small, "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "classifier", 576))
+BACKBONES.register("resnet18", BackboneSpec("resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", 512))
+BACKBONES.register("mobilenet_v2", BackboneSpec("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", "classifier", 1280))
+BACKBONES.register("mobilenet_v3_small", BackboneSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "classifier", 576))
 
 
 def checkpoint_path(name: str) -> Path:
@@ -49,7 +50,7 @@ def checkpoint_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
-def build_backbone(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+def build_backbone(name: str, pretrained: bool) -> tuple[Any, int]:
     """The backbone with its classifier replaced by Identity, and its feature size."""
     spec = BACKBONES.get(name)
     weights = None
@@ -62,19 +63,19 @@ def build_backbone(name: str, pretrained: bool) -> tuple[nn.Module, int]:
                 f"(offline): expected {ckpt.name} in {ckpt.parent} (TORCH_HOME={ckpt.parent.parent.parent}). "
                 f"Copy the file there from a connected machine, or set image.pretrained=false."
             )
-    model = spec.builder(weights=weights)
+    model = getattr(tv_models, spec.builder)(weights=weights)
     _set_attr(model, spec.classifier, nn.Identity())
     return model, spec.feature_dim
 
 
-def _set_attr(module: nn.Module, path: str, value: nn.Module) -> None:
+def _set_attr(module: Any, path: str, value: Any) -> None:
     parts = path.split(".")
     for part in parts[:-1]:
         module = getattr(module, part)
     setattr(module, parts[-1], value)
 
 
-def swap_relu(module: nn.Module, negative_slope: float = 0.01) -> int:
+def swap_relu(module: Any, negative_slope: float = 0.01) -> int:
     """Replace every nn.ReLU by LeakyReLU in place (the paper's change); returns the count."""
     swapped = 0
     for name, child in module.named_children():
@@ -86,7 +87,7 @@ def swap_relu(module: nn.Module, negative_slope: float = 0.01) -> int:
     return swapped
 
 
-def model_size(module: nn.Module) -> tuple[int, float]:
+def model_size(module: Any) -> tuple[int, float]:
     """(parameter count, size in MB of parameters and buffers) — the bubble chart's axes."""
     params = sum(p.numel() for p in module.parameters())
     nbytes = sum(p.numel() * p.element_size() for p in module.parameters())

@@ -3,16 +3,14 @@ training, loss, metrics and logging belong to the shared engine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
-from mmsearch._registry import Registry
 from mmsearch.data._labels import NUM_LABELS
 from mmsearch.models._backbones import build_backbone, swap_relu
+from mmsearch.models._pooling import POOLINGS
 from mmsearch.text._vocab import PAD_ID, UNK_ID
 
 
@@ -54,33 +52,6 @@ class HeadNet(nn.Module):
         return self.head(features)
 
 
-Pooling = Callable[[PackedSequence, torch.Tensor, torch.Tensor, int], torch.Tensor]
-POOLINGS: Registry[Pooling] = Registry("pooling")
-
-
-def _padded(out: PackedSequence, lengths: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
-    padded, _ = pad_packed_sequence(out, batch_first=True, total_length=total)
-    mask = (torch.arange(total, device=padded.device)[None, :] < lengths.to(padded.device)[:, None]).unsqueeze(-1)
-    return padded, mask
-
-
-@POOLINGS.register("last")
-def _last(out: PackedSequence, h: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
-    return torch.cat([h[-2], h[-1]], dim=1)  # final forward and backward states
-
-
-@POOLINGS.register("mean")
-def _mean(out: PackedSequence, h: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
-    padded, mask = _padded(out, lengths, total)
-    return (padded * mask).sum(1) / lengths.to(padded.device)[:, None].clamp(min=1)
-
-
-@POOLINGS.register("max")
-def _max(out: PackedSequence, h: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
-    padded, mask = _padded(out, lengths, total)
-    return padded.masked_fill(~mask, float("-inf")).max(1).values
-
-
 class CaptionNet(nn.Module):
     """Embedding (from word vectors) -> Bi-LSTM -> pooled 2H features -> linear to 18."""
 
@@ -89,7 +60,8 @@ class CaptionNet(nn.Module):
         super().__init__()
         self.word_dropout = word_dropout
         self.pool = POOLINGS.get(pooling)
-        self.embedding = nn.Embedding.from_pretrained(torch.as_tensor(vectors, dtype=torch.float32),
+        # A copy: fine-tuned embeddings must never write into the caller's (possibly shared) array.
+        self.embedding = nn.Embedding.from_pretrained(torch.tensor(vectors, dtype=torch.float32),
                                                       freeze=not trainable_embeddings, padding_idx=0)
         self.lstm = nn.LSTM(vectors.shape[1], hidden_size, num_layers=num_layers, batch_first=True,
                             bidirectional=True, dropout=dropout if num_layers > 1 else 0.0)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch._diskcache import stable_hash
+from mmsearch._cache import stable_hash
 from mmsearch.charts import (
     TrialRecord, ablation_bars_data, ablation_figure, best_level, bubble_data, bubble_figure, curves_data,
     curves_figure, length_data, length_figure, oov_data, oov_figure, report_html,
@@ -32,8 +32,9 @@ from mmsearch.config import ExperimentConfig, dump_yaml, flatten, to_dict, with_
 from mmsearch.data import Dataset, demo_dataset
 from mmsearch.search._spec import PRUNERS, SAMPLERS, SweepSpec, load_sweep
 from mmsearch.search._storage import open_storage, study_lock
-from mmsearch.tracking import MlflowEpochLogger, Tracker
-from mmsearch.training import Callback, EpochLog, FitState, Workspace, run_stage, stage_features
+from mmsearch.pipeline import Workspace, run_stage, stage_features
+from mmsearch.tracking import DEFAULT_END_STATES, MlflowEpochLogger, Tracker
+from mmsearch.training import Callback, EpochLog, FitState
 
 log = logging.getLogger("mmsearch.sweep")
 HEARTBEAT_S = 20.0
@@ -176,8 +177,9 @@ def _fail_stale(study: Any, tracker: Tracker, experiment_id: str, parent: str) -
         if now - beat > STALE_AFTER_S:
             study._storage.set_trial_user_attr(t._trial_id, "error", "worker stopped without ending the trial")
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    tracker.end_stale([r for r in tracker.children(experiment_id, parent) if r.info.status == "RUNNING"
-                       and now * 1000 - r.info.start_time > STALE_AFTER_S * 1000])
+    for r in tracker.children(experiment_id, parent):
+        if r.info.status == "RUNNING" and now * 1000 - r.info.start_time > STALE_AFTER_S * 1000:
+            tracker.end(r.info.run_id, "KILLED", "stale")
 
 
 def _enqueue_missing(study: Any, spec: SweepSpec, limit: int | None) -> int:
@@ -345,7 +347,8 @@ def execute_trial(ctx: SweepContext, base: ExperimentConfig, study: Any, trial: 
         tags = {"trial": str(trial.number), "study": ctx.study_name, "sweep": spec.name}
         if level is not None:
             tags |= {"level": level, "repeat": str(repeat)}
-        with tracker.run(experiment_id, name, parent_run_id=parent_run_id, tags=tags) as run_id:
+        end_states = {**DEFAULT_END_STATES, optuna.TrialPruned: ("KILLED", "pruned")}
+        with tracker.run(experiment_id, name, parent_run_id=parent_run_id, tags=tags, end_states=end_states) as run_id:
             trial.set_user_attr("mlflow_run_id", run_id)
             tracker.log_params(run_id, {**{f"override.{k}": v for k, v in overrides.items()}, "trial": trial.number})
             cfg = with_overrides(base, overrides, where=f"{spec.path} trial {trial.number}")
@@ -505,8 +508,8 @@ def sweep_charts(ctx: SweepContext, study: Any, records: list[TrialRecord]) -> t
             for lv in spec.levels:
                 corpus = lv.overrides.get("text.corpus", ctx.base.text.corpus)
                 dim = lv.overrides.get("text.embedding_dim", ctx.base.text.embedding_dim)
-                reports.append(oov_report(corpus, ws.tokens, dim=dim, seed=ctx.base.run.seed, sentences_key={
-                    "data": ctx.dataset.fingerprint, "preprocess": to_dict(ctx.base.text.preprocess)}))
+                reports.append(oov_report(corpus, ws.tokens, dim=dim, seed=ctx.base.run.seed,
+                                          sentences_key=ws.sentences_key()))
             data["oov"] = oov_data(reports)
             figures.append(("Words without embeddings", oov_figure(data["oov"])))
     if spec.mode == "search" and sum(r.state == "COMPLETE" for r in records) >= 2:

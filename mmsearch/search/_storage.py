@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmsearch._diskcache import file_lock
+from filelock import FileLock
 
 DEFAULT_JOURNAL = "optuna-journal.log"
 
@@ -59,5 +59,6 @@ def study_lock(url: str | None, study_name: str) -> Iterator[None]:
         lock = Path(url[len("sqlite:///"):] + ".lock")
     else:
         lock = Path.cwd() / f".mmsearch-{hashlib.sha1((url + study_name).encode()).hexdigest()[:8]}.lock"
-    with file_lock(lock):
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
         yield

@@ -18,16 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmsearch.data._augment import build_transform
-from mmsearch.data._images import decode_image
-from mmsearch.data._labels import LABELS
+from mmsearch.config import ExperimentConfig, PreprocessConfig
+from mmsearch.data import LABELS, binarize, build_transform, decode_image
 from mmsearch.errors import MmsearchError, Problem, ValidationError
-from mmsearch.models._networks import CaptionNet, FusionNet, ImageNet
-from mmsearch.text._preprocess import PreprocessConfig, Preprocessor
-from mmsearch.text._vocab import Vocabulary
+from mmsearch.models import build_networks
+from mmsearch.text import Preprocessor, Vocabulary
 
 BUNDLE_FILE = "bundle.json"
 IMAGE_COLUMN = "image_path"
+NEEDS_IMAGES = "needs_images"  # key of the pyfunc model's metadata: does predict need IMAGE_COLUMN?
 
 
 class InputError(ValidationError):
@@ -103,10 +102,7 @@ class Predictor:
         return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
 
     def predict_labels(self, frame: pd.DataFrame) -> list[list[int]]:
-        probs = self.predict_proba(frame)
-        pred = probs >= self.thresholds
-        empty = ~pred.any(axis=1)  # every image gets at least its most likely label
-        pred[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
+        pred = binarize(self.predict_proba(frame), self.thresholds)  # every image gets at least one label
         return [[LABELS[j] for j in np.flatnonzero(row)] for row in pred]
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -142,35 +138,23 @@ class _Pipeline:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         meta = bundle.meta
-        cfg = meta["config"]
-        t = cfg["text"]
-        self.preprocessor = Preprocessor(PreprocessConfig(**t["preprocess"]))
+        cfg = ExperimentConfig.model_validate(meta["config"])
+        self.preprocessor = Preprocessor(cfg.text.preprocess)
         self.vocab = Vocabulary(meta["vocab"])
-        self.seq_len = int(t["seq_len"])
-        self.text = CaptionNet(np.zeros((len(self.vocab), int(meta["embedding_dim"])), np.float32), t["hidden_size"],
-                               t["num_layers"], t["dropout"], t["pooling"], t["trainable_embeddings"])
-        self.text.load_state_dict(self._weights("text"))
-        self.text.eval()
-        self.image: ImageNet | None = None
-        self.fusion: FusionNet | None = None
-        if bundle.needs_images:
-            i = cfg["image"]
-            self.image_size = int(cfg["data"]["image_size"])
-            # pretrained=False: the exported state dict holds every weight, nothing is downloaded.
-            self.image = ImageNet(i["backbone"], False, i["leaky_relu"], i["leaky_slope"], i["freeze_backbone"])
-            self.image.load_state_dict(self._weights("image"))
-            self.image.eval()
-            self.transform = build_transform(i["augmentation"], self.image_size, train=False)
-        if "fusion" in bundle.stages:
-            f = cfg["fusion"]
-            self.mean = np.asarray(meta["feature_mean"], np.float32)
-            self.std = np.asarray(meta["feature_std"], np.float32)
-            self.fusion = FusionNet(len(self.mean), f["hidden_size"], f["hidden_layers"], f["dropout_count"], f["dropout_p"])
-            self.fusion.load_state_dict(self._weights("fusion"))
-            self.fusion.eval()
-
-    def _weights(self, stage: str) -> dict[str, torch.Tensor]:
-        return torch.load(self.bundle.folder / f"{stage}.pt", map_location="cpu")
+        self.seq_len = cfg.text.seq_len
+        self.image_size = cfg.data.image_size
+        mean = np.asarray(meta.get("feature_mean", []), np.float32)
+        # pretrained=False: the exported state dicts hold every weight, nothing is downloaded.
+        nets = build_networks(cfg, bundle.stages, vocab_size=len(self.vocab), embedding_dim=int(meta["embedding_dim"]),
+                              fusion_inputs=len(mean), pretrained=False)
+        for stage, net in nets.items():
+            net.load_state_dict(torch.load(bundle.folder / f"{stage}.pt", map_location="cpu"))
+            net.eval()
+        self.text, self.image, self.fusion = nets["text"], nets.get("image"), nets.get("fusion")
+        if self.image is not None:
+            self.transform = build_transform(cfg.image.augmentation, self.image_size, train=False)
+        if self.fusion is not None:
+            self.mean, self.std = mean, np.asarray(meta["feature_std"], np.float32)
 
     @torch.inference_mode()
     def predict_batch(self, batch: _Batch) -> np.ndarray:

@@ -10,27 +10,14 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
 
 from mmsearch._registry import Registry
+from mmsearch._settings import Settings
 from mmsearch.errors import AssetMissingError
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Caption cleaning; defaults are the paper's (all steps on)."""
-
-    lowercase: bool = True
-    """Case folding."""
-    remove_punctuation: bool = True
-    remove_digits: bool = True
-    remove_stopwords: bool = True
-    """NLTK's English stop-word list (179 words)."""
-    tokenizer: str = "word_tokenize"
-    """Registered tokenizer: word_tokenize (NLTK Punkt), wordpunct, whitespace."""
-    lemmatize: bool = True
-    """WordNet lemmatizer (nouns), so 'dogs' and 'dog' share one vector."""
 
 
 NLTK_RESOURCES = {
@@ -81,6 +68,20 @@ def _wordpunct() -> Callable[[str], list[str]]:
 @TOKENIZERS.register("whitespace")
 def _whitespace() -> Callable[[str], list[str]]:
     return str.split
+
+
+class PreprocessConfig(Settings):
+    """Caption cleaning; defaults are the paper's (6.1.2: all steps on)."""
+
+    model_config = ConfigDict(frozen=True)  # hashable: serving tokenises a batch once per config
+
+    lowercase: bool = Field(True, description="case folding")
+    remove_punctuation: bool = Field(True, description="remove punctuation marks")
+    remove_digits: bool = Field(True, description="remove digits")
+    remove_stopwords: bool = Field(True, description="remove NLTK's English stop words (179 words)")
+    tokenizer: Annotated[str, TOKENIZERS.validator] = Field(
+        "word_tokenize", description="registered tokenizer: word_tokenize (NLTK Punkt), wordpunct, whitespace")
+    lemmatize: bool = Field(True, description="WordNet lemmatizer (nouns), so 'dogs' and 'dog' share one vector")
 
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch._diskcache import atomic_path, cached_joblib, file_lock, stable_hash
+from mmsearch._cache import cached, entry, stable_hash
 from mmsearch._net import can_reach
-from mmsearch._paths import cache_dir
 from mmsearch._registry import Registry
 from mmsearch.errors import AssetMissingError, ConfigError, Problem
 from mmsearch.text._vocab import Vocabulary
@@ -114,13 +114,11 @@ def _open_text(path: Path):  # type: ignore[no-untyped-def]
 
 
 # -- loading ------------------------------------------------------------------------------------
-def _kv_cache_path(spec: CorpusSpec, extra_key: Any = None) -> Path:
-    key = stable_hash({"corpus": spec.name, "extra": extra_key, "v": 1})
-    return cache_dir("vectors") / f"{spec.name.replace('/', '_').replace(':', '_')[-40:]}-{key}.kv"
+KV_FILE = "vectors.kv"
 
 
 def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Sequence[str]] | None = None,
-                 sentences_key: Any = None, seed: int = 0):  # type: ignore[no-untyped-def]
+                 sentences_key: Any = None, seed: int = 0, events: Counter[str] | None = None):  # type: ignore[no-untyped-def]
     """KeyedVectors of a corpus, memory-mapped from the cache after the first load."""
     from gensim.models import KeyedVectors
 
@@ -129,24 +127,16 @@ def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Seque
     if spec.kind == "file" and spec.path is not None and spec.path.exists():
         st = spec.path.stat()
         extra = {"size": st.st_size, "mtime": st.st_mtime_ns}
-    target = _kv_cache_path(spec, extra)
-    if not target.exists():
-        with file_lock(target.with_suffix(".lock")):
-            if not target.exists():
-                kv = CORPUS_KINDS.get(spec.kind)(spec, dim=dim, sentences=sentences, seed=seed)
-                tmp = atomic_path(target)
-                kv.save(str(tmp))
-                _rename_kv(tmp, target)
-    else:
-        log.info("cache hit: word vectors %s", name)
-    return KeyedVectors.load(str(target), mmap="r")
+    key = stable_hash({"corpus": spec.name, "extra": extra, "v": 2})
+    label = spec.name.replace("/", "_").replace(":", "_")[-40:]
 
+    def write(folder: Path) -> None:
+        kv = CORPUS_KINDS.get(spec.kind)(spec, dim=dim, sentences=sentences, seed=seed)
+        folder.mkdir()
+        kv.save(str(folder / KV_FILE))  # large arrays go to side files in the same folder
 
-def _rename_kv(tmp: Path, target: Path) -> None:
-    # KeyedVectors.save writes side files (<name>.vectors.npy) for large arrays; move them first.
-    for side in tmp.parent.glob(tmp.name + ".*"):
-        os.replace(side, target.parent / (target.name + side.name[len(tmp.name):]))
-    os.replace(tmp, target)
+    folder = cached(entry("vectors", f"{label}-{key}"), write, kind="vectors", what=f"word vectors {name}", events=events)
+    return KeyedVectors.load(str(folder / KV_FILE), mmap="r")
 
 
 @CORPUS_KINDS.register("gensim")
@@ -217,12 +207,13 @@ class EmbeddingMatrix:
 
 
 def embedding_matrix(vocab: Vocabulary, corpus: str, *, dim: int | None, sentences: Sequence[Sequence[str]] | None = None,
-                     sentences_key: Any = None, seed: int = 0) -> EmbeddingMatrix:
-    """Vectors for a vocabulary, built once per (vocabulary, corpus) and cached."""
-    key = {"vocab": stable_hash(vocab.words), "corpus": corpus, "dim": dim, "sentences": sentences_key, "seed": seed, "v": 1}
+                     sentences_key: Any = None, seed: int = 0, events: Counter[str] | None = None) -> EmbeddingMatrix:
+    """Vectors for a vocabulary, built once per (vocabulary, corpus) and cached. Each call returns
+    its own writable copy: a network that fine-tunes its embeddings changes no other trial's."""
+    key = {"vocab": stable_hash(vocab.words), "corpus": corpus, "dim": dim, "sentences": sentences_key, "seed": seed, "v": 2}
 
-    def build() -> EmbeddingMatrix:
-        kv = load_vectors(corpus, dim=dim, sentences=sentences, sentences_key=sentences_key, seed=seed)
+    def write(folder: Path) -> None:
+        kv = load_vectors(corpus, dim=dim, sentences=sentences, sentences_key=sentences_key, seed=seed, events=events)
         rng = np.random.default_rng(seed)
         scale = float(np.std(kv.vectors[: min(len(kv.vectors), 50_000)]))
         out = rng.normal(0.0, scale, size=(len(vocab), kv.vector_size)).astype(np.float32)
@@ -233,9 +224,13 @@ def embedding_matrix(vocab: Vocabulary, corpus: str, *, dim: int | None, sentenc
                 out[i] = kv[word]
             else:
                 oov.append(word)
-        return EmbeddingMatrix(out, oov)
+        folder.mkdir()
+        np.save(folder / "vectors.npy", out)
+        (folder / "oov.json").write_text(json.dumps(oov))
 
-    return cached_joblib("embeddings", key, build, what=f"{corpus} x {len(vocab)} words")
+    folder = cached(entry("embeddings", key), write, kind="embeddings", what=f"{corpus} x {len(vocab)} words",
+                    events=events)
+    return EmbeddingMatrix(np.load(folder / "vectors.npy"), json.loads((folder / "oov.json").read_text()))
 
 
 @dataclass

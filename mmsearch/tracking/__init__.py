@@ -1,7 +1,11 @@
-"""MLflow tracking with explicit run ids."""
+"""MLflow tracking with explicit run ids: runs that always end, per-epoch metrics, artifacts."""
 
-from mmsearch.tracking._callbacks import MlflowEpochLogger
-from mmsearch.tracking._train import ALL_STAGES, TrainOutcome, train_tracked
-from mmsearch.tracking._tracker import PARENT_TAG, Tracker, default_tracking_uri, resolve_tracking_uri
+from mmsearch._lazy import lazy_exports
 
-__all__ = ["ALL_STAGES", "TrainOutcome", "train_tracked", "MlflowEpochLogger", "PARENT_TAG", "Tracker", "default_tracking_uri", "resolve_tracking_uri"]
+__all__ = ["DEFAULT_END_STATES", "PARENT_TAG", "MlflowEpochLogger", "Tracker", "default_tracking_uri",
+           "resolve_tracking_uri"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["DEFAULT_END_STATES", "PARENT_TAG", "Tracker", "default_tracking_uri", "resolve_tracking_uri"],
+                    "._tracker"),
+    "MlflowEpochLogger": "._callbacks",
+})

@@ -12,17 +12,18 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-
-
 
 log = logging.getLogger("mmsearch.tracking")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_DIR = "mlruns"
 PARENT_TAG = "mlflow.parentRunId"
+# An exception class -> (MLflow status, our ``state`` tag) for how a run ended.
+EndStates = Mapping[type[BaseException], tuple[str, str]]
+DEFAULT_END_STATES: EndStates = {KeyboardInterrupt: ("KILLED", "interrupted"), SystemExit: ("KILLED", "interrupted")}
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -72,11 +73,11 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, experiment_id: str, name: str, parent_run_id: str | None = None,
-            tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[str]:
-        """Create (or reopen) a run and always end it: FINISHED, FAILED, or KILLED when
-        interrupted or pruned (tag ``state`` says which)."""
-        import optuna
-
+            tags: Mapping[str, str] | None = None, run_id: str | None = None,
+            end_states: EndStates = DEFAULT_END_STATES) -> Iterator[str]:
+        """Create (or reopen) a run and always end it: FINISHED; the status ``end_states`` gives
+        the exception that ended it (KILLED when interrupted); FAILED for any other (tag
+        ``state`` says which, tag ``error`` why)."""
         if run_id is None:
             run_id = self.create_run(experiment_id, name, parent_run_id, tags)
         else:
@@ -84,22 +85,20 @@ class Tracker:
         status, state = "FINISHED", "finished"
         try:
             yield run_id
-        except optuna.TrialPruned:
-            status, state = "KILLED", "pruned"
-            raise
-        except (KeyboardInterrupt, SystemExit):
-            status, state = "KILLED", "interrupted"
-            raise
         except BaseException as exc:
-            status, state = "FAILED", "failed"
-            self.set_tags(run_id, {"error": f"{type(exc).__name__}: {exc}"[:4000]})
+            status, state = next((v for k, v in end_states.items() if isinstance(exc, k)), ("FAILED", "failed"))
+            if status == "FAILED":
+                self.set_tags(run_id, {"error": f"{type(exc).__name__}: {exc}"[:4000]})
             raise
         finally:
             try:
-                self.set_tags(run_id, {"state": state})
-                self.client.set_terminated(run_id, status=status)
+                self.end(run_id, status, state)
             except Exception:  # never mask the original error
                 log.exception("could not end MLflow run %s", run_id)
+
+    def end(self, run_id: str, status: str, state: str) -> None:
+        self.set_tags(run_id, {"state": state})
+        self.client.set_terminated(run_id, status=status)
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -142,10 +141,3 @@ class Tracker:
     def children(self, experiment_id: str, parent_run_id: str) -> list[Any]:
         return self.client.search_runs([experiment_id], filter_string=f"tags.{PARENT_TAG} = '{parent_run_id}'",
                                        max_results=5000)
-
-    def end_stale(self, runs: Sequence[Any]) -> None:
-        for r in runs:
-            if r.info.status == "RUNNING":
-                self.client.set_terminated(r.info.run_id, status="KILLED")
-
-

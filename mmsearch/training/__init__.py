@@ -1,22 +1,14 @@
-"""The shared training engine, metrics, losses and the stage pipeline with its caches."""
+"""The shared training engine: the loop, its callbacks, metrics and per-epoch history."""
 
-from mmsearch.training._engine import (
-    Callback, EarlyStopping, EpochLog, FitResult, FitState, LoaderBatches, TensorBatches, fit, predict,
-    resolve_device, seed_everything,
-)
-from mmsearch.training._losses import LOSSES, SCHEDULERS, class_weight_vector
-from mmsearch.training._metrics import (
-    always_label1_f1, binarize, macro_f1, micro_f1, samples_f1, scores, tune_thresholds,
-)
-from mmsearch.training._stages import (
-    STAGES, StageResult, Workspace, backbone_features, fusion_inputs, run_stage, stage_features, stage_key,
-    stats, uses_backbone_cache,
-)
+from mmsearch._lazy import lazy_exports
 
-__all__ = [
-    "Callback", "EarlyStopping", "EpochLog", "FitResult", "FitState", "LoaderBatches", "TensorBatches", "fit",
-    "predict", "resolve_device", "seed_everything", "LOSSES", "SCHEDULERS", "class_weight_vector",
-    "always_label1_f1", "binarize", "macro_f1", "micro_f1", "samples_f1", "scores", "tune_thresholds", "STAGES",
-    "StageResult", "Workspace", "backbone_features", "fusion_inputs", "run_stage", "stage_features", "stage_key",
-    "stats", "uses_backbone_cache",
-]
+__all__ = ["Batches", "Callback", "EarlyStopping", "EpochLog", "EPOCH_METRICS", "FINAL_ONLY_METRICS", "FitResult",
+           "FitState", "LoaderBatches", "TensorBatches", "fit", "predict", "resolve_device",
+           "seed_everything", "always_label1_f1", "macro_f1", "micro_f1", "samples_f1", "scores", "tune_thresholds"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["Batches", "Callback", "EarlyStopping", "FitResult", "FitState", "LoaderBatches",
+                     "TensorBatches", "fit", "predict", "resolve_device", "seed_everything"], "._engine"),
+    **dict.fromkeys(["EpochLog", "EPOCH_METRICS", "FINAL_ONLY_METRICS"], "._history"),
+    **dict.fromkeys(["always_label1_f1", "macro_f1", "micro_f1", "samples_f1", "scores", "tune_thresholds"],
+                    "._metrics"),
+})

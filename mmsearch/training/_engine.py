@@ -3,7 +3,8 @@
 Models define ``forward`` only. ``fit`` owns the loop: mini-batches, Adam with weight decay,
 the schedule, gradient clipping, the weighted loss, evaluation each epoch and callbacks.
 Early stopping, pruning, checkpointing and tracking are callbacks, so an ablation never
-compares two copies of a loop that drifted apart.
+compares two copies of a loop that drifted apart. The engine knows its settings only by the
+fields it reads (``epochs``, ``lr``, ...), not by the config classes above it.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from mmsearch.config._schema import OptimConfig
-from mmsearch.training._losses import LOSSES, SCHEDULERS, class_weight_vector
+from mmsearch.data._labels import NUM_LABELS
+from mmsearch.optim import LOSSES, SCHEDULERS, class_weight_vector
+from mmsearch.training._history import EpochLog
 from mmsearch.training._metrics import scores, tune_thresholds
+
+if TYPE_CHECKING:
+    from mmsearch.config import OptimConfig
 
 log = logging.getLogger("mmsearch.engine")
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
@@ -68,21 +73,6 @@ class LoaderBatches:
     def __iter__(self) -> Iterator[Batch]:
         for *inputs, target in self.loader:
             yield tuple(inputs), target
-
-
-@dataclass
-class EpochLog:
-    epoch: int  # 1-based
-    train_loss: float
-    val_loss: float
-    val_f1: float
-    val_f1_micro: float
-    val_f1_macro: float
-    lr: float
-    seconds: float
-
-    def metrics(self) -> dict[str, float]:
-        return {k: v for k, v in self.__dict__.items() if k != "epoch"}
 
 
 @dataclass
@@ -162,7 +152,7 @@ def predict(model: nn.Module, batches: Batches, device: torch.device, loss_fn: A
             total += float(loss_fn(logits, targets.to(device))) * len(targets)
             count += len(targets)
         probs.append(torch.sigmoid(logits).float().cpu().numpy())
-    return np.concatenate(probs) if probs else np.zeros((0, 18), np.float32), total / max(count, 1)
+    return np.concatenate(probs) if probs else np.zeros((0, NUM_LABELS), np.float32), total / max(count, 1)
 
 
 def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, train_targets: np.ndarray,

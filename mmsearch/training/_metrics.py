@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def binarize(probs: np.ndarray, thresholds: np.ndarray | float = 0.5, ensure_one: bool = True) -> np.ndarray:
-    """Predicted label sets. ``ensure_one`` gives every row its most likely label when none
-    passes the threshold, as the submission must list at least one label per image."""
-    pred = probs >= thresholds
-    if ensure_one:
-        empty = ~pred.any(axis=1)
-        if empty.any():
-            pred[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
-    return pred
+from mmsearch.data._labels import binarize
 
 
 def samples_f1(truth: np.ndarray, pred: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""Loss and scheduler registries used by the engine."""
+"""Losses by name: the engine builds one from ``optim.loss`` and ``optim.class_weights``."""
 
 from __future__ import annotations
 
@@ -6,40 +6,41 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from mmsearch._lazy import lazy_module
 from mmsearch._registry import Registry
 from mmsearch.data._labels import LABEL_INDEX, NUM_LABELS
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES: Registry[Callable[[torch.Tensor | None], LossFn]] = Registry("loss")
-SCHEDULERS: Registry[Callable[..., Any]] = Registry("scheduler")
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
+
+LossFn = Callable[[Any, Any], Any]
+LOSSES: Registry[Callable[[Any], LossFn]] = Registry("loss")
 
 
 @LOSSES.register("bce")
-def _bce(weights: torch.Tensor | None) -> LossFn:
+def _bce(weights: Any) -> LossFn:
     """Binary cross-entropy with a weight per class on every element (the paper's weighted BCE)."""
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(logits: Any, targets: Any) -> Any:
         return F.binary_cross_entropy_with_logits(logits, targets, weight=weights)
 
     return loss
 
 
 @LOSSES.register("bce_pos")
-def _bce_pos(weights: torch.Tensor | None) -> LossFn:
+def _bce_pos(weights: Any) -> LossFn:
     """BCE with the weights on positive examples only (pos_weight)."""
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(logits: Any, targets: Any) -> Any:
         return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights)
 
     return loss
 
 
 @LOSSES.register("focal")
-def _focal(weights: torch.Tensor | None, gamma: float = 2.0) -> LossFn:
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _focal(weights: Any, gamma: float = 2.0) -> LossFn:
+    def loss(logits: Any, targets: Any) -> Any:
         bce = F.binary_cross_entropy_with_logits(logits, targets, weight=weights, reduction="none")
         p = torch.sigmoid(logits)
         pt = targets * p + (1 - targets) * (1 - p)
@@ -48,7 +49,7 @@ def _focal(weights: torch.Tensor | None, gamma: float = 2.0) -> LossFn:
     return loss
 
 
-def class_weight_vector(spec: Any, targets: np.ndarray) -> torch.Tensor | None:
+def class_weight_vector(spec: Any, targets: np.ndarray) -> Any:
     """Resolve ``class_weights`` (None, 'auto', list of 18, {label: w}) to a tensor."""
     if spec is None:
         return None
@@ -62,11 +63,3 @@ def class_weight_vector(spec: Any, targets: np.ndarray) -> torch.Tensor | None:
             w[LABEL_INDEX[int(label)]] = float(value)
         return torch.as_tensor(w)
     return torch.as_tensor(np.asarray(spec, dtype=np.float32))
-
-
-SCHEDULERS.register("none", lambda opt, cfg: None)
-SCHEDULERS.register("step", lambda opt, cfg: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=cfg.step_gamma))
-SCHEDULERS.register("plateau", lambda opt, cfg: torch.optim.lr_scheduler.ReduceLROnPlateau(
-    opt, mode="min", patience=cfg.plateau_patience, factor=cfg.plateau_factor))
-
-__all__ = ["LOSSES", "SCHEDULERS", "class_weight_vector"]

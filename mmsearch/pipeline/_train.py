@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mmsearch.charts import history_data, history_figure, report_html
-from mmsearch.config import ExperimentConfig, dump_yaml, flatten, to_dict
-from mmsearch.tracking._callbacks import MlflowEpochLogger
-from mmsearch.tracking._tracker import Tracker
-from mmsearch.training import StageResult, Workspace, always_label1_f1, run_stage
+from mmsearch.config import STAGE_NAMES, dump_yaml, flatten, load_experiment, to_dict
+from mmsearch.pipeline._stages import STAGES, StageResult, run_stage
+from mmsearch.pipeline._workspace import Workspace
+from mmsearch.tracking import MlflowEpochLogger, Tracker
+from mmsearch.training import always_label1_f1
 
 log = logging.getLogger("mmsearch.train")
-ALL_STAGES = ("image", "text", "fusion")
 
 
 @dataclass
@@ -23,8 +24,15 @@ class TrainOutcome:
     baseline_f1: float
 
 
-def train_tracked(cfg: ExperimentConfig, stages: Sequence[str], tracker: Tracker,
-                  experiment_name: str = "mmsearch-train") -> TrainOutcome:
+def train_experiment(experiment: str, overrides: Mapping[str, Any] | None = None,
+                     stages: Sequence[str] = STAGE_NAMES, tracking_uri: str | None = None,
+                     experiment_name: str = "mmsearch-train") -> TrainOutcome:
+    """Train ``stages`` of an experiment (upstream stages come from the cache or train first) as
+    one MLflow run with per-epoch curves of every stage."""
+    for stage in stages:
+        STAGES.get(stage)  # an unknown stage is an error listing the registered ones, before anything runs
+    cfg = load_experiment(experiment, overrides)
+    tracker = Tracker(tracking_uri)
     ws = Workspace(cfg)
     experiment_id = tracker.experiment(experiment_name)
     results: dict[str, StageResult] = {}

@@ -1,0 +1,47 @@
+"""The base of every validated settings block (experiment sections, sweep files).
+
+Strict: YAML already gives typed values, so ``"10"`` is not silently an epoch count; and
+closed: an unknown key is an error that lists the valid ones, never ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mmsearch.errors import Problem
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=False, validate_default=False)
+
+
+def problems_from(exc: ValidationError, where: str, model: type[BaseModel] | None = None,
+                  prefix: str = "") -> list[Problem]:
+    """pydantic's errors as mmsearch problems: ``file: dotted.key: value: what is valid``."""
+    problems = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"] if not str(p).startswith("function-")]
+        key = prefix + ".".join(loc)
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error["type"] == "extra_forbidden":
+            valid = _keys_at(model, loc[:-1]) if model is not None else []
+            message = "unknown key" + (f"; valid keys here: {', '.join(valid)}" if valid else "")
+        elif error["type"] == "missing":
+            message = "missing"
+        elif "input" in error and error["type"] not in ("value_error", "assertion_error"):
+            message = f"{error['input']!r}: {message}"
+        problems.append(Problem(f"{where}: {key}" if key else where, message))
+    return problems
+
+
+def _keys_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The field names of the nested model at ``loc`` (for "valid keys here")."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))

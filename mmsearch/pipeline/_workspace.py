@@ -1,0 +1,114 @@
+"""A resolved experiment: its dataset, split and device, with the shared inputs every stage
+reads (tokens, vocabulary, embedding matrix, decoded images) built lazily and cached."""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmsearch._cache import cached, entry
+from mmsearch.config import ExperimentConfig, with_overrides
+from mmsearch.data import Dataset, Split, demo_dataset, load_images
+from mmsearch.errors import DataError, Problem
+from mmsearch.text import EmbeddingMatrix, Preprocessor, Vocabulary, embedding_matrix
+from mmsearch.training import resolve_device
+
+
+class Workspace:
+    def __init__(self, cfg: ExperimentConfig, dataset: Dataset | None = None, refit: bool = False,
+                 events: Counter[str] | None = None) -> None:
+        """``refit``: train on the training and validation rows together (the final model, once
+        the epochs are fixed); the validation rows are still scored each epoch, optimistically,
+        so the engine keeps its curves. ``events`` counts cache builds and hits (see ``_cache``)."""
+        self.cfg = cfg
+        self.refit = refit
+        self.events: Counter[str] = events if events is not None else Counter()
+        if dataset is None:
+            dataset = Dataset.open(Path(cfg.data.path) if cfg.data.path else demo_dataset())
+        self.dataset = dataset
+        self.device = resolve_device(cfg.run.device)
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+
+    # -- rows ----------------------------------------------------------------------------
+    @cached_property
+    def split(self) -> Split:
+        split = self.dataset.split(self.cfg.data.val_fraction, self.cfg.data.split_seed)
+        if self.cfg.data.limit:
+            keep = self.cfg.data.limit
+            split = Split(split.train[split.train < keep], split.val[split.val < keep])
+        if self.refit:
+            split = Split(np.sort(np.concatenate([split.train, split.val])), split.val)
+        return split
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.dataset.targets
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.run.seed + self.cfg.run.repeat
+
+    def upstream(self) -> Workspace:
+        """This workspace as seen by a downstream stage: a sweep repeat re-seeds only the stage
+        being swept, so upstream features stay shared across repeats."""
+        return self if self.cfg.run.repeat == 0 else self._upstream
+
+    @cached_property
+    def _upstream(self) -> Workspace:
+        return Workspace(with_overrides(self.cfg, {"run.repeat": 0}), self.dataset, self.refit, self.events)
+
+    def split_key(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return {"data": self.dataset.fingerprint, "val": d.val_fraction, "split_seed": d.split_seed, "limit": d.limit,
+                "refit": self.refit}
+
+    # -- text inputs ------------------------------------------------------------------------
+    @cached_property
+    def tokens(self) -> list[list[str]]:
+        import joblib
+
+        pre = self.cfg.text.preprocess
+        key = {"data": self.dataset.fingerprint, "preprocess": pre.model_dump(), "v": 2}
+        folder = cached(entry("tokens", key), lambda tmp: _dump(Preprocessor(pre).many(self.dataset.captions), tmp),
+                        kind="tokens", what="tokenised captions", events=self.events)
+        return joblib.load(folder)
+
+    @cached_property
+    def vocab(self) -> Vocabulary:
+        # Built from every caption (train.csv and test.csv): it uses no labels, and test-only words
+        # then get their pretrained vectors instead of <unk>.
+        return Vocabulary.build(self.tokens)
+
+    def sentences_key(self) -> dict[str, Any]:
+        """What the tokenised captions depend on (a captions-trained word2vec is keyed by it)."""
+        return {"data": self.dataset.fingerprint, "preprocess": self.cfg.text.preprocess.model_dump()}
+
+    @cached_property
+    def embeddings(self) -> EmbeddingMatrix:
+        t = self.cfg.text
+        return embedding_matrix(self.vocab, t.corpus, dim=t.embedding_dim, sentences=self.tokens,
+                                sentences_key=self.sentences_key(), seed=self.cfg.run.seed, events=self.events)
+
+    def sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, lengths = self.vocab.encode(self.tokens, self.cfg.text.seq_len)
+        return torch.from_numpy(ids), torch.from_numpy(lengths)
+
+    # -- image inputs ------------------------------------------------------------------------
+    def images(self) -> np.memmap:
+        if not self.dataset.has_images:
+            raise DataError(f"dataset {self.dataset.root}", [Problem(
+                str(self.dataset.root / "data"),
+                "missing image folder: the image and fusion stages need images (text runs work without)")])
+        return load_images(self.dataset, self.cfg.data.image_size, events=self.events)
+
+
+def _dump(value: Any, path: Path) -> None:
+    import joblib
+
+    joblib.dump(value, path)

@@ -1,0 +1,30 @@
+"""What the engine records each epoch. Torch-free, so sweep files can be validated against the
+metric names without loading torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class EpochLog:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    val_f1: float
+    val_f1_micro: float
+    val_f1_macro: float
+    lr: float
+    seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        return {k: v for k, v in self.__dict__.items() if k != "epoch"}
+
+
+# Per-epoch metrics a sweep may optimise or prune on, and which way is better for each.
+EPOCH_METRICS: dict[str, str] = {
+    f.name: ("minimize" if f.name.endswith("loss") else "maximize")
+    for f in fields(EpochLog) if f.name not in ("epoch", "lr", "seconds")
+}
+# Computed once, on the final model, when run.tune_thresholds is on (no per-epoch value to prune on).
+FINAL_ONLY_METRICS = {"val_f1_tuned": "maximize"}
