@@ -148,7 +148,7 @@ def b4_workers(data: str, workdir: Path, overrides: dict[str, Any], rounds: int)
                                          storage=str(workdir / f"w{workers}-{time.time()}.log"), workers=workers,
                                          progress=False))
         times.setdefault(workers, []).append(time.perf_counter() - t0)
-        trials[workers] = summary.ran_trials
+        trials[workers] = summary.ran
     per_hour = {w: trials[w] / float(np.median(times[w])) * 3600 for w in (1, 2)}
     ratio = per_hour[2] / per_hour[1]
     return Row("B4 workers", "1 worker process", "2 worker processes", per_hour[1], per_hour[2], "trials/h", ratio,
@@ -182,7 +182,7 @@ def b5_bookkeeping(cfg: Any, data: str, workdir: Path, overrides: dict[str, Any]
         storage = str(workdir / f"b5-{time.time()}.log")
         summary = run_sweep(SweepRequest(sweep=str(sweep), experiment="cpu", overrides=overrides, data=data,
                                          storage=storage, progress=False))
-        trials = optuna.load_study(study_name=summary.study_name, storage=open_storage(storage)).get_trials()
+        trials = optuna.load_study(study_name=summary.study_name, storage=open_storage(storage).optuna).get_trials()
         assert len(trials) == len(levels) and all(t.state.name == "COMPLETE" for t in trials)
         # Engine time without our callbacks = what a bare engine call spends on the same trial.
         engine.append(sum(t.user_attrs["fit_seconds"] - t.user_attrs["callback_seconds"] for t in trials))

@@ -1,6 +1,18 @@
 """mmsearch: hyperparameter sweeps and ablations for multimodal multi-label classifiers."""
 
-from mmsearch.errors import AssetMissingError, ConfigError, DataError, MmsearchError, Problem, ValidationError
+from mmsearch._paths import absolutize_environment
+from mmsearch.errors import (
+    AssetMissingError,
+    ConfigError,
+    DataError,
+    MmsearchError,
+    Problem,
+    ValidationError,
+)
+
+# Relative cache folders (TORCH_HOME=../shared/cache/torch) must mean the same folder in every
+# process this one starts, wherever that runs: resolve them once, here.
+absolutize_environment()
 
 __version__ = "0.2.0"
 __all__ = ["AssetMissingError", "ConfigError", "DataError", "MmsearchError", "Problem", "ValidationError", "__version__"]

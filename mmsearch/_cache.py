@@ -50,12 +50,12 @@ def cached(target: Path, write: Callable[[Path], None], *, kind: str, what: str 
     """
     label = what or target.name
     if target.exists():
-        log.info("cache hit: %s", label)
+        log.debug("cache hit: %s", label)
         _count(events, f"hit:{kind}")
         return target
     with FileLock(str(target.with_name(target.name + ".lock"))):
         if target.exists():
-            log.info("cache hit: %s", label)
+            log.debug("cache hit: %s", label)
             _count(events, f"hit:{kind}")
             return target
         log.info("cache miss: %s, building", label)

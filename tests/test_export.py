@@ -46,7 +46,10 @@ def test_export_registers_champion_with_provenance(exported: dict) -> None:
     assert str(version.version) == result.version and version.run_id == result.run_id
     assert "fusion.dropout_count" in result.decisions[0].key
     assert version.tags["sweeps"] == "fusion-dropout-count"
-    assert "fusion-dropout-count trial" in version.tags["decided.fusion.dropout_count"]
+    # The tag says what its number is: the level's mean over repeats, then the cited trial's own value.
+    decided = version.tags["decided.fusion.dropout_count"]
+    d = result.decisions[0]
+    assert f"mean val_f1 {d.score:.4f}" in decided and f"cited trial {d.trial} (val_f1 {d.trial_score:.4f})" in decided
     cited = client.get_run(result.decisions[0].run_id)  # the provenance points at a real trial run
     assert cited.data.tags["sweep"] == "fusion-dropout-count"
     assert result.config.fusion.dropout_count == result.decisions[0].value

@@ -148,4 +148,4 @@ def test_engine_accounts_for_time_spent_in_callbacks() -> None:
                  val_targets=y[150:].numpy(), callbacks=[_Slow()])
     # Four epochs of a 50 ms hook: the engine charges it to that callback, inside the fit's time.
     assert 0.2 <= result.callback_seconds["_Slow"] <= result.seconds
-    assert set(result.callback_seconds) == {"EarlyStopping", "_Slow"}
+    assert set(result.callback_seconds) == {"RestoreBest", "_Slow"}  # early_stopping=None: nothing stops it

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import needs_glove, needs_mobilenet, needs_nltk
 from mmsearch.errors import ConfigError
-from mmsearch.search import SweepRequest, available_sweeps, load_sweep, open_storage, run_sweep, trial_records
+from mmsearch.search import SweepRequest, available_sweeps, load_sweep, open_storage, records, run_sweep
 from mmsearch.tracking import Tracker
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
@@ -25,7 +25,7 @@ def test_every_shipped_sweep_loads_and_validates(experiment: str) -> None:
         assert spec.size >= 1 and spec.paper
     assert PAPER_SWEEPS <= names and any(load_sweep(str(p))[0].mode == "search" for p in available_sweeps())
     backbone, _ = load_sweep("cnn-backbone", "cpu")
-    assert {"mobilenet_v2", "resnet18", "resnet50", "resnext101_32x8d"} <= {lv.label for lv in backbone.levels}
+    assert {"mobilenet_v2", "resnet18", "resnet50", "resnext101_32x8d"} <= set(backbone.labels)
 
 
 def test_bad_sweep_file_lists_all_problems(tmp_path: Path) -> None:
@@ -45,8 +45,8 @@ def _request(tmp_path: Path, small: dict, sweep: str, **kw: object) -> SweepRequ
 
 
 def _cells(storage: str, study_name: str) -> Counter:
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    return Counter((r.level, r.repeat) for r in trial_records(study))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage).optuna)
+    return Counter((r.level, r.repeat) for r in records(study.trials))
 
 
 def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> None:
@@ -70,11 +70,11 @@ def test_interrupted_sweep_resumes_only_missing_cells(tmp_path: Path, small: dic
     first = run_sweep(_request(tmp_path, small, "fusion-dropout-count", trials=4))
     assert first.counts == {"COMPLETE": 4}
     second = run_sweep(_request(tmp_path, small, "fusion-dropout-count"))
-    assert second.ran_trials == 5 and second.counts == {"COMPLETE": 9}
+    assert second.ran == 5 and second.counts == {"COMPLETE": 9}
     cells = _cells(str(tmp_path / "journal.log"), second.study_name)
     assert len(cells) == 9 and set(cells.values()) == {1}
     third = run_sweep(_request(tmp_path, small, "fusion-dropout-count"))
-    assert third.ran_trials == 0
+    assert third.ran == 0
 
 
 def test_failing_trial_is_recorded_and_sweep_goes_on(tmp_path: Path, small: dict) -> None:
@@ -87,7 +87,7 @@ def test_failing_trial_is_recorded_and_sweep_goes_on(tmp_path: Path, small: dict
         "charts: [oov]\n")
     summary = run_sweep(_request(tmp_path, small, str(sweep)))
     assert summary.counts == {"FAIL": 1, "COMPLETE": 1}
-    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(str(tmp_path / "journal.log")))
+    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(str(tmp_path / "journal.log")).optuna)
     failed = [t for t in study.trials if t.state.name == "FAIL"][0]
     assert "glove-twitter-25" in failed.user_attrs["error"] and "offline" in failed.user_attrs["error"]
     tracker = Tracker()

@@ -1,14 +1,30 @@
-"""Charts: pure data functions and thin plotly drawers."""
+"""Charts: pure data functions (with their statistics) and thin plotly drawers."""
 
 from mmsearch.charts._data import (
-    TrialRecord, ablation_bars_data, best_level, bubble_data, curves_data, history_data, length_data, oov_data,
+    TrialRecord,
+    ablation_bars_data,
+    best_level,
+    bubble_data,
+    curves_data,
+    history_data,
+    length_data,
+    mean_ci,
+    oov_data,
+    verdict,
+    welch_diff,
 )
 from mmsearch.charts._plot import (
-    ablation_figure, bubble_figure, curves_figure, history_figure, length_figure, oov_figure, report_html,
+    ablation_figure,
+    bubble_figure,
+    curves_figure,
+    history_figure,
+    length_figure,
+    oov_figure,
+    report_html,
 )
 
 __all__ = [
     "TrialRecord", "ablation_bars_data", "best_level", "bubble_data", "curves_data", "history_data", "length_data",
-    "oov_data", "ablation_figure", "bubble_figure", "curves_figure", "history_figure", "length_figure", "oov_figure",
-    "report_html",
+    "mean_ci", "oov_data", "verdict", "welch_diff", "ablation_figure", "bubble_figure", "curves_figure",
+    "history_figure", "length_figure", "oov_figure", "report_html",
 ]

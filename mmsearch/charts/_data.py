@@ -1,4 +1,10 @@
-"""Pure functions that compute each chart's data (tested on their own, no plotting)."""
+"""Pure functions that compute each chart's data (tested on their own, no plotting).
+
+An ablation level's result is its mean over repeats with a 95% confidence interval (Student's
+t), and its difference from the base level with a Welch interval. A level is called better or
+worse than the base only when that interval excludes zero; with fewer than two repeats on
+either side there is no interval, and the level is "not distinguishable" by construction.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+CONFIDENCE = 0.95
 
 
 @dataclass
@@ -20,39 +28,84 @@ class TrialRecord:
     level: str | None = None
     repeat: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    curve: dict[int, float] = field(default_factory=dict)  # epoch -> val F1
+    curve: dict[int, float] = field(default_factory=dict)  # epoch -> the sweep's metric
     attrs: dict[str, Any] = field(default_factory=dict)
 
-
-def curves_data(trials: Sequence[TrialRecord]) -> list[dict[str, Any]]:
-    """One validation-F1 curve per trial that reported any epoch, in trial order."""
-    out = []
-    for t in sorted(trials, key=lambda t: t.number):
-        if not t.curve:
-            continue
-        epochs = sorted(t.curve)
-        name = f"#{t.number}" + (f" {t.level}" if t.level is not None else "") + (f" r{t.repeat}" if t.repeat is not None else "")
-        out.append({"trial": t.number, "label": name, "state": t.state, "epochs": epochs, "f1": [t.curve[e] for e in epochs]})
-    return out
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Per-epoch metrics the trial recorded (train/val loss, F1, ...), each a list by epoch."""
+        return dict(self.attrs.get("history") or {})
 
 
-def ablation_bars_data(trials: Sequence[TrialRecord], levels: Sequence[str], base_level: str | None) -> list[dict[str, Any]]:
-    """Mean and standard deviation of the metric over repeats, per level, in the sweep's order.
-    Levels whose every trial failed are kept with ``n = 0`` and the failure count, so a chart
-    shows them instead of silently dropping them."""
+def _t(df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, df))
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """(mean, standard deviation, CI low, CI high); the interval is NaN below two values."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, 0.0, math.nan, math.nan
+    std = float(v.std(ddof=1))
+    half = _t(len(v) - 1) * std / math.sqrt(len(v))
+    return mean, std, mean - half, mean + half
+
+
+def welch_diff(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """mean(a) - mean(b) with its Welch 95% interval (NaN below two values per side)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) == 0 or len(y) == 0:
+        return math.nan, math.nan, math.nan
+    diff = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return diff, math.nan, math.nan
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
+    half = _t(df) * se
+    return diff, diff - half, diff + half
+
+
+def verdict(low: float, high: float, maximize: bool) -> str:
+    """better / worse / not distinguishable, from an interval of (level - reference)."""
+    if math.isnan(low) or math.isnan(high) or low <= 0 <= high:
+        return "not distinguishable"
+    return "better" if (low > 0) == maximize else "worse"
+
+
+def _values(trials: Sequence[TrialRecord], level: str) -> list[float]:
+    return [float(t.value) for t in trials if t.level == level and t.state == "COMPLETE" and t.value is not None]
+
+
+def ablation_bars_data(trials: Sequence[TrialRecord], levels: Sequence[str], base_level: str | None,
+                       maximize: bool = True) -> list[dict[str, Any]]:
+    """Per level, in the sweep's order: n, mean, std, 95% CI, the difference from the base level
+    with its Welch interval and what that interval says, failures, and which is base and best.
+    Levels whose every trial failed are kept with ``n = 0``, so a chart shows them."""
+    base_values = _values(trials, base_level) if base_level is not None else []
     out = []
     for level in levels:
-        done = [t.value for t in trials if t.level == level and t.state == "COMPLETE" and t.value is not None]
-        failed = sum(1 for t in trials if t.level == level and t.state == "FAIL")
-        values = np.asarray(done, dtype=float)
+        values = _values(trials, level)
+        mean, std, low, high = mean_ci(values)
+        diff, diff_low, diff_high = (welch_diff(values, base_values) if base_values and level != base_level
+                                     else (math.nan, math.nan, math.nan))
         out.append({
-            "level": level,
-            "mean": float(values.mean()) if len(values) else math.nan,
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "n": int(len(values)),
-            "failed": failed,
-            "is_base": level == base_level,
+            "level": level, "n": len(values), "mean": mean, "std": std, "ci_low": low, "ci_high": high,
+            "diff": diff, "diff_low": diff_low, "diff_high": diff_high,
+            "vs_base": "base" if level == base_level else (verdict(diff_low, diff_high, maximize) if base_values else "no base"),
+            "failed": sum(1 for t in trials if t.level == level and t.state == "FAIL"),
+            "is_base": level == base_level, "is_best": False,
         })
+    best = best_level(out, maximize)
+    for row in out:
+        row["is_best"] = row["level"] == best
     return out
 
 
@@ -62,6 +115,28 @@ def best_level(bars: Sequence[Mapping[str, Any]], maximize: bool = True) -> str 
         return None
     key = (lambda b: b["mean"]) if maximize else (lambda b: -b["mean"])
     return str(max(candidates, key=key)["level"])
+
+
+def curves_data(trials: Sequence[TrialRecord], factor: str | None = None, metric: str | None = None
+                ) -> list[dict[str, Any]]:
+    """One per-epoch curve per trial that reported any epoch, in trial order: the sweep's metric
+    (``metric=None``) or one of the recorded per-epoch metrics. ``group`` (the level) decides the
+    colour, so every repeat of a level shares one; the label names the factor."""
+    out = []
+    for t in sorted(trials, key=lambda t: t.number):
+        if metric is None:
+            points = {int(k): float(v) for k, v in t.curve.items()}
+        else:
+            series = t.history.get(metric) or []
+            points = {i + 1: float(v) for i, v in enumerate(series)}
+        if not points:
+            continue
+        epochs = sorted(points)
+        group = t.level if t.level is not None else f"trial {t.number}"
+        label = (f"{factor}={t.level}" if factor else str(t.level)) if t.level is not None else f"trial {t.number}"
+        out.append({"trial": t.number, "group": group, "label": label, "repeat": t.repeat, "state": t.state,
+                    "epochs": epochs, "values": [points[e] for e in epochs]})
+    return out
 
 
 def bubble_data(trials: Sequence[TrialRecord], levels: Sequence[str]) -> list[dict[str, Any]]:
@@ -100,10 +175,11 @@ def oov_data(reports: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def history_data(history: Sequence[Any]) -> dict[str, list[float]]:
-    """Per-epoch curves of a single training run (train/val loss and val F1)."""
+    """Per-epoch curves of a single training run (train/val loss, train/val F1)."""
     return {
         "epoch": [h.epoch for h in history],
         "train_loss": [h.train_loss for h in history],
         "val_loss": [h.val_loss for h in history],
+        "train_f1": [h.train_f1 for h in history],
         "val_f1": [h.val_f1 for h in history],
     }

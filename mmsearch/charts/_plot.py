@@ -8,28 +8,59 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+HEIGHT = 420  # a chart fits beside its neighbours on a laptop screen; the report scrolls
+PALETTE = qualitative.D3 + qualitative.Set2
 
-def curves_figure(curves: Sequence[Mapping[str, Any]], title: str = "Validation F1 per epoch") -> go.Figure:
-    fig = go.Figure()
+
+def _colours(groups: Sequence[str]) -> dict[str, str]:
+    order = list(dict.fromkeys(groups))
+    return {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(order)}
+
+
+def curves_figure(curves: Sequence[Mapping[str, Any]], title: str, y_title: str) -> go.Figure:
+    """Per-epoch curves, one colour per level (repeats share it; pruned trials dotted)."""
+    colours = _colours([c["group"] for c in curves])
+    fig, shown = go.Figure(), set()
     for c in curves:
-        fig.add_trace(go.Scatter(x=c["epochs"], y=c["f1"], mode="lines", name=c["label"],
-                                 line={"dash": "dot" if c["state"] == "PRUNED" else "solid"}))
-    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="validation samples-F1")
+        fig.add_trace(go.Scatter(
+            x=c["epochs"], y=c["values"], mode="lines", name=c["label"], legendgroup=c["group"],
+            showlegend=c["group"] not in shown, line={"color": colours[c["group"]],
+                                                      "dash": "dot" if c["state"] == "PRUNED" else "solid"},
+            hovertemplate=f"{html.escape(c['label'])} (trial {c['trial']}"
+                          + (f", repeat {c['repeat']}" if c["repeat"] is not None else "")
+                          + ")<br>epoch %{x}: %{y:.4f}<extra></extra>"))
+        shown.add(c["group"])
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=y_title, height=HEIGHT, legend_title_text="level")
     return fig
 
 
-def ablation_figure(bars: Sequence[Mapping[str, Any]], factor: str) -> go.Figure:
-    fig = go.Figure(go.Bar(
-        x=[b["level"] for b in bars],
-        y=[0 if math.isnan(b["mean"]) else b["mean"] for b in bars],
-        error_y={"type": "data", "array": [b["std"] for b in bars]},
-        marker_color=["#d62728" if b["is_base"] else "#1f77b4" for b in bars],
-        text=[f"n={b['n']}" + (f", {b['failed']} failed" if b["failed"] else "") for b in bars],
-    ))
-    fig.update_layout(title=f"Ablation of {factor} (mean ± std over repeats; red = base configuration)",
-                      xaxis_title=factor, yaxis_title="validation samples-F1", xaxis_type="category")
+def ablation_figure(bars: Sequence[Mapping[str, Any]], factor: str, metric: str = "validation samples-F1") -> go.Figure:
+    """Mean per level with its 95% CI, on an axis zoomed to the data; base and best marked."""
+    shown = [b for b in bars if b["n"] > 0]
+    x = [str(b["level"]) for b in bars]
+    y = [None if math.isnan(b["mean"]) else b["mean"] for b in bars]
+    up = [0 if math.isnan(b["ci_high"]) else b["ci_high"] - b["mean"] for b in bars]
+    down = [0 if math.isnan(b["ci_low"]) else b["mean"] - b["ci_low"] for b in bars]
+    colours = ["#d62728" if b["is_base"] else "#1f77b4" for b in bars]
+    text = [("★ best " if b["is_best"] else "") + ("base " if b["is_base"] else "")
+            + (f"n={b['n']}" + (f", {b['failed']} failed" if b["failed"] else "")) for b in bars]
+    fig = go.Figure(go.Scatter(
+        x=x, y=y, mode="markers+text", text=text, textposition="top center",
+        marker={"size": [16 if b["is_best"] else 11 for b in bars], "color": colours,
+                "symbol": ["star" if b["is_best"] else "circle" for b in bars]},
+        error_y={"type": "data", "symmetric": False, "array": up, "arrayminus": down, "thickness": 1.5, "width": 6},
+        hovertext=[f"{factor}={b['level']}: mean {b['mean']:.4f} (95% CI {b['ci_low']:.4f}..{b['ci_high']:.4f}), "
+                   f"vs base: {b['vs_base']}" for b in bars], hoverinfo="text", showlegend=False))
+    lows = [b["ci_low"] if not math.isnan(b["ci_low"]) else b["mean"] for b in shown]
+    highs = [b["ci_high"] if not math.isnan(b["ci_high"]) else b["mean"] for b in shown]
+    if shown:
+        pad = max(0.002, 0.15 * (max(highs) - min(lows)))
+        fig.update_yaxes(range=[min(lows) - pad, max(highs) + 2 * pad])
+    fig.update_layout(title=f"{factor}: mean {metric} per level, 95% CI over repeats (red = base, ★ = best)",
+                      xaxis_title=factor, yaxis_title=metric, xaxis_type="category", height=HEIGHT)
     return fig
 
 
@@ -41,7 +72,7 @@ def bubble_figure(points: Sequence[Mapping[str, Any]]) -> go.Figure:
         marker={"size": [p["params"] for p in points], "sizemode": "area", "sizeref": 2.0 * largest / 60**2},
     ))
     fig.update_layout(title="Model size vs F1 (bubble area = parameters)", xaxis_title="size (MB)",
-                      yaxis_title="validation samples-F1")
+                      yaxis_title="validation samples-F1", height=HEIGHT)
     return fig
 
 
@@ -52,32 +83,35 @@ def length_figure(data: Mapping[str, Any]) -> go.Figure:
     box = data["box"]
     fig.add_trace(go.Box(q1=[box["q1"]], median=[box["median"]], q3=[box["q3"]], lowerfence=[box["min"]],
                          upperfence=[box["max"]], mean=[box["mean"]], name="words"), row=1, col=2)
-    fig.update_layout(title="Words per caption after preprocessing", showlegend=False)
+    fig.update_layout(title="Words per caption after preprocessing", showlegend=False, height=HEIGHT)
     return fig
 
 
 def oov_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     fig = go.Figure(go.Bar(x=[r["corpus"] for r in rows], y=[r["oov_words"] if r["available"] else 0 for r in rows],
                            text=[str(r["oov_words"]) if r["available"] else "unavailable" for r in rows]))
-    fig.update_layout(title="Words without embeddings per corpus", yaxis_title="out-of-vocabulary words")
+    fig.update_layout(title="Words without embeddings per corpus", yaxis_title="out-of-vocabulary words", height=HEIGHT)
     return fig
 
 
 def history_figure(data: Mapping[str, list[float]], title: str) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation F1"))
-    fig.add_trace(go.Scatter(x=data["epoch"], y=data["train_loss"], name="train loss"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=data["epoch"], y=data["val_loss"], name="val loss"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=data["epoch"], y=data["val_f1"], name="val F1"), row=1, col=2)
-    fig.update_layout(title=title)
+    """One run's train and validation loss and F1 per epoch (the paper's Figs 19-21)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "samples-F1"))
+    for key, name, col, dash in (("train_loss", "train loss", 1, "dot"), ("val_loss", "validation loss", 1, "solid"),
+                                 ("train_f1", "train F1", 2, "dot"), ("val_f1", "validation F1", 2, "solid")):
+        if data.get(key):
+            fig.add_trace(go.Scatter(x=data["epoch"], y=data[key], name=name, line={"dash": dash}), row=1, col=col)
+    fig.update_layout(title=title, height=HEIGHT)
     return fig
 
 
-def report_html(title: str, figures: Sequence[tuple[str, go.Figure]]) -> str:
+def report_html(title: str, figures: Sequence[tuple[str, go.Figure]], intro: str = "") -> str:
     """One self-contained page: plotly.js is embedded once, so it renders offline."""
-    parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>", intro]
     for i, (name, fig) in enumerate(figures):
         parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height=f"{HEIGHT}px"))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -1,133 +1,194 @@
-"""Command-line entry point. Each command parses, calls the library, prints the outcome."""
+"""Command-line entry point. Each command parses, calls one library function, prints the outcome.
+
+Commands that train nothing (``--help``, ``sweep list``, ``sweep show``, ``models``, ``config``)
+never import torch; every handler imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
-import subprocess
+import math
 import sys
-
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mmsearch.errors import MmsearchError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) that point at the command's help."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34)
 
 
-def _cmd(sub: Any, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help_text, description=f"{help_text}\n\nexample:\n  {example}",
-                          formatter_class=_formatter)
+def _cmd(sub: Any, name: str, help_text: str, example: str, func: Callable[[argparse.Namespace], int] | None = None
+         ) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=f"{help_text}\n\nexample:\n  {example}",
+                            formatter_class=_formatter)
+    parser.set_defaults(func=func, example=example)
+    return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be 1 or more")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be more than 0 seconds")
+    return value
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="dataset folder (default: the generated demo dataset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. text.optim.lr=0.01 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mmsearch", formatter_class=_formatter,
-        description="Hyperparameter sweeps and ablations for image + caption multi-label classifiers.\n\n"
-                    "example:\n  mmsearch sweep run fusion-dropout-count --experiment cpu")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from mmsearch.config import STAGE_NAMES
 
-    data = _cmd(sub, "data", "Dataset tools: generate the demo dataset, inspect a dataset.",
+    parser = _Parser(prog="mmsearch", formatter_class=_formatter,
+                     description="Hyperparameter sweeps and ablations for image + caption multi-label classifiers.\n\n"
+                                 "example:\n  mmsearch sweep run fusion-dropout-count --experiment cpu")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = _cmd(sub, "data", "Dataset tools: generate the demo dataset, hold out a test set, inspect a dataset.",
                 "mmsearch data inspect ../shared/data/comp5329-captions --corpus glove-wiki-gigaword-50")
-    dsub = data.add_subparsers(dest="data_command", required=True)
+    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     synth = _cmd(dsub, "synth", "Write a demo dataset in the COMP5329 layout (deterministic per seed).",
-                 "mmsearch data synth demo --n-train 2000 --n-test 500 --image-size 64 --seed 0")
+                 "mmsearch data synth demo --n-train 2000 --n-test 500 --image-size 64 --seed 0", _data_synth)
     synth.add_argument("out", type=Path, help="output folder")
-    synth.add_argument("--n-train", type=int, default=2000)
-    synth.add_argument("--n-test", type=int, default=500)
-    synth.add_argument("--image-size", type=int, default=64)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--n-train", type=positive_int, default=2000, help="labelled rows in train.csv")
+    synth.add_argument("--n-test", type=int, default=500, help="rows in test.csv (answers in test_labels.csv)")
+    synth.add_argument("--image-size", type=positive_int, default=64, help="square image size in pixels")
+    synth.add_argument("--seed", type=int, default=0, help="seed of the generator")
     synth.add_argument("--from-csv", type=Path, help="render images for the label sets of this train.csv, keeping its captions")
     hold = _cmd(dsub, "holdout", "Hold out labelled rows as test.csv + test_labels.csv to score a final model on.",
-                "mmsearch data holdout ../shared/data/comp5329-captions real-80-20 --fraction 0.2 --seed 2026")
+                "mmsearch data holdout ../shared/data/comp5329-captions real-80-20 --fraction 0.2 --seed 2026", _data_holdout)
     hold.add_argument("source", type=Path, help="dataset folder with a labelled train.csv")
     hold.add_argument("out", type=Path, help="output dataset folder (images are linked, not copied)")
     hold.add_argument("--fraction", type=float, default=0.2, help="share of rows held out (default 0.2)")
     hold.add_argument("--seed", type=int, default=2026, help="seed of the held-out split")
-    inspect = _cmd(dsub, "inspect", "Validate a dataset and print rows, labels, caption lengths, OOV counts, images.",
-                   "mmsearch data inspect data/ --corpus glove-wiki-gigaword-50 --corpus captions-word2vec")
+    inspect = _cmd(dsub, "inspect", "Validate a dataset (decoding every image) and print rows, labels, caption "
+                   "lengths, OOV counts.", "mmsearch data inspect data/ --corpus glove-wiki-gigaword-50", _data_inspect)
     inspect.add_argument("path", type=Path, nargs="?", help="dataset folder (default: the demo dataset)")
     inspect.add_argument("--corpus", action="append", default=[], help="word-vector corpus for the OOV report (repeatable)")
 
     train = _cmd(sub, "train", "Train one configuration and record it as one MLflow run.",
-                 "mmsearch train cpu --stage all --set fusion.optim.lr=0.01")
+                 "mmsearch train cpu --stage all --set fusion.optim.lr=0.01", _train)
     train.add_argument("experiment", help="experiment name in experiments/ (paper, cpu) or a YAML path")
-    train.add_argument("--data", help="dataset folder (default: the generated demo dataset)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. text.seq_len=12 (repeatable)")
-    train.add_argument("--stage", choices=["image", "text", "fusion", "all"], default="all")
+    _data_options(train)
+    train.add_argument("--stage", choices=[*STAGE_NAMES, "all"], default="all",
+                       help="the stage to train; its upstream stages come from the cache or train first "
+                            "(default: all, one after the other)")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
 
+    config = _cmd(sub, "config", "Print an experiment's resolved settings, each with its documentation.",
+                  "mmsearch config cpu --set text.seq_len=12", _config)
+    config.add_argument("experiment", help="experiment name in experiments/ (paper, cpu) or a YAML path")
+    _data_options(config)
+
     sweep = _cmd(sub, "sweep", "Named sweeps: list, show, run, status.", "mmsearch sweep list")
-    ssub = sweep.add_subparsers(dest="sweep_command", required=True)
-    _cmd(ssub, "list", "List the named sweeps with their paper figure, mode and size.", "mmsearch sweep list")
-    show = _cmd(ssub, "show", "Show a sweep file, validated against its base experiment.",
-                "mmsearch sweep show fusion-dropout-count --experiment cpu")
-    show.add_argument("name")
-    show.add_argument("--experiment")
-    for name, text, example in (
+    ssub = sweep.add_subparsers(dest="sweep_command", required=True, parser_class=_Parser)
+    _cmd(ssub, "list", "List the named sweeps with their mode, stage, size and paper figure.", "mmsearch sweep list",
+         _sweep_list)
+    show = _cmd(ssub, "show", "Show a sweep file, validated against its base experiment, and what the experiment "
+                "changes from the paper's.", "mmsearch sweep show fusion-dropout-count --experiment cpu", _sweep_show)
+    show.add_argument("name", help="sweep name in sweeps/ or a YAML path")
+    show.add_argument("--experiment", help="base experiment (default: the sweep's own)")
+    for name, text, example, func in (
         ("run", "Run (or resume) a sweep as an Optuna study logged to MLflow.",
-         "mmsearch sweep run fusion-dropout-count --experiment cpu --workers 2"),
-        ("status", "Trials by state and the best so far.", "mmsearch sweep status fusion-dropout-count --experiment cpu"),
+         "mmsearch sweep run fusion-dropout-count --experiment cpu --workers 2", _sweep_run),
+        ("status", "Per-level results with 95% CIs, trials by state and errors; repairs what dead processes left.",
+         "mmsearch sweep status fusion-dropout-count", _sweep_status),
     ):
-        p = _cmd(ssub, name, text, example)
+        p = _cmd(ssub, name, text, example, func)
         p.add_argument("name", help="sweep name in sweeps/ or a YAML path")
         p.add_argument("--experiment", help="base experiment (default: the sweep's own)")
-        p.add_argument("--data", help="dataset folder (default: the generated demo dataset)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a base config value (repeatable)")
-        p.add_argument("--storage", help="Optuna storage: a journal file path (default ./optuna-journal.log) or postgresql://...")
+        _data_options(p)
+        p.add_argument("--storage", help="Optuna storage: a journal file (default ./optuna-journal.log), "
+                                         "postgresql://... or redis://...")
         p.add_argument("--study", help="study name (default: derived from sweep, experiment, config and data)")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
+        p.add_argument("--grace", type=positive_seconds, default=None, metavar="SECONDS",
+                       help="a running trial silent this long is judged dead (default 600)")
         if name == "run":
-            p.add_argument("--trials", type=int, help="ablation: run at most N missing cells now; search: total trials")
-            p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
-            p.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
+            p.add_argument("--trials", type=positive_int, help="ablation: run at most N missing cells now; search: total trials")
+            p.add_argument("--workers", type=positive_int, default=1, help="worker processes sharing the study (default 1)")
+            p.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
+                           help="how often a running trial says it is alive (default 10)")
+        else:
+            p.add_argument("--json", action="store_true", help="print the summary as JSON for machines")
 
     export = _cmd(sub, "export", "Train the best configuration of finished sweeps and register it as an MLflow model.",
-                  "mmsearch export text-seq-len text-lr --name captions --experiment cpu --data data/ --full")
+                  "mmsearch export text-seq-len text-lr --name captions --experiment cpu --data data/ --full", _export)
     export.add_argument("sweeps", nargs="+", help="finished sweeps, applied in this order")
     export.add_argument("--name", required=True, help="registered model name (a new version gets alias 'champion')")
-    export.add_argument("--experiment", help="base experiment (default: the first sweep's)")
-    export.add_argument("--data", help="dataset folder (default: the generated demo dataset)")
-    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="base config override, as given to `sweep run` (repeatable)")
-    export.add_argument("--full", action="store_true", help="after early stopping fixed the epochs, retrain on train+val")
+    export.add_argument("--experiment", help="base experiment (default: what the first sweep's study ran with)")
+    _data_options(export)
+    export.add_argument("--full", action="store_true", help="retrain on train+val for exactly the chosen epochs")
     export.add_argument("--caption-only", action="store_true", help="export the text stage only")
-    export.add_argument("--ensemble", type=int, default=1, metavar="N",
+    export.add_argument("--ensemble", type=positive_int, default=1, metavar="N",
                         help="train N copies with seeds run.seed..run.seed+N-1 and average their probabilities (default 1)")
     export.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
     export.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
     export.add_argument("--out-dir", type=Path, default=Path("exports"), help="where config.yaml and summary.md go")
 
     predict = _cmd(sub, "predict", "Predict a Kaggle-format CSV (ImageID,Labels) with a registered or logged model.",
-                   "mmsearch predict models:/captions@champion --data data/ --csv test.csv --out predictions.csv")
+                   "mmsearch predict models:/captions@champion --data data/ --csv test.csv --out predictions.csv", _predict)
     predict.add_argument("model_uri", help="any MLflow model URI: models:/NAME@champion, runs:/RUN_ID/model, ...")
     predict.add_argument("--data", required=True, type=Path, help="dataset folder (images under data/)")
     predict.add_argument("--csv", default="test.csv", help="CSV inside --data with ImageID,Caption (default test.csv)")
     predict.add_argument("--out", required=True, type=Path, help="output CSV")
     predict.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: ./mlruns)")
 
-    ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlruns).", "mmsearch ui --port 5000")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
-    _cmd(sub, "models", "List registered backbones, augmentation sets, corpora, losses, samplers and pruners.",
-         "mmsearch models")
+    ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlruns); stopping it stops the server.",
+              "mmsearch ui --port 5000", _ui)
+    ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=positive_int, default=5000, help="port (default 5000)")
+    ui.add_argument("--tracking-uri", help="MLflow store to serve (default: ./mlruns)")
+    _cmd(sub, "models", "List registered backbones, augmentation sets, corpora, poolings, losses, samplers, pruners "
+         "and storages.", "mmsearch models", _models)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("gensim", "alembic", "mlflow", "urllib3", "smart_open"):
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("gensim", "alembic", "mlflow", "urllib3", "smart_open", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from mmsearch.search import SweepInterrupted
+
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+            return int(args.func(args) or 0)
+    except SweepInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 130
     except MmsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -136,52 +197,48 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _data(args: argparse.Namespace) -> int:
-    from mmsearch.data import Dataset, SynthSpec, demo_dataset, holdout, synthesize
+# -- data ------------------------------------------------------------------------------------------
+def _data_synth(args: argparse.Namespace) -> int:
+    from mmsearch.data import Dataset, SynthSpec, synthesize
 
-    if args.data_command == "holdout":
-        kept, held = holdout(args.source, args.out, args.fraction, args.seed)
-        print(f"wrote {args.out}: {kept} rows in train.csv, {held} held out in test.csv (answers in test_labels.csv)")
-        return 0
-    if args.data_command == "synth":
-        spec = SynthSpec(n_train=args.n_train, n_test=args.n_test, image_size=args.image_size, seed=args.seed)
-        out = synthesize(args.out, spec, from_csv=args.from_csv)
-        ds = Dataset.open(out)
-        print(f"wrote {out}: {ds.n_train} train rows, {ds.n_test} test rows, images {args.image_size}px")
-        return 0
-    from mmsearch.text import PreprocessConfig, Preprocessor, length_stats, oov_report
-
-    ds = Dataset.open(args.path or demo_dataset())
-    t = ds.targets
-    print(f"dataset {ds.root}: {ds.n_train} train rows, {ds.n_test} test rows, fingerprint {ds.fingerprint}")
-    print(f"labels per row {t.sum(1).mean():.3f}; rows per label:")
-    from mmsearch.data import LABEL_NAMES, LABELS
-
-    for j, label in enumerate(LABELS):
-        print(f"  {label:>2} {LABEL_NAMES[label]:<14} {int(t[:, j].sum()):>6}")
-    tokens = Preprocessor(PreprocessConfig()).many(ds.captions)
-    stats = length_stats(tokens[: ds.n_train])
-    box = stats.box()
-    print(f"caption length (tokens after preprocessing): mean {box['mean']:.2f}, median {box['median']:.0f}, "
-          f"q1 {box['q1']:.0f}, q3 {box['q3']:.0f}, max {box['max']:.0f}")
-    print("captions with fewer than k words: " + ", ".join(f"{k}: {n}" for k, n in stats.fewer_than().items()))
-    for corpus in args.corpus:
-        r = oov_report(corpus, tokens, dim=100 if corpus == "captions-word2vec" else None,
-                       sentences_key={"data": ds.fingerprint})
-        if r.error:
-            print(f"OOV {corpus}: unavailable ({r.error})")
-        else:
-            print(f"OOV {corpus}: {r.oov_words} of {r.vocab_size} words, {r.oov_tokens} of {r.total_tokens} tokens; "
-                  f"e.g. {', '.join(r.examples[:5])}")
-    if ds.has_images:
-        present = set(os.listdir(ds.root / "data"))
-        found = sum(1 for i in ds.image_ids if i in present)
-        print(f"images: {found} found, {len(ds.image_ids) - found} missing")
-    else:
-        print("images: none (caption-only dataset)")
+    out = synthesize(args.out, SynthSpec(n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
+                                         seed=args.seed), from_csv=args.from_csv)
+    ds = Dataset.open(out)
+    print(f"wrote {out}: {ds.n_train} train rows, {ds.n_test} test rows, images {args.image_size}px")
     return 0
 
 
+def _data_holdout(args: argparse.Namespace) -> int:
+    from mmsearch.data import holdout
+
+    kept, held = holdout(args.source, args.out, args.fraction, args.seed)
+    print(f"wrote {args.out}: {kept} rows in train.csv, {held} held out in test.csv (answers in test_labels.csv)")
+    return 0
+
+
+def _data_inspect(args: argparse.Namespace) -> int:
+    from mmsearch.data import LABEL_NAMES, LABELS
+    from mmsearch.pipeline import inspect_dataset
+
+    r = inspect_dataset(args.path, args.corpus)
+    print(f"dataset {r.root}: {r.n_train} train rows, {r.n_test} test rows, fingerprint {r.fingerprint}")
+    print(f"labels per row {r.labels_per_row:.3f}; rows per label:")
+    for label, count in zip(LABELS, r.rows_per_label):
+        print(f"  {label:>2} {LABEL_NAMES[label]:<14} {count:>6}")
+    box = r.lengths.box()
+    print(f"caption length (tokens after preprocessing): mean {box['mean']:.2f}, median {box['median']:.0f}, "
+          f"q1 {box['q1']:.0f}, q3 {box['q3']:.0f}, max {box['max']:.0f}")
+    print("captions with fewer than k words: " + ", ".join(f"{k}: {n}" for k, n in r.lengths.fewer_than().items()))
+    for o in r.oov:
+        print(f"OOV {o.corpus}: unavailable ({o.error})" if o.error else
+              f"OOV {o.corpus}: {o.oov_words} of {o.vocab_size} words, {o.oov_tokens} of {o.total_tokens} tokens; "
+              f"e.g. {', '.join(o.examples[:5])}")
+    print(f"images: {r.images_found} found, {r.images_missing} missing, every one decoded" if r.has_images
+          else "images: none (caption-only dataset)")
+    return 0
+
+
+# -- training and configs -----------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
     from mmsearch.config import STAGE_NAMES, request_overrides
     from mmsearch.pipeline import train_experiment
@@ -198,49 +255,147 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from mmsearch.config import parse_overrides
-    from mmsearch.search import SweepRequest, available_sweeps, load_sweep, run_sweep, sweep_status
+def _config(args: argparse.Namespace) -> int:
+    from mmsearch.config import describe, load_experiment, request_overrides
 
-    if args.sweep_command == "list":
-        print(f"{'name':<22} {'paper':<34} {'mode':<9} {'stage':<7} size")
-        for path in available_sweeps():
-            spec, _ = load_sweep(str(path))
-            print(f"{spec.name:<22} {spec.paper[:34]:<34} {spec.mode:<9} {spec.stage:<7} {spec.size}")
-        return 0
-    if args.sweep_command == "show":
-        spec, base = load_sweep(args.name, args.experiment)
-        print(spec.path.read_text())
-        print(f"# base experiment: {spec.experiment}; {spec.size} trials; base level: {spec.base}")
-        for lv in spec.levels:
-            print(f"#   level {lv.label}: {lv.overrides}")
-        return 0
-    overrides, problems = parse_overrides(args.overrides)
-    if problems:
-        from mmsearch.errors import ConfigError
-
-        raise ConfigError("invalid --set", problems)
-    request = SweepRequest(sweep=args.name, experiment=args.experiment, overrides=overrides, data=args.data,
-                           storage=args.storage, study_name=args.study,
-                           **({"workers": args.workers, "trials": args.trials, "tracking_uri": args.tracking_uri}
-                              if args.sweep_command == "run" else {}))
-    if args.sweep_command == "status":
-        print(json.dumps(sweep_status(request), indent=2, default=str))
-        return 0
-    summary = run_sweep(request)
-    print(f"study {summary.study_name}: {summary.counts} in {summary.seconds:.0f}s ({summary.ran_trials} trials run now)")
-    if summary.best_level is not None:
-        print(f"best level {summary.best_level}: mean {summary.best_value:.4f}")
-    elif summary.best_value is not None:
-        print(f"best value {summary.best_value:.4f} with {summary.best_params}")
-    print(f"MLflow parent run {summary.parent_run_id} (experiment sweep/{request.sweep}); `mmsearch ui` to browse")
+    cfg = load_experiment(args.experiment, request_overrides(args.overrides, args.data))
+    rows = describe(cfg)
+    width = max(len(k) + len(repr(v)) for k, v, _ in rows) + 3
+    for key, value, doc in rows:
+        print(f"{f'{key}: {value!r}':<{width}} # {doc}")
     return 0
 
 
+# -- sweeps ---------------------------------------------------------------------------------------
+def _sweep_list(args: argparse.Namespace) -> int:
+    from mmsearch.search import available_sweeps, load_sweep
+
+    print(f"{'name':<20} {'mode':<9} {'stage':<7} {'size':>4}  paper")
+    for path in available_sweeps():
+        spec, _ = load_sweep(str(path))
+        print(f"{spec.name:<20} {spec.mode:<9} {spec.stage:<7} {spec.size:>4}  {spec.paper}")
+    return 0
+
+
+def _sweep_show(args: argparse.Namespace) -> int:
+    from mmsearch.config import REFERENCE, deviations
+    from mmsearch.search import load_sweep
+
+    spec, base = load_sweep(args.name, args.experiment)
+    print(spec.path.read_text())
+    print(f"# base experiment: {spec.experiment}; {spec.size} trials; metric {spec.metric} ({spec.direction}); "
+          f"pruner {spec.pruner}; base level: {spec.base}")
+    for lv in spec.level_list:
+        print(f"#   level {lv.label}: {lv.set}")
+    if spec.experiment != REFERENCE:
+        changes = deviations(spec.experiment)
+        print(f"# experiment {spec.experiment} deviates from {REFERENCE} in {len(changes)} settings:")
+        for d in changes:
+            print(f"#   {d.key}: {d.paper!r} -> {d.value!r}" + (f"  ({d.reason})" if d.reason else ""))
+    return 0
+
+
+def _sweep_request(args: argparse.Namespace) -> Any:
+    from mmsearch.config import parse_overrides
+    from mmsearch.errors import ConfigError
+    from mmsearch.search import SweepRequest
+
+    overrides, problems = parse_overrides(args.overrides)
+    if problems:
+        raise ConfigError("invalid --set", problems)
+    options = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("trials", getattr(args, "trials", None)),
+                                 ("grace_s", args.grace), ("heartbeat_s", getattr(args, "heartbeat", None)))
+               if v is not None}
+    return SweepRequest(sweep=args.name, experiment=args.experiment, overrides=overrides, data=args.data,
+                        storage=args.storage, study_name=args.study, tracking_uri=args.tracking_uri, **options)
+
+
+def _sweep_run(args: argparse.Namespace) -> int:
+    from mmsearch.search import run_sweep
+
+    s = run_sweep(_sweep_request(args))
+    states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s.mine.items())) or "none"
+    what = "cells complete" if s.spec.mode == "ablation" else "trials finished"
+    print(f"study {s.study_name}: {s.done}/{s.total} {what}; this run ran {s.ran} trial(s) ({states}) "
+          f"in {s.seconds:.0f}s")
+    if s.best_level is not None:
+        bar = next(b for b in s.levels if b["level"] == s.best_level)
+        print(f"best level {s.spec.factor}={s.best_level}: mean {s.best_value:.4f} {_ci(bar)}, {_vs_base(bar, s)}")
+    elif s.best_value is not None:
+        print(f"best value {s.best_value:.4f} with {s.best_params}")
+    print(f"MLflow parent run {s.parent_run_id} (experiment sweep/{s.spec.name}); `mmsearch ui` to browse")
+    return 0
+
+
+def _ci(bar: dict[str, Any]) -> str:
+    if math.isnan(bar["ci_low"]):
+        return f"(n={bar['n']}, no interval)"
+    return f"(95% CI {bar['ci_low']:.4f}..{bar['ci_high']:.4f}, n={bar['n']})"
+
+
+def _vs_base(bar: dict[str, Any], s: Any) -> str:
+    if bar["is_base"]:
+        return "the base level"
+    if bar["vs_base"] in ("better", "worse"):
+        return f"{bar['vs_base']} than the base level {s.spec.base} (95% CI of the difference excludes 0)"
+    return f"{bar['vs_base']} from the base level {s.spec.base}"
+
+
+def _sweep_status(args: argparse.Namespace) -> int:
+    from mmsearch.search import sweep_status
+
+    request = _sweep_request(args)
+    summary, info = sweep_status(request, f"sweep status {args.name}")
+    if info["note"]:
+        print(info["note"], file=sys.stderr)
+    if args.json:
+        print(json.dumps(_status_json(summary, info), indent=2, default=str))
+        return 0
+    for line in _status_table(summary, info):
+        print(line)
+    return 0
+
+
+def _status_json(s: Any, info: dict[str, Any]) -> dict[str, Any]:
+    return {"study": s.study_name, "sweep": s.spec.name, "done": s.done, "total": s.total, "counts": s.counts,
+            "levels": s.levels, "best_level": s.best_level, "best_value": s.best_value,
+            "best_trial": {"number": s.best_trial.number, "value": s.best_trial.value, "params": s.best_trial.params}
+            if s.best_trial else None, "errors": s.errors, **info, "parent_run_id": s.parent_run_id}
+
+
+def _status_table(s: Any, info: dict[str, Any]) -> list[str]:
+    spec = s.spec
+    what = "cells complete" if spec.mode == "ablation" else "trials finished"
+    states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s.counts.items()))
+    lines = [f"study {s.study_name} in {info['storage']}: {s.done}/{s.total} {what} (trials: {states or 'none'})",
+             f"MLflow parent run {s.parent_run_id or '-'}: {info['parent_status'] or '-'}; coordinators alive: "
+             f"{info['coordinators_alive']}" + (f"; repaired {info['repaired']} dead trial(s)" if info["repaired"] else "")
+             + ("; closed a stale parent run" if info["closed_parent"] else "")]
+    if spec.mode == "ablation":
+        factor = spec.factor or "level"
+        width = max([len(factor)] + [len(str(b["level"])) for b in s.levels]) + 1
+        lines.append(f"  {factor:<{width}} {'n':>2}  {'mean ± std':<17} {'95% CI':<17} {'vs base (95% CI of diff)':<40} failed")
+        for b in s.levels:
+            mark = "★" if b["is_best"] else " "
+            mean = "-" if b["n"] == 0 else f"{b['mean']:.4f} ± {b['std']:.4f}"
+            ci = "-" if math.isnan(b["ci_low"]) else f"{b['ci_low']:.4f}..{b['ci_high']:.4f}"
+            vs = "base" if b["is_base"] else b["vs_base"] + (
+                "" if math.isnan(b["diff_low"]) else f" ({b['diff_low']:+.4f}..{b['diff_high']:+.4f})")
+            lines.append(f"{mark} {str(b['level']):<{width}} {b['n']:>2}  {mean:<17} {ci:<17} {vs:<40} {b['failed']}")
+        lines.append(f"  ★ best level by mean {spec.metric} ({spec.direction}); 'better'/'worse' only when the Welch "
+                     "95% interval of the difference from the base level excludes 0")
+    elif s.best_trial is not None:
+        lines.append(f"best trial {s.best_trial.number}: {spec.metric} {s.best_value:.4f} with {s.best_trial.params}")
+    for number, error in sorted(s.errors.items()):
+        lines.append(f"  trial {number} FAIL: {error}")
+    return lines
+
+
+# -- final model --------------------------------------------------------------------------------------
 def _export(args: argparse.Namespace) -> int:
     from mmsearch.config import parse_overrides
     from mmsearch.errors import ConfigError
-    from mmsearch.export import ExportRequest, base_overrides, export_model
+    from mmsearch.export import ExportRequest, export_model
 
     overrides, problems = parse_overrides(args.overrides)
     if problems:
@@ -250,8 +405,8 @@ def _export(args: argparse.Namespace) -> int:
                             storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out_dir)
     result = export_model(request)
     for d in result.decisions:
-        print(f"{d.key} = {d.value!r}  <- {d.sweep} {d.how}, trial {d.trial}, run {d.run_id}, {d.metric} {d.score:.4f}")
-    for key, value in base_overrides(request, result.decisions).items():
+        print(f"{d.key} = {d.value!r}  <- {d.describe()}, run {d.run_id}")
+    for key, value in result.kept_overrides.items():
         print(f"{key} = {value!r}  <- --set (base override)")
     for key, value in sorted(result.metrics.items()):
         if key.endswith("final_val_f1") or key.endswith("final_val_f1_tuned"):
@@ -271,32 +426,29 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- tools ----------------------------------------------------------------------------------------------
 def _ui(args: argparse.Namespace) -> int:
-    from mmsearch.tracking import default_tracking_uri
+    from mmsearch.tracking import resolve_tracking_uri, serve_ui
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port)]
-    print(" ".join(cmd))
-    return subprocess.call(cmd)
+    return serve_ui(resolve_tracking_uri(args.tracking_uri), args.host, args.port)
 
 
 def _models(args: argparse.Namespace) -> int:
     from mmsearch.data import AUGMENTATION_SETS
-    from mmsearch.models import BACKBONES
-    from mmsearch.search import PRUNERS, SAMPLERS
-    from mmsearch.text import CAPTIONS_WORD2VEC, GENSIM_DATA
-    from mmsearch.optim import LOSSES
+    from mmsearch.models import BACKBONES, POOLINGS
+    from mmsearch.optim import LOSSES, SCHEDULERS
+    from mmsearch.search import PRUNERS, SAMPLERS, STORAGE_KINDS
+    from mmsearch.text import CAPTIONS_WORD2VEC, GENSIM_DATA, TOKENIZERS
 
     print("backbones: " + ", ".join(BACKBONES.names()))
     for name, members in AUGMENTATION_SETS.items():
         print(f"augmentation {name}: {', '.join(members) or '(nothing)'}")
     print("corpora: " + ", ".join([*GENSIM_DATA, CAPTIONS_WORD2VEC, "file:PATH"]))
-    print("losses: " + ", ".join(LOSSES.names()))
+    print("tokenizers: " + ", ".join(TOKENIZERS.names()) + "; poolings: " + ", ".join(POOLINGS.names()))
+    print("losses: " + ", ".join(LOSSES.names()) + "; schedulers: " + ", ".join(SCHEDULERS.names()))
     print("samplers: " + ", ".join(SAMPLERS.names()) + "; pruners: " + ", ".join(PRUNERS.names()))
+    print("storages: " + ", ".join(n for n in STORAGE_KINDS.names() if n != "sqlite") + " (sqlite is refused)")
     return 0
 
 
-COMMANDS = {"data": _data, "train": _train, "sweep": _sweep, "export": _export, "predict": _predict, "ui": _ui,
-            "models": _models}
 __all__ = ["main", "build_parser"]

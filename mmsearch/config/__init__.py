@@ -1,18 +1,39 @@
-"""Experiment configuration: typed settings (defaults = the paper's Appendix 6.1), loading, overrides."""
+"""Experiment configuration: typed settings (defaults = the paper's Appendix 6.1), loading,
+overrides, and what each profile changes from the paper."""
 
 from mmsearch.config._load import (
-    available_experiments, build_experiment, dump_yaml, experiment_path, flatten, load_experiment, parse_overrides,
-    request_overrides, to_dict, with_overrides,
+    REFERENCE,
+    Deviation,
+    available_experiments,
+    build_experiment,
+    declared_deviations,
+    describe,
+    deviations,
+    dump_yaml,
+    experiment_path,
+    flatten,
+    load_experiment,
+    parse_overrides,
+    request_overrides,
+    to_dict,
+    with_overrides,
 )
 from mmsearch.config._schema import (
-    STAGE_NAMES, DataConfig, ExperimentConfig, FusionConfig, ImageConfig, OptimConfig, RunConfig, StageConfig,
+    STAGE_NAMES,
+    DataConfig,
+    ExperimentConfig,
+    FusionConfig,
+    ImageConfig,
+    OptimConfig,
+    RunConfig,
+    StageConfig,
     TextConfig,
 )
 from mmsearch.text._preprocess import PreprocessConfig
 
 __all__ = [
-    "available_experiments", "build_experiment", "dump_yaml", "experiment_path", "flatten", "load_experiment",
-    "parse_overrides",
+    "REFERENCE", "Deviation", "available_experiments", "build_experiment", "declared_deviations", "describe",
+    "deviations", "dump_yaml", "experiment_path", "flatten", "load_experiment", "parse_overrides",
     "request_overrides", "to_dict", "with_overrides", "STAGE_NAMES", "DataConfig", "ExperimentConfig", "FusionConfig",
     "ImageConfig", "OptimConfig", "RunConfig", "StageConfig", "TextConfig", "PreprocessConfig",
 ]

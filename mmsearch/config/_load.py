@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from mmsearch.config._schema import ExperimentConfig
 from mmsearch.errors import ConfigError, Problem
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+REFERENCE = "paper"  # the experiment every other profile is a deviation from
 
 
 def to_dict(cfg: BaseModel) -> dict[str, Any]:
@@ -116,3 +119,52 @@ def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any], where: s
 
 def dump_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# -- profiles: what an experiment changes from the paper's -----------------------------------------
+@dataclass(frozen=True)
+class Deviation:
+    key: str
+    paper: Any
+    value: Any
+    reason: str = ""
+
+
+_DECLARED = re.compile(r"^#\s+(?P<key>[a-z_][\w.]*):\s+(?P<paper>.+?)\s+->\s+(?P<value>.+?)(?:\s{2,}(?P<reason>\S.*))?$")
+
+
+def deviations(name_or_path: str, reference: str = REFERENCE) -> list[Deviation]:
+    """Every setting in which the experiment differs from the reference (the paper's), computed
+    from the two files, with the reason its header gives for each."""
+    cfg, ref = flatten(to_dict(load_experiment(name_or_path))), flatten(to_dict(load_experiment(reference)))
+    reasons = {d.key: d.reason for d in declared_deviations(name_or_path)}
+    return [Deviation(k, ref.get(k), v, reasons.get(k, "")) for k, v in cfg.items()
+            if k != "name" and ref.get(k) != v]
+
+
+def declared_deviations(name_or_path: str) -> list[Deviation]:
+    """The deviations an experiment file's header comment lists (``#   key: paper -> value  reason``)."""
+    out = []
+    for line in experiment_path(name_or_path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        m = _DECLARED.match(line)
+        if m:
+            out.append(Deviation(m["key"], yaml.safe_load(m["paper"]), yaml.safe_load(m["value"]), m["reason"] or ""))
+    return out
+
+
+def describe(cfg: ExperimentConfig) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, documentation) of every setting, in schema order."""
+    out: list[tuple[str, Any, str]] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(value, f"{prefix}{name}.")
+            else:
+                out.append((f"{prefix}{name}", value, field.description or ""))
+
+    walk(cfg, "")
+    return out

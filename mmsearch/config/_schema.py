@@ -56,7 +56,7 @@ def _corpus(name: str) -> str:
 class OptimConfig(Settings):
     """The shared engine's training settings for one stage."""
 
-    epochs: int = Field(15, gt=0, description="maximum epochs")
+    epochs: int = Field(15, gt=0, description="epochs to train (all of them unless early_stopping stops sooner)")
     batch_size: int = Field(128, gt=0, description="mini-batch size")
     lr: float = Field(1e-4, gt=0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
@@ -68,8 +68,10 @@ class OptimConfig(Settings):
     plateau_factor: Probability = Field(0.1, description="ReduceLROnPlateau factor")
     grad_clip: float | None = Field(None, gt=0, description="clip gradients to this max-norm (null: no clipping)")
     early_stopping: int | None = Field(
-        5, gt=0, description="stop after this many epochs without a better val F1, restoring the best weights "
-                             "(null: off)")
+        5, gt=0, description="stop after this many epochs without a better validation F1 (null: train every epoch)")
+    restore_best: bool = Field(
+        True, description="end with the weights of the best validation epoch (the paper's conclusion 5); "
+                          "false: the last epoch's")
     loss: Annotated[str, LOSSES.validator] = Field(
         "bce", description="loss: bce (per-class weights), bce_pos (positive-class weights), focal")
     class_weights: Annotated[Any, AfterValidator(_class_weights)] = Field(
@@ -113,8 +115,7 @@ class TextConfig(StageConfig):
     corpus: Annotated[str, AfterValidator(_corpus)] = Field(
         "glove-twitter-100", description="word vectors: a gensim-data name, captions-word2vec, or file:PATH")
     embedding_dim: int | None = Field(
-        None, gt=0, description="vector size; must match a pretrained corpus (null = the corpus's); sets "
-                                "captions-word2vec's size")
+        None, gt=0, description="vector size; null = the corpus's own (filled in); sets captions-word2vec's size")
     trainable_embeddings: bool = Field(False, description="fine-tune the embedding layer")
     seq_len: int = Field(8, gt=0, description="captions are padded/truncated to this many tokens")
     hidden_size: int = Field(50, gt=0, description="LSTM hidden units per direction (features = 2 x this)")
@@ -137,6 +138,8 @@ class TextConfig(StageConfig):
                              f"dimensions (use null or {spec.dim})")
         if spec.kind == "captions" and self.embedding_dim is None:
             raise ValueError("captions-word2vec needs an embedding_dim (e.g. 100)")
+        if self.embedding_dim is None and spec.dim is not None:
+            self.embedding_dim = spec.dim  # one spelling per setting: "null" and the corpus's size are the same config
         return self
 
 

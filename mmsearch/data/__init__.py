@@ -1,16 +1,28 @@
 """COMP5329 data layout: reading, validating, splitting, images, augmentation, demo data."""
 
-from mmsearch.data._augment import AUGMENTATION_SETS, TRANSFORMS, build_transform, is_deterministic
+from mmsearch.data._augment import (
+    AUGMENTATION_SETS,
+    TRANSFORMS,
+    build_transform,
+    is_deterministic,
+)
 from mmsearch.data._csv import CsvTable, read_table, write_submission, write_table
 from mmsearch.data._dataset import Dataset, Split
 from mmsearch.data._demo import DEMO_SPEC, demo_dataset
-from mmsearch.data._images import decode_image, load_images
-from mmsearch.data._labels import LABEL_NAMES, LABELS, NUM_LABELS, binarize, decode, encode
+from mmsearch.data._images import check_images, decode_image, load_images, undecodable
+from mmsearch.data._labels import (
+    LABEL_NAMES,
+    LABELS,
+    NUM_LABELS,
+    binarize,
+    decode,
+    encode,
+)
 from mmsearch.data._synth import SynthSpec, holdout, synthesize
 
 __all__ = [
     "AUGMENTATION_SETS", "TRANSFORMS", "build_transform", "is_deterministic", "CsvTable", "read_table",
-    "write_submission", "write_table", "Dataset", "Split", "DEMO_SPEC", "demo_dataset",
-    "decode_image", "load_images", "LABEL_NAMES", "LABELS", "NUM_LABELS", "binarize", "decode",
+    "write_submission", "write_table", "Dataset", "Split", "DEMO_SPEC", "demo_dataset", "check_images",
+    "decode_image", "load_images", "undecodable", "LABEL_NAMES", "LABELS", "NUM_LABELS", "binarize", "decode",
     "encode", "SynthSpec", "holdout", "synthesize",
 ]

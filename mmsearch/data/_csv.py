@@ -77,7 +77,11 @@ def read_table(path: Path, required: Sequence[str]) -> tuple[CsvTable, list[Prob
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return CsvTable(path, []), [Problem(f"{path}", f"not UTF-8 text ({exc})")]
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = raw[exc.start : exc.end].hex(" ")
+        return CsvTable(path, []), [Problem(f"{path}:{line}", f"not UTF-8 text: byte(s) {bad} at column {column} "
+                                            f"(byte offset {exc.start}); save the file as UTF-8")]
     records = _split_records(text)
     if not records:
         return CsvTable(path, []), [Problem(f"{path}:1", "empty file: expected a header row")]
@@ -156,7 +160,7 @@ def _parse_labels(value: str, where: str, problems: list[Problem]) -> list[int]:
     if not tokens:
         problems.append(Problem(where, f"Labels: empty label list {value!r}; each row needs at least one label"))
         return []
-    labels = []
+    labels: list[int] = []
     for token in tokens:
         try:
             label = int(token)
@@ -167,6 +171,9 @@ def _parse_labels(value: str, where: str, problems: list[Problem]) -> list[int]:
             continue
         if label not in LABEL_INDEX:
             problems.append(Problem(where, f"Labels: unknown label {label}; valid labels are {_valid_labels()}"))
+            continue
+        if label in labels:
+            problems.append(Problem(where, f"Labels: label {label} listed twice in {value!r}; list each label once"))
             continue
         labels.append(label)
     return sorted(set(labels), key=LABEL_INDEX.__getitem__)

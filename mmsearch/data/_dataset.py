@@ -58,6 +58,10 @@ class Dataset:
             )
         train, found = read_table(train_path, TRAIN_COLUMNS)
         problems += found
+        if not found and not len(train):
+            problems.append(Problem(f"{train_path}:1", "no data rows after the header; a dataset needs labelled rows"))
+        problems += [Problem(f"{train.path}:{line}", f"Caption: empty caption for {image_id!r}")
+                     for image_id, caption, line in zip(train.image_ids, train.captions, train.lines) if not caption.strip()]
         test = None
         test_path = root / "test.csv"
         if test_path.is_file():

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from mmsearch._cache import cached, entry, stable_hash
+from mmsearch._progress import progress
 from mmsearch.data._dataset import Dataset
 from mmsearch.errors import DataError, Problem
 
@@ -29,6 +30,29 @@ def decode_image(path: Path, size: int) -> np.ndarray:
         return np.array(img, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
 
 
+def undecodable(path: Path, where: str) -> Problem | None:
+    """The problem with an image file that cannot be decoded completely, or None."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes every byte: a truncated JPEG fails here, not only its header
+        return None
+    except Exception as exc:  # PIL raises many types for corrupt files
+        return Problem(where, f"ImageID: cannot decode {path} ({type(exc).__name__}: {exc})")
+
+
+def check_images(dataset: Dataset, events: Counter[str] | None = None) -> list[Problem]:
+    """Decode every image of the dataset once, naming each one that fails with its CSV line."""
+    problems = []
+    rows = progress(enumerate(dataset.image_ids), total=len(dataset.image_ids), what="checking images", unit="img")
+    for row, image_id in rows:
+        problem = undecodable(dataset.image_path(image_id), dataset.where(row))
+        if problem is not None:
+            problems.append(problem)
+    if events is not None:
+        events["decode:images"] += len(dataset.image_ids)
+    return problems
+
+
 def load_images(dataset: Dataset, size: int, events: Counter[str] | None = None) -> np.memmap:
     """The decoded images of every row (train.csv rows, then test.csv rows), read-only."""
     if not dataset.has_images:
@@ -41,8 +65,8 @@ def load_images(dataset: Dataset, size: int, events: Counter[str] | None = None)
         folder.mkdir()
         out = np.memmap(folder / ARRAY_FILE, dtype=np.uint8, mode="w+", shape=shape)
         problems = []
-        log.info("decoding %d images at %dpx", shape[0], size)
-        for row, image_id in enumerate(dataset.image_ids):
+        rows = progress(enumerate(dataset.image_ids), total=shape[0], what=f"decoding images at {size}px", unit="img")
+        for row, image_id in rows:
             file = dataset.image_path(image_id)
             try:
                 out[row] = decode_image(file, size)

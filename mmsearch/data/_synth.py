@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mmsearch._progress import progress
 from mmsearch.data._csv import read_table, write_table
 from mmsearch.data._labels import LABELS
 from mmsearch.errors import DataError
@@ -163,7 +164,7 @@ def synthesize(out: Path, spec: SynthSpec = SynthSpec(), from_csv: Path | None =
             labels = sample_labels(rng)
             test_rows.append((f"{spec.n_train + j}.jpg", labels, make_caption(labels, rng, spec.mention_p, spec.wrong_p)))
     images = [*zip(train_ids, train_labels), *((image_id, labels) for image_id, labels, _ in test_rows)]
-    for image_id, labels in images:
+    for image_id, labels in progress(images, total=len(images), what="rendering demo images", unit="img"):
         _save(out / "data" / image_id, render_image(labels, spec.image_size, rng, spec.draw_p))
     write_table(out / "train.csv", train_ids, train_captions, train_labels)
     if test_rows:

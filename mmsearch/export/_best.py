@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from mmsearch.charts import ablation_bars_data, best_level
 from mmsearch.errors import MmsearchError
-from mmsearch.search import SweepRequest, open_storage, resolve, trial_records
+from mmsearch.search import SweepRequest, find_study, load_sweep, summarize
 
 
 @dataclass
@@ -18,41 +17,50 @@ class Decision:
     value: Any
     sweep: str
     study: str
-    trial: int
+    trial: int  # the trial cited (an ablation: the best repeat of the chosen level)
     run_id: str | None
-    score: float
+    score: float  # ablation: the chosen level's mean over repeats; search: the trial's value
     metric: str
-    how: str  # "best level (mean of n)" or "best trial"
+    how: str  # "best level 'x' (mean of n)" or "best trial"
+    trial_score: float  # the cited trial's own value
+    vs_base: str = ""  # ablation: what the 95% interval of (chosen - base) says
+
+    def describe(self) -> str:
+        if self.how == "best trial":
+            return f"{self.sweep} best trial {self.trial} ({self.metric} {self.score:.4f})"
+        return (f"{self.sweep} {self.how}: mean {self.metric} {self.score:.4f}; {self.vs_base}; "
+                f"cited trial {self.trial} ({self.metric} {self.trial_score:.4f})")
 
 
-def sweep_decisions(request: SweepRequest) -> list[Decision]:
-    """Best setting of a finished sweep: for an ablation the level with the best mean over
-    repeats (its best repeat's trial is cited), for a search the best trial."""
+def sweep_decisions(request: SweepRequest, command: str) -> tuple[list[Decision], dict[str, Any]]:
+    """The best setting of a finished sweep: for an ablation the level with the best mean over
+    repeats (its best repeat's trial is cited, and whether it is distinguishable from the base
+    level is said), for a search the best trial. Also returns the flags its study was run with."""
     import optuna
 
-    ctx = resolve(request)
-    try:
-        study = optuna.load_study(study_name=ctx.study_name, storage=open_storage(request.storage))
-    except KeyError:
-        raise MmsearchError(
-            f"sweep {ctx.spec.name!r} has no study {ctx.study_name!r} in this storage: run "
-            f"`mmsearch sweep run {ctx.spec.name}` with the same --experiment/--data/--set first") from None
-    records = trial_records(study)
-    complete = [r for r in records if r.state == "COMPLETE" and r.value is not None]
-    if not complete:
-        raise MmsearchError(f"sweep {ctx.spec.name!r} (study {ctx.study_name}) has no completed trial to export from")
-    spec = ctx.spec
-    maximize = spec.direction == "maximize"
-    pick = max if maximize else min
+    name, storage, _ = find_study(request, command)
+    study = optuna.load_study(study_name=name, storage=storage.optuna)
+    attrs = study.user_attrs
+    spec = load_sweep(request.sweep, request.experiment or attrs.get("experiment"))[0]
+    s = summarize(spec, name, study.get_trials(deepcopy=False))
+    best = s.best_trial
+    if best is None:
+        raise MmsearchError(f"sweep {spec.name!r} (study {name}) has no completed trial to export from")
+    flags = {"experiment": attrs.get("experiment"), "data": attrs.get("data"), "overrides": attrs.get("set") or {}}
     if spec.mode == "ablation":
-        bars = ablation_bars_data(records, [lv.label for lv in spec.levels], spec.base)
-        level = best_level(bars, maximize)
-        assert level is not None
-        bar = next(b for b in bars if b["level"] == level)
-        cited = pick((r for r in complete if r.level == level), key=lambda r: r.value)
-        return [Decision(k, v, spec.name, ctx.study_name, cited.number, cited.attrs.get("mlflow_run_id"), bar["mean"],
-                         spec.metric, f"best level {level!r} (mean of {bar['n']})")
-                for k, v in spec.level(level).overrides.items()]
-    best = pick(complete, key=lambda r: r.value)
-    return [Decision(k, v, spec.name, ctx.study_name, best.number, best.attrs.get("mlflow_run_id"), float(best.value),
-                     spec.metric, "best trial") for k, v in best.params.items()]
+        bar = next(b for b in s.levels if b["level"] == s.best_level)
+        vs_base = ("it is the base level" if bar["is_base"] else
+                   f"{bar['vs_base']} than the base level {spec.base!r}" if bar["vs_base"] in ("better", "worse") else
+                   f"{bar['vs_base']} from the base level {spec.base!r} (95% CI of the difference "
+                   f"{bar['diff_low']:+.4f}..{bar['diff_high']:+.4f})" if spec.base else "no base level to compare with")
+        return [Decision(k, v, spec.name, name, best.number, best.attrs.get("mlflow_run_id"), float(bar["mean"]),
+                         spec.metric, f"best level {s.best_level!r} (mean of {bar['n']})", float(best.value or 0), vs_base)
+                for k, v in spec.level(str(s.best_level)).set.items()], flags
+    return [Decision(k, v, spec.name, name, best.number, best.attrs.get("mlflow_run_id"), float(best.value or 0),
+                     spec.metric, "best trial", float(best.value or 0)) for k, v in best.params.items()], flags
+
+
+def decision_request(request: SweepRequest, flags: dict[str, Any]) -> SweepRequest:
+    """A request completed with the flags a study was run with (when the user gave none)."""
+    return replace(request, experiment=request.experiment or flags["experiment"], data=request.data or flags["data"],
+                   overrides=request.overrides or flags["overrides"])

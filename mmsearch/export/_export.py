@@ -7,7 +7,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,15 @@ import torch
 import yaml
 
 import mmsearch
-from mmsearch.config import ExperimentConfig, dump_yaml, request_overrides, flatten, load_experiment, to_dict, with_overrides
+from mmsearch.config import (
+    ExperimentConfig,
+    dump_yaml,
+    flatten,
+    load_experiment,
+    request_overrides,
+    to_dict,
+    with_overrides,
+)
 from mmsearch.data import LABELS, Dataset
 from mmsearch.export._best import Decision, sweep_decisions
 from mmsearch.pipeline import STAGES, StageResult, Workspace, run_stage
@@ -59,24 +67,29 @@ class ExportResult:
     results: dict[str, StageResult]
     folder: Path
     members: list[Member] = field(default_factory=list)
+    kept_overrides: dict[str, Any] = field(default_factory=dict)  # the --set values the model kept
 
 
-def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decision]]:
-    """The base experiment with each sweep's best setting applied in the order given."""
+def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decision], ExportRequest]:
+    """The base experiment with each sweep's best setting applied in the order given. Without
+    --experiment/--data/--set, the base is what the first sweep's study was run with; the request
+    comes back completed with it."""
     if not request.sweeps:
         raise mmsearch.MmsearchError("export needs at least one sweep")
-    experiment = request.experiment or load_sweep(request.sweeps[0])[0].experiment
-    overrides = {**request.overrides, **request_overrides(data=request.data)}
-    cfg = load_experiment(experiment, overrides)
+    command = f"export {' '.join(request.sweeps)} --name {request.name}"
+    cfg: ExperimentConfig | None = None
     decisions: list[Decision] = []
     for sweep in request.sweeps:
-        found = sweep_decisions(SweepRequest(sweep=sweep, experiment=experiment, overrides=dict(request.overrides),
-                                             data=request.data, storage=request.storage))
-        # A repeat index only re-seeded the sweep's trials; it is not a setting of the model.
-        found = [d for d in found if d.key != "run.repeat"]
+        found, flags = sweep_decisions(SweepRequest(sweep=sweep, experiment=request.experiment, data=request.data,
+                                                    overrides=dict(request.overrides), storage=request.storage), command)
+        if cfg is None:
+            request = replace(request, experiment=request.experiment or flags["experiment"] or load_sweep(sweep)[0].experiment,
+                              data=request.data or flags["data"], overrides=request.overrides or flags["overrides"])
+            cfg = load_experiment(str(request.experiment), {**request.overrides, **request_overrides(data=request.data)})
         cfg = with_overrides(cfg, {d.key: d.value for d in found}, where=f"best of sweep {sweep}")
         decisions = [d for d in decisions if d.key not in {f.key for f in found}] + found
-    return cfg, decisions
+    assert cfg is not None
+    return cfg, decisions, request
 
 
 @dataclass
@@ -92,7 +105,7 @@ class Member:
 def export_model(request: ExportRequest) -> ExportResult:
     if request.ensemble < 1:
         raise mmsearch.MmsearchError(f"--ensemble must be 1 or more, got {request.ensemble}")
-    cfg, decisions = final_config(request)
+    cfg, decisions, request = final_config(request)
     dataset = Workspace(cfg).dataset
     stages = ["text"] if request.caption_only or not dataset.has_images else ["image", "text", "fusion"]
     tracker = Tracker(request.tracking_uri)
@@ -122,7 +135,8 @@ def export_model(request: ExportRequest) -> ExportResult:
     folder = write_summary(request, cfg, decisions, metrics, version, run_id)
     first = members[0]
     return ExportResult(request.name, version, run_id, f"models:/{request.name}@{ALIAS}", cfg, decisions, metrics,
-                        first.workspace, first.results, folder, members)
+                        first.workspace, first.results, folder, members,
+                        base_overrides(request, decisions))
 
 
 def _member_prefix(index: int, size: int) -> str:
@@ -160,8 +174,11 @@ def _refit(member: Member, stages: Sequence[str], tracker: Tracker, run_id: str,
     """Train again on training + validation rows for the epochs early stopping chose."""
     overrides: dict[str, Any] = {}
     for s in stages:
-        overrides[f"{s}.optim.epochs"] = max(1, member.results[s].fit.best_epoch)
+        fitted = member.results[s].fit
+        # Exactly the epochs whose weights the model kept, with nothing to stop or restore.
+        overrides[f"{s}.optim.epochs"] = max(1, fitted.best_epoch if fitted.restored else len(fitted.history))
         overrides[f"{s}.optim.early_stopping"] = None
+        overrides[f"{s}.optim.restore_best"] = False
     full_cfg = with_overrides(member.workspace.cfg, overrides, where="--full refit")
     full_ws = Workspace(full_cfg, member.workspace.dataset, refit=True)
     prefix = f"full/{_member_prefix(index, size)}"
@@ -236,8 +253,7 @@ def register(tracker: Tracker, name: str, source: str, run_id: str, sweeps: Sequ
         client.get_registered_model(name)
     except Exception:
         client.create_registered_model(name, description="mmsearch final model")
-    tags = {"sweeps": ",".join(sweeps), **{f"decided.{d.key}": f"{d.value} by {d.sweep} trial {d.trial} "
-                                           f"({d.metric} {d.score:.4f})" for d in decisions}}
+    tags = {"sweeps": ",".join(sweeps), **{f"decided.{d.key}": f"{d.value}: {d.describe()}" for d in decisions}}
     version = client.create_model_version(name, source, run_id=run_id, tags=tags)
     client.set_registered_model_alias(name, ALIAS, version.version)
     return str(version.version)
@@ -265,7 +281,7 @@ def write_summary(request: ExportRequest, cfg: ExperimentConfig, decisions: Sequ
                 if request.ensemble > 1 else ""), "",
              "| setting | value | decided by | trial | run | score |", "|---|---|---|---|---|---|"]
     for d in decisions:
-        lines.append(f"| `{d.key}` | {d.value} | {d.sweep}: {d.how} | {d.trial} | {d.run_id or ''} | {d.metric} {d.score:.4f} |")
+        lines.append(f"| `{d.key}` | {d.value} | {d.describe()} | {d.trial} | {d.run_id or ''} | {d.metric} {d.score:.4f} |")
     for key, value in base_overrides(request, decisions).items():
         lines.append(f"| `{key}` | {value} | --set (base override) | | | |")
     lines += ["", "Validation metrics (before any refit):", ""]

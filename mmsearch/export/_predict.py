@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 import pandas as pd
 
 from mmsearch.data import CsvTable, encode, read_table, write_submission
-from mmsearch.errors import DataError, Problem
+from mmsearch.errors import DataError, MmsearchError, Problem
 from mmsearch.serving import IMAGE_COLUMN, NEEDS_IMAGES, InputError
 from mmsearch.tracking import resolve_tracking_uri
 
@@ -19,15 +21,34 @@ class PredictOutcome:
     samples_f1: float | None  # when the CSV (or a test_labels.csv beside it) has labels
 
 
+def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
+    """An exported model by any MLflow URI, or an error naming the URI and what exists."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)  # models:/ and runs:/ URIs resolve against this store
+    mlflow.set_registry_uri(uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        hint = ""
+        if model_uri.startswith("models:/"):
+            names = [m.name for m in mlflow.MlflowClient(uri).search_registered_models(max_results=50)]
+            hint = f"; registered models in {uri}: {', '.join(names) or 'none'}"
+        raise MmsearchError(f"cannot load model {model_uri}: {exc.message.splitlines()[0]}{hint}") from None
+    except OSError as exc:
+        raise MmsearchError(f"cannot load model {model_uri}: {exc}") from None
+
+
 def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path, tracking_uri: str | None = None) -> PredictOutcome:
     path = data / csv_name
     if not path.is_file():
         raise DataError("nothing to predict", [Problem(str(path), "file not found")])
-    import mlflow
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))  # models:/ URIs resolve against this store
     table, problems = read_table(path, ("ImageID", "Caption"))
-    model = mlflow.pyfunc.load_model(model_uri)
+    if not problems and not len(table):
+        raise DataError("nothing to predict", [Problem(f"{path}:1", "no rows after the header")])
+    model = load_model(model_uri, tracking_uri)
     needs_images = bool(model.metadata.metadata[NEEDS_IMAGES])
     problems += _row_problems(table, data, needs_images)
     if problems:
@@ -35,7 +56,11 @@ def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path, tracking_u
     frame = pd.DataFrame({"ImageID": table.image_ids, "Caption": table.captions})
     if needs_images:
         frame[IMAGE_COLUMN] = [str(data / "data" / i) for i in table.image_ids]
-    predicted = model.predict(frame)
+    try:
+        predicted = model.predict(frame)
+    except InputError as exc:  # e.g. an image that exists but does not decode: name its line
+        located = [Problem(f"{path}:{table.lines[row]}", p.message) for row, p in zip(exc.rows, exc.problems)]
+        raise InputError(f"{path}: rows the model cannot predict", located or exc.problems) from None
     labels = [[int(x) for x in s.split()] for s in predicted["Labels"]]
     write_submission(out, table.image_ids, labels)
     return PredictOutcome(len(labels), out, _score(table, data, labels))

@@ -15,7 +15,6 @@ from mmsearch._net import can_reach
 from mmsearch._registry import Registry
 from mmsearch.errors import AssetMissingError
 
-
 torch = lazy_module("torch")
 nn = lazy_module("torch.nn")
 tv_models = lazy_module("torchvision.models")

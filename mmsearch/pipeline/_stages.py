@@ -27,12 +27,20 @@ import torch
 from torch import nn
 
 from mmsearch._cache import cached, entry, stable_hash
+from mmsearch._progress import progress
 from mmsearch._registry import Registry
 from mmsearch.config import STAGE_NAMES, ExperimentConfig
 from mmsearch.data import NUM_LABELS, build_transform, is_deterministic
 from mmsearch.models import build_networks, model_size
 from mmsearch.pipeline._workspace import Workspace
-from mmsearch.training import Callback, FitResult, LoaderBatches, TensorBatches, fit, seed_everything
+from mmsearch.training import (
+    Callback,
+    FitResult,
+    LoaderBatches,
+    TensorBatches,
+    fit,
+    seed_everything,
+)
 
 log = logging.getLogger("mmsearch.stages")
 
@@ -175,13 +183,14 @@ def _array_cache(kind: str, key: str, build: Callable[[], tuple[np.ndarray, dict
 
 
 @torch.inference_mode()
-def _extract(fn: Callable[..., torch.Tensor], batches: Any, device: torch.device) -> np.ndarray:
+def _extract(fn: Callable[..., torch.Tensor], batches: Any, device: torch.device, total: int, what: str) -> np.ndarray:
     """Features in eval mode (BatchNorm running statistics, no dropout): the caller's module
     must already be in eval mode, which is asserted because batch statistics would make a
     row's features depend on its batch."""
     owner = getattr(fn, "__self__", None)
     assert owner is None or not owner.training, "feature extraction needs a module in eval mode"
-    out = [fn(*(t.to(device) for t in inputs)).float().cpu().numpy() for inputs, _ in batches]
+    out = [fn(*(t.to(device) for t in inputs)).float().cpu().numpy()
+           for inputs, _ in progress(batches, total=total, what=what, unit="batch")]
     return np.concatenate(out).astype(np.float32)
 
 
@@ -245,7 +254,8 @@ class ImageStage(Stage):
             params, size = model_size(net)
             images = ws.images()
             batches = eval_image_batches(ws.cfg, images, 128)
-            feats = _extract(net.features, batches, ws.device)
+            feats = _extract(net.features, batches, ws.device, -(-len(images) // 128),
+                             f"{ws.cfg.image.backbone} features")
             ws.events["extract:backbone"] += 1
             return feats, {"params": params, "size_mb": size, "feature_dim": net.feature_dim}
 
@@ -260,7 +270,8 @@ class ImageStage(Stage):
 
     def extract(self, ws: Workspace, model: nn.Module) -> np.ndarray:
         rows = np.arange(len(ws.dataset.image_ids))
-        return _extract(model.features, self._loader(ws, rows, False, 128), ws.device)
+        return _extract(model.features, self._loader(ws, rows, False, 128), ws.device, -(-len(rows) // 128),
+                        "image features")
 
     def train(self, ws: Workspace, callbacks: Sequence[Callback]) -> StageResult:
         o, split = ws.cfg.image.optim, ws.split
@@ -309,7 +320,7 @@ class TextStage(Stage):
     def extract(self, ws: Workspace, model: nn.Module) -> np.ndarray:
         ids, lengths = ws.sequences()
         batches = TensorBatches([ids, lengths], torch.zeros(len(ids)), 2048)
-        return _extract(model.features, batches, ws.device)
+        return _extract(model.features, batches, ws.device, len(batches), "caption features")
 
     def train(self, ws: Workspace, callbacks: Sequence[Callback]) -> StageResult:
         t, split = ws.cfg.text, ws.split

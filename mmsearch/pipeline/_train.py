@@ -34,7 +34,7 @@ def train_experiment(experiment: str, overrides: Mapping[str, Any] | None = None
     cfg = load_experiment(experiment, overrides)
     tracker = Tracker(tracking_uri)
     ws = Workspace(cfg)
-    experiment_id = tracker.experiment(experiment_name)
+    experiment_id = tracker.experiment(experiment_name, "single training runs of `mmsearch train`")
     results: dict[str, StageResult] = {}
     with tracker.run(experiment_id, f"{cfg.name}:{'+'.join(stages)}", tags={"experiment": cfg.name}) as run_id:
         tracker.log_params(run_id, flatten(to_dict(cfg)))

@@ -1,16 +1,17 @@
-"""Named sweeps: sweep files, Optuna studies, workers and their MLflow runs."""
+"""Named sweeps: sweep files, Optuna studies, coordinators, workers and their MLflow runs."""
 
-from mmsearch.search._runner import (
-    SweepContext, SweepRequest, SweepSummary, execute_trial, resolve, run_sweep, sweep_charts, sweep_status,
-    trial_records, work,
-)
-from mmsearch.search._spec import (
-    PRUNERS, SAMPLERS, SWEEPS_DIR, Dimension, Level, SweepSpec, available_sweeps, load_sweep,
-)
-from mmsearch.search._storage import default_storage, open_storage, study_lock
+from mmsearch._lazy import lazy_exports
 
-__all__ = [
-    "SweepContext", "SweepRequest", "SweepSummary", "execute_trial", "resolve", "run_sweep", "sweep_charts",
-    "sweep_status", "trial_records", "work", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "SweepSpec",
-    "available_sweeps", "load_sweep", "default_storage", "open_storage", "study_lock",
-]
+__all__ = ["CHARTS", "METRICS", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "STORAGE_KINDS",
+           "StorageError", "StudyStorage", "SweepContext", "SweepInterrupted", "SweepRequest", "SweepSpec",
+           "SweepStudy", "SweepSummary", "available_sweeps", "default_storage", "find_study", "load_sweep",
+           "open_storage", "records", "resolve", "run_sweep", "summarize", "sweep_charts", "sweep_status"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["CHARTS", "METRICS", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "SweepSpec",
+                     "available_sweeps", "load_sweep"], "._spec"),
+    **dict.fromkeys(["STORAGE_KINDS", "StorageError", "StudyStorage", "default_storage", "open_storage"], "._storage"),
+    **dict.fromkeys(["SweepContext", "SweepInterrupted", "SweepRequest", "find_study", "resolve"], "._context"),
+    **dict.fromkeys(["SweepStudy", "sweep_status"], "._study"),
+    "run_sweep": "._coordinator",
+    **dict.fromkeys(["SweepSummary", "records", "summarize", "sweep_charts"], "._summary"),
+})

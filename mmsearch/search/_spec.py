@@ -9,31 +9,37 @@ Two modes:
 A level is a value of ``factor`` or a mapping ``{label: ..., set: {dotted.key: value, ...}}``
 when one level changes several keys together (a corpus and its dimension, say).
 ``profiles`` holds per-experiment replacements of any top-level key, e.g. the CPU profile's
-extra backbones.
+extra backbones. The file is validated by the same strict settings models as experiments, and
+every level (or search-space edge) is validated against the base experiment: all problems are
+reported at once, with the file and key.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from mmsearch._files import named_yaml, yaml_files
 from mmsearch._registry import Registry
-from mmsearch.config import ExperimentConfig, build_experiment, flatten, load_experiment, to_dict
+from mmsearch._settings import Settings, problems_from
+from mmsearch.config import (
+    STAGE_NAMES,
+    ExperimentConfig,
+    build_experiment,
+    load_experiment,
+    to_dict,
+)
 from mmsearch.errors import ConfigError, MmsearchError, Problem
+from mmsearch.training._history import EPOCH_METRICS, FINAL_ONLY_METRICS
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
-MODES = ("ablation", "search")
-CHARTS = ("curves", "ablation", "bubble", "lengths", "oov", "importance", "parallel")
-STAGE_NAMES = ("image", "text", "fusion")
-METRICS = ("val_f1", "val_f1_micro", "val_f1_macro", "val_loss", "val_f1_tuned")
-TOP_KEYS = {"name", "description", "paper", "experiment", "stage", "mode", "factor", "levels", "base", "repeats",
-            "space", "n_trials", "sampler", "pruner", "metric", "direction", "charts", "profiles", "seed"}
+CHARTS = ("curves", "losses", "ablation", "bubble", "lengths", "oov", "importance", "parallel")
 
 
 def _tpe(seed: int) -> Any:
@@ -75,13 +81,15 @@ def _none() -> Any:
 def _halving() -> Any:
     import optuna
 
-    return optuna.pruners.SuccessiveHalvingPruner()
+    # min_resource 2: an epoch-1 F1 of a caption network says little (it sits at the label-1
+    # baseline for an epoch or two); reduction factor 3 keeps a third at each rung.
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
 
 
 def _hyperband() -> Any:
     import optuna
 
-    return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3)
 
 
 PRUNERS: Registry[Any] = Registry("pruner")
@@ -90,77 +98,134 @@ PRUNERS.register("none", _none)
 PRUNERS.register("successive_halving", _halving)
 PRUNERS.register("hyperband", _hyperband)
 
+METRICS = {**EPOCH_METRICS, **FINAL_ONLY_METRICS}  # name -> the direction that is better
 
-@dataclass
-class Level:
+
+class Level(Settings):
     label: str
-    overrides: dict[str, Any]
+    set: dict[str, Any] = Field(min_length=1, description="dotted config keys this level sets")
 
 
-@dataclass
-class Dimension:
+class Dimension(Settings):
     """One search-space axis of a ``search`` sweep."""
 
-    key: str
-    type: str  # float, int, categorical
+    type: Literal["float", "int", "categorical"]
     low: float | None = None
     high: float | None = None
     log: bool = False
     step: float | None = None
-    choices: list[Any] = field(default_factory=list)
+    choices: list[Any] | None = None
 
-    def suggest(self, trial: Any) -> Any:
+    @model_validator(mode="after")
+    def _range(self) -> Dimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"needs numeric low < high, got low={self.low!r} high={self.high!r}")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got {self.low}")
+        return self
+
+    def suggest(self, trial: Any, key: str) -> Any:
         if self.type == "float":
-            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+            return trial.suggest_float(key, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return trial.suggest_categorical(self.key, self.choices)
+            return trial.suggest_int(key, int(self.low or 0), int(self.high or 0), log=self.log, step=int(self.step or 1))
+        return trial.suggest_categorical(key, self.choices or [])
+
+    def edges(self) -> list[Any]:
+        """The values a trial may take at the edges of the axis (each is validated up front)."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        return [int(v) if self.type == "int" else v for v in (self.low, self.high)]
 
 
-@dataclass
-class SweepSpec:
+Scalar = str | int | float | bool
+
+
+class SweepSpec(Settings):
     name: str
-    path: Path
     description: str
-    paper: str
-    experiment: str
-    stage: str
-    mode: str
-    metric: str = "val_f1"
-    direction: str = "maximize"
+    paper: str = Field(description="section and figure of the paper this sweep reproduces")
+    experiment: str = Field("paper", description="base experiment")
+    stage: Literal[STAGE_NAMES]  # type: ignore[valid-type]
+    mode: Literal["ablation", "search"]
+    metric: Literal[tuple(METRICS)] = "val_f1"  # type: ignore[valid-type]
+    direction: Literal["maximize", "minimize"] | None = Field(None, description="default: the metric's own")
     factor: str | None = None
-    levels: list[Level] = field(default_factory=list)
-    base: str | None = None
-    repeats: int = 1
-    space: list[Dimension] = field(default_factory=list)
-    n_trials: int = 20
-    sampler: str = "tpe"
-    pruner: str = "median"
-    charts: list[str] = field(default_factory=list)
+    levels: list[Level | Scalar] = Field(default_factory=list)
+    base: Scalar | None = Field(None, description="the level equal to the base experiment (found when omitted)")
+    repeats: int = Field(1, ge=1)
+    space: dict[str, Dimension] = Field(default_factory=dict)
+    n_trials: int = Field(20, ge=1)
+    sampler: Annotated[str, SAMPLERS.validator] = "tpe"
+    pruner: Annotated[str, PRUNERS.validator] | None = Field(None, description="default: median for a search, none for an ablation")
+    charts: list[Literal[CHARTS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = 0
+    _path: Path = PrivateAttr(default=Path())
+
+    @model_validator(mode="after")
+    def _mode(self) -> SweepSpec:
+        if self.mode == "ablation":
+            if not self.levels:
+                raise ValueError("an ablation needs at least one level")
+            if self.factor is None and not all(isinstance(lv, Level) for lv in self.levels):
+                raise ValueError("plain levels need a 'factor' (the dotted key they set)")
+            labels = [lv.label for lv in self.level_list]
+            if len(set(labels)) < len(labels):
+                raise ValueError(f"duplicate level labels in {labels}")
+        elif not self.space:
+            raise ValueError("a search needs at least one 'space' dimension")
+        if self.metric in FINAL_ONLY_METRICS and self.pruner not in (None, "none"):
+            raise ValueError(f"metric {self.metric!r} exists only for the final model, so pruner {self.pruner!r} "
+                             "has no per-epoch value to prune on; use pruner: none or a per-epoch metric")
+        if self.direction is None:
+            self.direction = METRICS[self.metric]  # type: ignore[assignment]
+        if self.pruner is None:
+            self.pruner = "median" if self.mode == "search" and self.metric in EPOCH_METRICS else "none"
+        return self
+
+    # -- views -----------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @cached_property
+    def level_list(self) -> list[Level]:
+        return [lv if isinstance(lv, Level) else Level(label=str(lv), set={str(self.factor): lv}) for lv in self.levels]
+
+    @property
+    def labels(self) -> list[str]:
+        return [lv.label for lv in self.level_list]
 
     @property
     def size(self) -> int:
-        return len(self.levels) * self.repeats if self.mode == "ablation" else self.n_trials
+        return len(self.level_list) * self.repeats if self.mode == "ablation" else self.n_trials
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
 
     def cells(self) -> list[tuple[str, int]]:
-        return [(lv.label, r) for lv in self.levels for r in range(self.repeats)]
+        return [(label, r) for label in self.labels for r in range(self.repeats)]
 
     def level(self, label: str) -> Level:
-        for lv in self.levels:
+        for lv in self.level_list:
             if lv.label == label:
                 return lv
         raise KeyError(label)
 
-    def suggest(self, trial: Any, base_seed: int) -> tuple[dict[str, Any], str | None, int | None]:
-        """The thin adapter's first step: Optuna suggestions -> dotted config overrides."""
+    def suggest(self, trial: Any) -> tuple[dict[str, Any], str | None, int | None]:
+        """The thin adapter's first step: Optuna suggestions -> dotted config overrides. An
+        ablation's level is the one searched parameter; its repeat index is a trial attribute
+        (a seed offset, not a setting), so importance charts never rank it."""
         if self.mode == "ablation":
-            label = trial.suggest_categorical("level", [lv.label for lv in self.levels])
-            repeat = trial.suggest_int("repeat", 0, max(0, self.repeats - 1))
-            overrides = dict(self.level(label).overrides)
-            overrides["run.repeat"] = repeat
-            return overrides, label, repeat
-        return {d.key: d.suggest(trial) for d in self.space}, None, None
+            label = trial.suggest_categorical("level", self.labels)
+            repeat = int(trial.user_attrs["repeat"])
+            return {**self.level(label).set, "run.repeat": repeat}, label, repeat
+        return {key: d.suggest(trial, key) for key, d in self.space.items()}, None, None
 
 
 def sweep_path(name_or_path: str) -> Path:
@@ -185,153 +250,67 @@ def load_sweep(name_or_path: str, experiment: str | None = None, overrides: Mapp
         raise ConfigError(f"sweep {path} is not valid YAML", [Problem(str(path), str(exc))]) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep {path}", [Problem(str(path), "top level must be a mapping")])
-    problems: list[Problem] = []
     where = str(path)
+    problems: list[Problem] = []
     exp_name = experiment or raw.get("experiment") or "paper"
     profile = (raw.get("profiles") or {}).get(exp_name, {})
-    if not isinstance(profile, dict):
-        problems.append(Problem(f"{where}: profiles.{exp_name}", "must be a mapping of sweep keys"))
-        profile = {}
-    merged = {**copy.deepcopy(raw), **copy.deepcopy(profile)}
-    for key in merged:
-        if key not in TOP_KEYS:
-            problems.append(Problem(f"{where}: {key}", f"unknown key; valid: {', '.join(sorted(TOP_KEYS))}"))
+    merged = {**copy.deepcopy(raw), **copy.deepcopy(profile if isinstance(profile, dict) else {}), "experiment": exp_name}
+    spec: SweepSpec | None = None
+    try:
+        spec = SweepSpec.model_validate(merged)
+        spec._path = path
+    except ValidationError as exc:
+        problems += problems_from(exc, where, SweepSpec)
+    if spec is not None and spec.name != path.stem:
+        problems.append(Problem(f"{where}: name", f"{spec.name!r} must equal the file name {path.stem!r}"))
     base_cfg: ExperimentConfig | None = None
     try:
         base_cfg = load_experiment(exp_name, overrides)
     except MmsearchError as exc:
         problems += getattr(exc, "problems", [Problem(where, str(exc))])
-
-    def need(key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = True) -> Any:
-        value = merged.get(key, default)
-        if value is None:
-            if required:
-                problems.append(Problem(f"{where}: {key}", "missing"))
-            return default
-        if not isinstance(value, kind):
-            problems.append(Problem(f"{where}: {key}", f"{value!r} has the wrong type"))
-            return default
-        return value
-
-    spec = SweepSpec(
-        name=need("name", str, path.stem), path=path, description=need("description", str, ""),
-        paper=str(merged.get("paper", "")), experiment=exp_name, stage=need("stage", str, "fusion"),
-        mode=need("mode", str, "ablation"), metric=need("metric", str, "val_f1", False),
-        direction=need("direction", str, "maximize", False), repeats=need("repeats", int, 1, False),
-        n_trials=need("n_trials", int, 20, False), sampler=need("sampler", str, "tpe", False),
-        pruner=need("pruner", str, "median" if merged.get("mode") == "search" else "none", False),
-        charts=list(need("charts", list, [], False)), seed=need("seed", int, 0, False),
-    )
-    if spec.name != path.stem:
-        problems.append(Problem(f"{where}: name", f"{spec.name!r} must equal the file name {path.stem!r}"))
-    if spec.stage not in STAGE_NAMES:
-        problems.append(Problem(f"{where}: stage", f"{spec.stage!r}; valid: {', '.join(STAGE_NAMES)}"))
-    if spec.mode not in MODES:
-        problems.append(Problem(f"{where}: mode", f"{spec.mode!r}; valid: {', '.join(MODES)}"))
-    if spec.metric not in METRICS:
-        problems.append(Problem(f"{where}: metric", f"{spec.metric!r}; valid: {', '.join(METRICS)}"))
-    if spec.direction not in ("maximize", "minimize"):
-        problems.append(Problem(f"{where}: direction", f"{spec.direction!r}; valid: maximize, minimize"))
-    if spec.repeats < 1:
-        problems.append(Problem(f"{where}: repeats", f"{spec.repeats} must be >= 1"))
-    for chart in spec.charts:
-        if chart not in CHARTS:
-            problems.append(Problem(f"{where}: charts", f"unknown chart {chart!r}; valid: {', '.join(CHARTS)}"))
-    for reg, value, key in ((SAMPLERS, spec.sampler, "sampler"), (PRUNERS, spec.pruner, "pruner")):
-        if value not in reg:
-            problems.append(Problem(f"{where}: {key}", f"unknown {reg.kind} {value!r}; registered: {', '.join(reg.names())}"))
-    if spec.mode == "ablation":
-        spec.factor = need("factor", str, None)
-        raw_levels = need("levels", list, [])
-        spec.levels = _levels(raw_levels, spec.factor, where, problems)
-        base = merged.get("base")
-        spec.base = str(base) if base is not None else _base_level(spec, base_cfg)
-    elif spec.mode == "search":
-        spec.space = _space(need("space", dict, {}), where, problems)
-        if spec.n_trials < 1:
-            problems.append(Problem(f"{where}: n_trials", f"{spec.n_trials} must be >= 1"))
     if base_cfg is not None:
-        for overrides, at in _all_overrides(spec, where):
+        for overrides_at, at in _all_overrides(spec, merged, where):
             try:
-                build_experiment(to_dict(base_cfg), at, overrides)
+                build_experiment(to_dict(base_cfg), at, overrides_at)
             except ConfigError as exc:
                 problems += exc.problems
+    if spec is not None and base_cfg is not None:
+        if spec.mode == "ablation" and spec.base is None:
+            spec.base = _base_level(spec, base_cfg)
+        elif spec.base is not None:
+            spec.base = str(spec.base)
+            if spec.base not in spec.labels:
+                problems.append(Problem(f"{where}: base", f"{spec.base!r} is not a level; levels: {', '.join(spec.labels)}"))
     if problems:
         raise ConfigError(f"invalid sweep {path}", problems)
-    assert base_cfg is not None
+    assert spec is not None and base_cfg is not None
     return spec, base_cfg
 
 
-def _levels(raw: list[Any], factor: str | None, where: str, problems: list[Problem]) -> list[Level]:
-    levels, seen = [], set()
-    for i, item in enumerate(raw):
-        at = f"{where}: levels[{i}]"
-        if isinstance(item, dict):
-            label, overrides = item.get("label"), item.get("set")
-            if not isinstance(label, str) or not isinstance(overrides, dict):
-                problems.append(Problem(at, f"{item!r}: a mapping level needs 'label' (text) and 'set' (mapping)"))
-                continue
-            level = Level(label, dict(overrides))
-        else:
-            if factor is None:
-                continue
-            level = Level(str(item), {factor: item})
-        if level.label in seen:
-            problems.append(Problem(at, f"duplicate level {level.label!r}"))
-        seen.add(level.label)
-        levels.append(level)
-    if not levels:
-        problems.append(Problem(f"{where}: levels", "an ablation needs at least one level"))
-    return levels
-
-
-def _base_level(spec: SweepSpec, cfg: ExperimentConfig | None) -> str | None:
-    """The level equal to the base experiment's own setting (marked on the ablation chart)."""
-    if cfg is None:
-        return None
-    flat = flatten(to_dict(cfg))
-    for lv in spec.levels:
-        if all(flat.get(k) == v for k, v in lv.overrides.items()):
-            return lv.label
+def _base_level(spec: SweepSpec, cfg: ExperimentConfig) -> str | None:
+    """The level whose configuration is the base experiment's own (marked on the charts). Whole
+    configs are compared after validation, so ``embedding_dim: null`` equals the corpus's size."""
+    base = to_dict(cfg)
+    for lv in spec.level_list:
+        try:
+            if to_dict(build_experiment(base, "base level", lv.set)) == base:
+                return lv.label
+        except ConfigError:
+            continue
     return None
 
 
-def _space(raw: Mapping[str, Any], where: str, problems: list[Problem]) -> list[Dimension]:
-    dims = []
-    for key, d in raw.items():
-        at = f"{where}: space.{key}"
-        if not isinstance(d, dict):
-            problems.append(Problem(at, "must be a mapping with type and range"))
-            continue
-        kind = d.get("type")
-        if kind in ("float", "int"):
-            low, high = d.get("low"), d.get("high")
-            if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low >= high:
-                problems.append(Problem(at, f"needs numeric low < high, got low={low!r} high={high!r}"))
-                continue
-            if d.get("log") and low <= 0:
-                problems.append(Problem(at, f"log scale needs low > 0, got {low}"))
-                continue
-            dims.append(Dimension(key, kind, float(low), float(high), bool(d.get("log", False)), d.get("step")))
-        elif kind == "categorical":
-            choices = d.get("choices")
-            if not isinstance(choices, list) or not choices:
-                problems.append(Problem(at, "categorical needs a non-empty 'choices' list"))
-                continue
-            dims.append(Dimension(key, kind, choices=choices))
-        else:
-            problems.append(Problem(at, f"type {kind!r}; valid: float, int, categorical"))
-    if not dims and not problems:
-        problems.append(Problem(f"{where}: space", "a search needs at least one dimension"))
-    return dims
-
-
-def _all_overrides(spec: SweepSpec, where: str) -> list[tuple[dict[str, Any], str]]:
-    if spec.mode == "ablation":
-        return [(lv.overrides, f"{where} level {lv.label!r}") for lv in spec.levels]
+def _all_overrides(spec: SweepSpec | None, raw: Mapping[str, Any], where: str) -> list[tuple[dict[str, Any], str]]:
+    """Every level's (or search-space edge's) overrides. From the raw file when the sweep itself
+    has other problems, so a bad level is reported together with them."""
+    if spec is not None:
+        if spec.mode == "ablation":
+            return [(lv.set, f"{where} level {lv.label!r}") for lv in spec.level_list]
+        return [({key: v}, f"{where} space.{key}={v!r}") for key, d in spec.space.items() for v in d.edges()]
     out = []
-    for d in spec.space:
-        values = d.choices if d.type == "categorical" else [d.low, d.high]
-        for v in values:
-            out.append(({d.key: int(v) if d.type == "int" else v}, f"{where} space.{d.key}={v!r}"))
+    for item in raw.get("levels") or []:
+        if isinstance(item, dict) and isinstance(item.get("set"), dict):
+            out.append((item["set"], f"{where} level {item.get('label')!r}"))
+        elif isinstance(raw.get("factor"), str) and not isinstance(item, (dict, list)):
+            out.append(({raw["factor"]: item}, f"{where} level {str(item)!r}"))
     return out

@@ -1,64 +1,184 @@
-"""Optuna storages: a journal file on one machine (safe for several processes), an RDB URL
-(PostgreSQL) for many; and a study-wide lock so that enqueueing and asking are exact."""
+"""The Optuna storages a sweep can use, each with a study lock that holds wherever its
+processes run. One contract for all of them (``tests/test_storages.py`` runs it against each):
+
+* ``PATH`` (default ``./optuna-journal.log``): an Optuna journal file; several processes on one
+  machine; the lock is a file lock beside it;
+* ``postgresql://...``: Optuna's RDB storage, many machines; the lock is a PostgreSQL advisory
+  lock, and creating the schema on a fresh database is serialised the same way;
+* ``redis://...``: an Optuna journal in Redis, many machines; the lock is a Redis lock with a
+  time-out (a holder that dies releases it).
+
+SQLite is refused: Optuna's RDB storage relies on row locks that SQLite ignores, so several
+processes sharing it lose or duplicate trials. Every failure to open a storage is an error that
+names the (password-masked) URL and what went wrong, within seconds.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from mmsearch._registry import Registry
+from mmsearch.errors import MmsearchError
 
+log = logging.getLogger("mmsearch.storage")
 DEFAULT_JOURNAL = "optuna-journal.log"
+STORAGE_ENV = "MMSEARCH_STORAGE"
+CONNECT_TIMEOUT_S = 5
+# Advisory-lock key under which one process at a time creates Optuna's tables on a fresh database.
+SCHEMA_LOCK_KEY = 0x6D6D736561726368  # "mmsearch"
+
+
+class StorageError(MmsearchError):
+    """A study storage cannot be opened or used."""
+
+
+@dataclass
+class StudyStorage:
+    """An opened Optuna storage and the study lock that goes with it."""
+
+    url: str
+    kind: str
+    optuna: Any  # optuna.storages.BaseStorage
+    _lock: Callable[[str], contextlib.AbstractContextManager[None]]
+
+    def lock(self, study_name: str) -> contextlib.AbstractContextManager[None]:
+        """Serialise claiming and enqueueing trials of ``study_name`` across every process that
+        can reach this storage (on one machine for a journal file, on all for the others)."""
+        return self._lock(study_name)
+
+    def __str__(self) -> str:
+        return masked(self.url)
 
 
 def default_storage() -> str:
     # Beside ./mlruns; SQLite is not safe with several worker processes, a journal file is.
-    return os.environ.get("MMSEARCH_STORAGE") or str(Path.cwd() / DEFAULT_JOURNAL)
+    return os.environ.get(STORAGE_ENV) or str(Path.cwd() / DEFAULT_JOURNAL)
 
 
-def open_storage(url: str | None) -> Any:
+def masked(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _key(study_name: str) -> int:
+    return int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+
+
+STORAGE_KINDS: Registry[Callable[[str], StudyStorage]] = Registry("storage")
+
+
+def open_storage(url: str | None = None) -> StudyStorage:
+    url = url or default_storage()
+    scheme = urllib.parse.urlsplit(url).scheme.split("+")[0] if "://" in url else "journal"
+    if scheme not in STORAGE_KINDS:
+        raise StorageError(f"--storage {masked(url)}: unsupported scheme {scheme!r}; use a journal file path, "
+                           "postgresql://USER@HOST/DB or redis://HOST:PORT")
     import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return STORAGE_KINDS.get(scheme)(url)
+
+
+@STORAGE_KINDS.register("journal")
+def _journal(url: str) -> StudyStorage:
+    from filelock import FileLock
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    url = url or default_storage()
-    if "://" not in url:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
-    if url.startswith("redis://"):
-        from optuna.storages.journal import JournalRedisBackend
+    path = Path(url).expanduser().absolute()
+    if path.is_dir():
+        raise StorageError(f"--storage {url}: is a folder; give a journal file path such as {path / DEFAULT_JOURNAL}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"--storage {url}: cannot create folder {path.parent} ({exc.strerror})") from None
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+    if not writable:
+        raise StorageError(f"--storage {url}: {path if path.exists() else path.parent} is not writable (the study "
+                           f"journal goes there; run from a writable folder or pass --storage)")
 
-        return JournalStorage(JournalRedisBackend(url))
-    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    @contextlib.contextmanager
+    def lock(study_name: str) -> Iterator[None]:
+        with FileLock(str(path.with_name(f"{path.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"))):
+            yield
+
+    return StudyStorage(str(path), "journal", JournalStorage(JournalFileBackend(str(path))), lock)
 
 
-@contextlib.contextmanager
-def study_lock(url: str | None, study_name: str) -> Iterator[None]:
-    """Serialise enqueue/ask across processes (and, with PostgreSQL, machines)."""
-    url = url or default_storage()
-    if url.startswith("postgresql"):
-        import sqlalchemy
+@STORAGE_KINDS.register("postgresql")
+def _postgresql(url: str) -> StudyStorage:
+    import optuna
+    import sqlalchemy
 
-        key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    try:
         with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            # Three processes creating Optuna's tables at once on a fresh database race on
+            # alembic_version; one at a time, the others find the tables made.
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            try:
+                storage = optuna.storages.RDBStorage(url, engine_kwargs={
+                    "pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise StorageError(f"--storage {masked(url)}: cannot use the PostgreSQL database ({reason})") from None
+
+    @contextlib.contextmanager
+    def lock(study_name: str) -> Iterator[None]:
+        with engine.connect() as conn:  # the lock is the session's: a holder that dies releases it
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _key(study_name)})
             try:
                 yield
             finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        engine.dispose()
-        return
-    if "://" not in url:
-        lock = Path(url).with_name(Path(url).name + f".{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock")
-    elif url.startswith("sqlite:///"):
-        lock = Path(url[len("sqlite:///"):] + ".lock")
-    else:
-        lock = Path.cwd() / f".mmsearch-{hashlib.sha1((url + study_name).encode()).hexdigest()[:8]}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
-        yield
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _key(study_name)})
+
+    return StudyStorage(url, "postgresql", storage, lock)
+
+
+@STORAGE_KINDS.register("redis")
+@STORAGE_KINDS.register("rediss")
+def _redis(url: str) -> StudyStorage:
+    try:
+        import redis
+    except ImportError:
+        raise StorageError(f"--storage {masked(url)}: the Redis client is not installed "
+                           "(pip install 'mmsearch[redis]')") from None
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalRedisBackend
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    try:
+        client.ping()
+        storage = JournalStorage(JournalRedisBackend(url))
+    except redis.RedisError as exc:
+        raise StorageError(f"--storage {masked(url)}: cannot use the Redis server ({exc})") from None
+
+    @contextlib.contextmanager
+    def lock(study_name: str) -> Iterator[None]:
+        # The time-out frees the lock of a holder that died; the sections it guards take well
+        # under a second, so a live holder never loses it.
+        with client.lock(f"mmsearch:study-lock:{study_name}", timeout=60, blocking_timeout=None):
+            yield
+
+    return StudyStorage(url, "redis", storage, lock)
+
+
+@STORAGE_KINDS.register("sqlite")
+def _sqlite(url: str) -> StudyStorage:
+    raise StorageError(f"--storage {url}: SQLite is not safe for a sweep's several processes (Optuna's RDB storage "
+                       "relies on row locks SQLite ignores, so trials get lost or duplicated); use a journal file "
+                       f"(--storage ./{DEFAULT_JOURNAL}) on one machine, or postgresql:// or redis:// across machines")

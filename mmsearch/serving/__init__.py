@@ -1,5 +1,12 @@
 """Inference from exported bundles (imports no training code)."""
 
-from mmsearch.serving._predictor import BUNDLE_FILE, IMAGE_COLUMN, NEEDS_IMAGES, Bundle, InputError, Predictor
+from mmsearch.serving._predictor import (
+    BUNDLE_FILE,
+    IMAGE_COLUMN,
+    NEEDS_IMAGES,
+    Bundle,
+    InputError,
+    Predictor,
+)
 
 __all__ = ["BUNDLE_FILE", "IMAGE_COLUMN", "NEEDS_IMAGES", "Bundle", "InputError", "Predictor"]

@@ -30,7 +30,12 @@ NEEDS_IMAGES = "needs_images"  # key of the pyfunc model's metadata: does predic
 
 
 class InputError(ValidationError):
-    """Rows a model cannot predict: every bad row is listed with its reason."""
+    """Rows a model cannot predict: every bad row is listed with its reason; ``rows`` holds each
+    problem's row position in the input frame (a caller maps it to a file line)."""
+
+    def __init__(self, title: str, problems: list[Problem], rows: list[int] | None = None) -> None:
+        super().__init__(title, problems)
+        self.rows = rows or []
 
 
 @dataclass
@@ -92,13 +97,17 @@ class Predictor:
     # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         self.check(frame)
-        captions = list(frame["Caption"])
+        captions, ids = list(frame["Caption"]), list(frame["ImageID"])
         paths = list(frame[IMAGE_COLUMN]) if self.bundle.needs_images else None
-        out = []
+        out, problems = [], []
         for start in range(0, len(frame), self.batch_size):
             sl = slice(start, start + self.batch_size)
             batch = _Batch(captions[sl], paths[sl] if paths is not None else None)
             out.append(np.mean([p.predict_batch(batch) for p in self.pipelines], axis=0))
+            problems += [(start + i, Problem(f"row {start + i} (ImageID {ids[start + i]!r})", message))
+                         for i, message in batch.problems]
+        if problems:  # every undecodable image at once, and no prediction for any row
+            raise InputError("rows the model cannot predict", [p for _, p in problems], [row for row, _ in problems])
         return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
 
     def predict_labels(self, frame: pd.DataFrame) -> list[list[int]]:
@@ -112,10 +121,12 @@ class Predictor:
 
 class _Batch:
     """One batch of checked input. Its captions are tokenised and its images decoded once, however
-    many ensemble members ask (members share their preprocessing and image size)."""
+    many ensemble members ask (members share their preprocessing and image size). An image that
+    cannot be decoded is recorded in ``problems`` (its pixels stay zero)."""
 
     def __init__(self, captions: list[str], paths: list[str] | None) -> None:
         self.captions, self.paths = captions, paths
+        self.problems: list[tuple[int, str]] = []
         self._tokens: dict[PreprocessConfig, list[list[str]]] = {}
         self._pixels: dict[int, np.ndarray] = {}
 
@@ -128,7 +139,14 @@ class _Batch:
         """uint8 N x H x W x 3, decoded and resized as the training image cache does."""
         assert self.paths is not None
         if size not in self._pixels:
-            self._pixels[size] = np.stack([decode_image(Path(p), size) for p in self.paths])
+            out = np.zeros((len(self.paths), size, size, 3), np.uint8)
+            for i, path in enumerate(self.paths):
+                try:
+                    out[i] = decode_image(Path(path), size)
+                except Exception as exc:  # PIL raises many types for corrupt files
+                    if not any(row == i for row, _ in self.problems):
+                        self.problems.append((i, f"{IMAGE_COLUMN}: cannot decode {path} ({type(exc).__name__}: {exc})"))
+            self._pixels[size] = out
         return self._pixels[size]
 
 

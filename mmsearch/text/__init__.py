@@ -1,9 +1,20 @@
 """Captions: preprocessing, vocabulary and sequences, word-vector corpora and OOV reports."""
 
-from mmsearch.text._preprocess import TOKENIZERS, PreprocessConfig, Preprocessor, require_nltk
+from mmsearch.text._preprocess import (
+    TOKENIZERS,
+    PreprocessConfig,
+    Preprocessor,
+    require_nltk,
+)
 from mmsearch.text._vectors import (
-    CAPTIONS_WORD2VEC, GENSIM_DATA, EmbeddingMatrix, OovReport, embedding_matrix, load_vectors,
-    oov_report, resolve_corpus,
+    CAPTIONS_WORD2VEC,
+    GENSIM_DATA,
+    EmbeddingMatrix,
+    OovReport,
+    embedding_matrix,
+    load_vectors,
+    oov_report,
+    resolve_corpus,
 )
 from mmsearch.text._vocab import LengthStats, Vocabulary, length_stats
 

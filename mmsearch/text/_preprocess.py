@@ -19,7 +19,6 @@ from mmsearch._registry import Registry
 from mmsearch._settings import Settings
 from mmsearch.errors import AssetMissingError
 
-
 NLTK_RESOURCES = {
     "stopwords": "corpora/stopwords",
     "wordnet": "corpora/wordnet",

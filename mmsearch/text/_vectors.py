@@ -7,6 +7,7 @@ matrix of a vocabulary is cached too: no trial and no worker loads a corpus agai
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -141,20 +142,30 @@ def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Seque
 
 @CORPUS_KINDS.register("gensim")
 def _load_gensim(spec: CorpusSpec, **_: Any):  # type: ignore[no-untyped-def]
-    import gensim.downloader as api
-
     base = gensim_data_dir()
-    # gensim reads GENSIM_DATA_DIR once at import; follow the variable as it is now.
-    api.BASE_DIR = str(base)
     folder = base / spec.name
-    if not folder.exists() and not can_reach("github.com"):
+    online = can_reach("github.com")
+    if not folder.exists() and not online:
         raise AssetMissingError(
             f"word vectors {spec.name!r} are not in {folder} and cannot be downloaded (offline). "
             f"On a connected machine run: python -c \"import gensim.downloader as api; api.load('{spec.name}')\" "
             f"and copy {folder} here, or set GENSIM_DATA_DIR to a folder that has it."
         )
-    log.info("loading word vectors %s with gensim (slow the first time only)", spec.name)
-    return api.load(spec.name)
+    log.info("loading word vectors %s with gensim (once; later runs read the cache)", spec.name)
+    if online:
+        import gensim.downloader as api
+
+        api.BASE_DIR = str(base)  # gensim reads GENSIM_DATA_DIR once at import; follow it as it is now
+        return api.load(spec.name)
+    # Offline, gensim.downloader.load would first try to refresh its catalogue from GitHub and log
+    # a traceback; an installed corpus needs no catalogue: run its own reader, as load() does.
+    module_spec = importlib.util.spec_from_file_location(f"gensim_data_{spec.name.replace('-', '_')}",
+                                                         folder / "__init__.py")
+    if module_spec is None or module_spec.loader is None or not (folder / "__init__.py").exists():
+        raise AssetMissingError(f"{folder} is not a gensim-data folder (no __init__.py with load_data())")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.load_data()
 
 
 @CORPUS_KINDS.register("file")

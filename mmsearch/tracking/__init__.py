@@ -2,10 +2,11 @@
 
 from mmsearch._lazy import lazy_exports
 
-__all__ = ["DEFAULT_END_STATES", "PARENT_TAG", "MlflowEpochLogger", "Tracker", "default_tracking_uri",
-           "resolve_tracking_uri"]
+__all__ = ["DEFAULT_END_STATES", "PARENT_TAG", "MlflowEpochLogger", "Tracker", "TrackingError", "check_store",
+           "default_tracking_uri", "resolve_tracking_uri", "serve_ui"]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    **dict.fromkeys(["DEFAULT_END_STATES", "PARENT_TAG", "Tracker", "default_tracking_uri", "resolve_tracking_uri"],
-                    "._tracker"),
+    **dict.fromkeys(["DEFAULT_END_STATES", "PARENT_TAG", "Tracker", "TrackingError", "check_store",
+                     "default_tracking_uri", "resolve_tracking_uri"], "._tracker"),
     "MlflowEpochLogger": "._callbacks",
+    "serve_ui": "._ui",
 })

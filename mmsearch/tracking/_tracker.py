@@ -2,7 +2,9 @@
 
 No code path relies on MLflow's thread-local active run: that stack breaks with worker threads
 and nested runs. Every run is ended by a context manager, whatever ends its body, so no run
-stays RUNNING after a crash, a pruned trial or Ctrl-C.
+stays RUNNING after a crash, a pruned trial or Ctrl-C. Writes are retried while SQLite says
+"database is locked" (several worker processes share one store), so ending a run at shutdown
+never fails on a busy store.
 """
 
 from __future__ import annotations
@@ -12,23 +14,38 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from mmsearch.errors import MmsearchError
 
 log = logging.getLogger("mmsearch.tracking")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+T = TypeVar("T")
 DEFAULT_DIR = "mlruns"
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow's UI opens an experiment without this tag in its GenAI (traces) view.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"
 # An exception class -> (MLflow status, our ``state`` tag) for how a run ended.
 EndStates = Mapping[type[BaseException], tuple[str, str]]
 DEFAULT_END_STATES: EndStates = {KeyboardInterrupt: ("KILLED", "interrupted"), SystemExit: ("KILLED", "interrupted")}
 
 
+class TrackingError(MmsearchError):
+    """The tracking store cannot be used (unreachable server, refused credentials, unwritable folder)."""
+
+
 def default_tracking_uri(root: Path | None = None) -> str:
     folder = (root or Path.cwd()) / DEFAULT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"cannot create the default MLflow store {folder} ({exc.strerror}): run from a writable "
+                            "folder or set --tracking-uri / MLFLOW_TRACKING_URI") from None
     return f"sqlite:///{folder.resolve()}/mlflow.db"
 
 
@@ -36,39 +53,93 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail within seconds, naming the URI, when the store cannot be used; MLflow's own client
+    would retry an unreachable server for minutes before saying anything."""
+    db = _sqlite_path(uri)
+    if db is not None:
+        if not db.parent.is_dir():
+            raise TrackingError(f"MLflow store {uri}: folder {db.parent} does not exist")
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise TrackingError(f"MLflow store {uri}: {db if db.exists() else db.parent} is not writable")
+        return
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme not in ("http", "https"):
+        return
+    import requests
+
+    auth = None
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+    try:
+        response = requests.post(probe, json={"max_results": 1}, timeout=timeout, auth=auth)
+    except requests.RequestException as exc:
+        raise TrackingError(f"cannot reach the MLflow tracking server {uri} ({type(exc).__name__}): check "
+                            "--tracking-uri / MLFLOW_TRACKING_URI and that the server runs") from None
+    if response.status_code in (401, 403):
+        raise TrackingError(f"the MLflow tracking server {uri} refused the credentials (HTTP {response.status_code}): "
+                            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if response.status_code >= 400:
+        raise TrackingError(f"the MLflow tracking server {uri} answered HTTP {response.status_code} to {probe}")
+
+
+def _retry(call: Callable[[], T], what: str, attempts: int = 30) -> T:
+    """Run ``call``, retrying while another process holds the SQLite store's write lock."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+            log.debug("MLflow store busy (%s), retrying %s", exc, what)
+    raise AssertionError("unreachable")
+
+
 class Tracker:
     def __init__(self, tracking_uri: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = resolve_tracking_uri(tracking_uri)
+        check_store(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
 
     def _artifact_root(self) -> str | None:
-        # With the default SQLite store, artifacts live beside it in ./mlruns/artifacts.
-        if self.uri.startswith("sqlite:///") and self.uri.endswith(f"{DEFAULT_DIR}/mlflow.db"):
-            return str(Path(self.uri[len("sqlite:///"):]).parent / "artifacts")
-        return None
+        # Artifacts live beside the SQLite store the user chose; without a location MLflow would
+        # put them under ./mlruns of whatever folder the process runs in.
+        db = _sqlite_path(self.uri)
+        return str(db.parent / "artifacts") if db is not None else None
 
-    def experiment(self, name: str) -> str:
+    def experiment(self, name: str, description: str | None = None) -> str:
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        root = self._artifact_root()
-        location = f"{root}/{name.replace('/', '_')}" if root else None
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except Exception:  # another worker created it first
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
+        if found is None:
+            root = self._artifact_root()
+            location = f"{root}/{name.replace('/', '_')}" if root else None
+            try:
+                experiment_id = _retry(lambda: self.client.create_experiment(
+                    name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND}), "create_experiment")
+            except Exception:  # another worker created it first
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                experiment_id = found.experiment_id
+        else:
+            experiment_id = found.experiment_id
+        if description is not None and (found is None or found.tags.get(DESCRIPTION_TAG) != description):
+            _retry(lambda: self.client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, description), "describe")
+        return experiment_id
 
     def create_run(self, experiment_id: str, name: str, parent_run_id: str | None = None,
                    tags: Mapping[str, str] | None = None) -> str:
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
-        run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
+        run = _retry(lambda: self.client.create_run(experiment_id, run_name=name, tags=all_tags), "create_run")
         return run.info.run_id
 
     @contextlib.contextmanager
@@ -81,7 +152,7 @@ class Tracker:
         if run_id is None:
             run_id = self.create_run(experiment_id, name, parent_run_id, tags)
         else:
-            self.client.update_run(run_id, status="RUNNING")
+            self.reopen(run_id)
         status, state = "FINISHED", "finished"
         try:
             yield run_id
@@ -96,9 +167,16 @@ class Tracker:
             except Exception:  # never mask the original error
                 log.exception("could not end MLflow run %s", run_id)
 
-    def end(self, run_id: str, status: str, state: str) -> None:
-        self.set_tags(run_id, {"state": state})
-        self.client.set_terminated(run_id, status=status)
+    def reopen(self, run_id: str) -> None:
+        _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen")
+
+    def end(self, run_id: str, status: str, state: str, reason: str | None = None) -> None:
+        tags = {"state": state, **({"ended_because": reason} if reason else {})}
+        self.set_tags(run_id, tags)
+        _retry(lambda: self.client.set_terminated(run_id, status=status), "set_terminated")
+
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -106,37 +184,38 @@ class Tracker:
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start : start + 100])
+            _retry(lambda: self.client.log_batch(run_id, params=items[start : start + 100]), "log_params")
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.log_metric_steps(run_id, [(step or 0, metrics)])
 
-    def log_metric_steps(self, run_id: str, steps: list[tuple[int, Mapping[str, float]]]) -> None:
+    def log_metric_steps(self, run_id: str, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         """Several steps' metrics in as few writes as MLflow allows (1,000 metrics per batch)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for step, metrics in steps for k, v in metrics.items() if v is not None]
         for start in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[start : start + 1000])
+            _retry(lambda: self.client.log_batch(run_id, metrics=items[start : start + 1000]), "log_metrics")
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        _retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()]),
+               "set_tags")
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        _retry(lambda: self.client.log_text(run_id, text, artifact_file), "log_text")
 
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        _retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), "log_artifact")
 
     def log_html(self, run_id: str, html: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name
             path.write_text(html, encoding="utf-8")
             parent = str(Path(artifact_file).parent)
-            self.client.log_artifact(run_id, str(path), None if parent == "." else parent)
+            self.log_file(run_id, path, None if parent == "." else parent)
 
     def children(self, experiment_id: str, parent_run_id: str) -> list[Any]:
         return self.client.search_runs([experiment_id], filter_string=f"tags.{PARENT_TAG} = '{parent_run_id}'",

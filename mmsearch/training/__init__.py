@@ -3,10 +3,10 @@
 from mmsearch._lazy import lazy_exports
 
 __all__ = ["Batches", "Callback", "EarlyStopping", "EpochLog", "EPOCH_METRICS", "FINAL_ONLY_METRICS", "FitResult",
-           "FitState", "LoaderBatches", "TensorBatches", "fit", "predict", "resolve_device",
+           "FitState", "LoaderBatches", "RestoreBest", "TensorBatches", "fit", "predict", "resolve_device",
            "seed_everything", "always_label1_f1", "macro_f1", "micro_f1", "samples_f1", "scores", "tune_thresholds"]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    **dict.fromkeys(["Batches", "Callback", "EarlyStopping", "FitResult", "FitState", "LoaderBatches",
+    **dict.fromkeys(["Batches", "Callback", "EarlyStopping", "FitResult", "FitState", "LoaderBatches", "RestoreBest",
                      "TensorBatches", "fit", "predict", "resolve_device", "seed_everything"], "._engine"),
     **dict.fromkeys(["EpochLog", "EPOCH_METRICS", "FINAL_ONLY_METRICS"], "._history"),
     **dict.fromkeys(["always_label1_f1", "macro_f1", "micro_f1", "samples_f1", "scores", "tune_thresholds"],

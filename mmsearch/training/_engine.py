@@ -2,9 +2,9 @@
 
 Models define ``forward`` only. ``fit`` owns the loop: mini-batches, Adam with weight decay,
 the schedule, gradient clipping, the weighted loss, evaluation each epoch and callbacks.
-Early stopping, pruning, checkpointing and tracking are callbacks, so an ablation never
-compares two copies of a loop that drifted apart. The engine knows its settings only by the
-fields it reads (``epochs``, ``lr``, ...), not by the config classes above it.
+Stopping early, restoring the best weights, pruning and tracking are callbacks, so an ablation
+never compares two copies of a loop that drifted apart. The engine knows its settings only by
+the fields it reads (``epochs``, ``lr``, ...), not by the config classes above it.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsearch.data._labels import NUM_LABELS
+from mmsearch.data._labels import NUM_LABELS, binarize
 from mmsearch.optim import LOSSES, SCHEDULERS, class_weight_vector
 from mmsearch.training._history import EpochLog
-from mmsearch.training._metrics import scores, tune_thresholds
+from mmsearch.training._metrics import samples_f1_rows, scores, tune_thresholds
 
 if TYPE_CHECKING:
     from mmsearch.config import OptimConfig
@@ -80,7 +80,7 @@ class FitState:
     model: nn.Module
     history: list[EpochLog] = field(default_factory=list)
     should_stop: bool = False
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch with the best validation F1 so far (the engine keeps this)
     best_f1: float = -1.0
 
 
@@ -98,18 +98,27 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Stop after ``patience`` epochs without a better val F1; restore the best weights."""
+    """Stop after ``patience`` epochs without a better validation F1. Stops only: which weights
+    the model ends with is :class:`RestoreBest`'s job."""
 
-    def __init__(self, patience: int | None) -> None:
+    def __init__(self, patience: int) -> None:
         self.patience = patience
+
+    def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
+        if epoch.epoch - state.best_epoch >= self.patience:
+            state.should_stop = True
+
+
+class RestoreBest(Callback):
+    """Keep a copy of the weights of the best validation epoch and load them when training ends
+    (Lightning's ModelCheckpoint with restore, in memory)."""
+
+    def __init__(self) -> None:
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
-        if epoch.val_f1 > state.best_f1:
-            state.best_f1, state.best_epoch = epoch.val_f1, epoch.epoch
+        if state.best_epoch == epoch.epoch:
             self.best_state = copy.deepcopy(state.model.state_dict())
-        elif self.patience is not None and epoch.epoch - state.best_epoch >= self.patience:
-            state.should_stop = True
 
     def on_fit_end(self, state: FitState) -> None:
         if self.best_state is not None:
@@ -120,7 +129,8 @@ class EarlyStopping(Callback):
 class FitResult:
     history: list[EpochLog]
     best_epoch: int
-    metrics: dict[str, float]  # of the restored (best) model on the validation split
+    restored: bool  # the model holds the best epoch's weights (else the last epoch's)
+    metrics: dict[str, float]  # of the final model on the validation split
     thresholds: np.ndarray
     val_probs: np.ndarray
     seconds: float
@@ -158,7 +168,9 @@ def predict(model: nn.Module, batches: Batches, device: torch.device, loss_fn: A
 def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, train_targets: np.ndarray,
         val_targets: np.ndarray, callbacks: Sequence[Callback] = (), device: torch.device | None = None,
         tune: bool = False) -> FitResult:
-    """Train ``model`` and return its history and the validation metrics of its best epoch."""
+    """Train ``model`` for ``cfg.epochs`` epochs (fewer when ``cfg.early_stopping`` stops it) and
+    return its history and the validation metrics of the model it ends with (the best epoch's
+    weights when ``cfg.restore_best``, else the last epoch's)."""
     device = device or torch.device("cpu")
     model.to(device)
     weights = class_weight_vector(cfg.class_weights, train_targets)
@@ -166,8 +178,9 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = SCHEDULERS.get(cfg.scheduler)(optimizer, cfg)
-    stopper = EarlyStopping(cfg.early_stopping)
-    all_callbacks = [stopper, *callbacks]
+    restorer = RestoreBest() if cfg.restore_best else None
+    own = [c for c in (EarlyStopping(cfg.early_stopping) if cfg.early_stopping else None, restorer) if c is not None]
+    all_callbacks = [*own, *callbacks]
     state = FitState(model)
     started = time.perf_counter()
     hook_seconds: dict[str, float] = {}
@@ -184,22 +197,28 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            total, count = 0.0, 0
+            total, count, train_f1 = 0.0, 0, 0.0
             for inputs, targets in train:
                 targets = targets.to(device)
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(*(t.to(device) for t in inputs)), targets)
+                logits = model(*(t.to(device) for t in inputs))
+                loss = loss_fn(logits, targets)
                 loss.backward()
                 if cfg.grad_clip is not None:
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
                 total += float(loss.detach()) * len(targets)
                 count += len(targets)
+                with torch.no_grad():
+                    pred = binarize(torch.sigmoid(logits).float().cpu().numpy())
+                    train_f1 += float(samples_f1_rows(targets.cpu().numpy(), pred).sum())
             probs, val_loss = predict(model, val, device, loss_fn)
             s = scores(val_targets, probs)
-            entry = EpochLog(epoch, total / max(count, 1), val_loss, s["f1"], s["f1_micro"], s["f1_macro"],
-                             optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+            entry = EpochLog(epoch, total / max(count, 1), train_f1 / max(count, 1), val_loss, s["f1"], s["f1_micro"],
+                             s["f1_macro"], optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
             state.history.append(entry)
+            if entry.val_f1 > state.best_f1:
+                state.best_f1, state.best_epoch = entry.val_f1, epoch
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(val_loss)
             elif scheduler is not None:
@@ -215,7 +234,11 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
     metrics = {"val_loss": val_loss, **{f"val_{k}": v for k, v in scores(val_targets, probs).items()}}
     if tune:
         metrics["val_f1_tuned"] = scores(val_targets, probs, thresholds)["f1"]
+    restored = restorer is not None and restorer.best_state is not None
+    if state.history:  # the training loss of the epoch whose weights the model holds
+        kept = state.history[state.best_epoch - 1] if restored else state.history[-1]
+        metrics["train_loss"], metrics["train_f1"] = kept.train_loss, kept.train_f1
     metrics["best_epoch"] = float(state.best_epoch)
     metrics["epochs_run"] = float(len(state.history))
-    return FitResult(state.history, state.best_epoch, metrics, thresholds, probs, time.perf_counter() - started,
-                     hook_seconds)
+    return FitResult(state.history, state.best_epoch, restored, metrics, thresholds, probs,
+                     time.perf_counter() - started, hook_seconds)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 class EpochLog:
     epoch: int  # 1-based
     train_loss: float
+    train_f1: float  # samples-F1 of the epoch's own training batches, in training mode (dropout on)
     val_loss: float
     val_f1: float
     val_f1_micro: float

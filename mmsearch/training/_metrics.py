@@ -8,12 +8,16 @@ from mmsearch.data._labels import binarize
 
 
 def samples_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    return float(samples_f1_rows(truth, pred).mean()) if len(truth) else 0.0
+
+
+def samples_f1_rows(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Each row's F1 (a row with no true and no predicted label scores 1)."""
     truth = truth.astype(bool)
     pred = pred.astype(bool)
     tp = (truth & pred).sum(1)
     denom = truth.sum(1) + pred.sum(1)
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
-    return float(f1.mean())
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
 
 
 def micro_f1(truth: np.ndarray, pred: np.ndarray) -> float:

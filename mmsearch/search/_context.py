@@ -1,0 +1,126 @@
+"""What a sweep command was asked, resolved: the sweep file, its base config, the dataset, the
+storage and the study's name; and finding the studies a sweep already has in a storage."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmsearch._cache import stable_hash
+from mmsearch.config import ExperimentConfig, request_overrides, to_dict
+from mmsearch.data import Dataset, demo_dataset
+from mmsearch.errors import ConfigError, MmsearchError, Problem
+from mmsearch.search._liveness import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S
+from mmsearch.search._spec import SweepSpec, load_sweep
+from mmsearch.search._storage import StudyStorage, open_storage
+
+log = logging.getLogger("mmsearch.sweep")
+
+
+class SweepInterrupted(MmsearchError):
+    """Ctrl-C (or SIGTERM) stopped the sweep; what it held is failed and its runs ended."""
+
+    def __init__(self, message: str, summary: Any = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass
+class SweepRequest:
+    """Everything a sweep command was asked; picklable, so workers rebuild from it."""
+
+    sweep: str
+    experiment: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    workers: int = 1
+    trials: int | None = None  # ablation: at most this many missing cells now; search: total trials
+    study_name: str | None = None
+    progress: bool = True
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    grace_s: float = DEFAULT_GRACE_S  # a RUNNING trial silent this long is judged dead
+
+    def check(self) -> None:
+        """Refuse counts that cannot mean anything before a study or a run is created."""
+        problems = []
+        if self.workers < 1:
+            problems.append(Problem("--workers", f"{self.workers}: must be 1 or more"))
+        if self.trials is not None and self.trials < 1:
+            problems.append(Problem("--trials", f"{self.trials}: must be 1 or more"))
+        if self.heartbeat_s <= 0:
+            problems.append(Problem("--heartbeat", f"{self.heartbeat_s}: must be > 0 seconds"))
+        if self.grace_s <= self.heartbeat_s:
+            problems.append(Problem("--grace", f"{self.grace_s}: must be longer than the heartbeat ({self.heartbeat_s} s)"))
+        if problems:
+            raise ConfigError("invalid sweep options", problems)
+
+
+@dataclass
+class SweepContext:
+    request: SweepRequest
+    spec: SweepSpec
+    base: ExperimentConfig
+    dataset: Dataset
+    study_name: str
+    storage: StudyStorage
+
+
+def resolve(request: SweepRequest, storage: StudyStorage | None = None) -> SweepContext:
+    """Validate the request, the sweep, its base experiment and the dataset; name the study."""
+    request.check()
+    overrides = {**request.overrides, **request_overrides(data=request.data)}
+    spec, base = load_sweep(request.sweep, request.experiment, overrides)
+    root = Path(base.data.path) if base.data.path else demo_dataset()
+    dataset = Dataset.open(root, require_images=True if spec.stage in ("image", "fusion") else None)
+    base.data.path = str(root)
+    name = request.study_name or study_name(spec, base, dataset)
+    return SweepContext(request, spec, base, dataset, name, storage or open_storage(request.storage))
+
+
+def study_name(spec: SweepSpec, base: ExperimentConfig, dataset: Dataset) -> str:
+    identity = {"base": to_dict(base), "data": dataset.fingerprint, "stage": spec.stage, "mode": spec.mode,
+                "metric": spec.metric}
+    return f"{spec.name}@{spec.experiment}-{stable_hash(identity, 6)}"
+
+
+def selecting_flags(attrs: dict[str, Any]) -> str:
+    """The command-line flags that select a study, from what its creator recorded."""
+    flags = [f"--experiment {attrs['experiment']}"] if attrs.get("experiment") else []
+    if attrs.get("data"):
+        flags.append(f"--data {attrs['data']}")
+    flags += [f"--set {k}={v}" for k, v in (attrs.get("set") or {}).items()]
+    return " ".join(flags)
+
+
+def find_study(request: SweepRequest, command: str) -> tuple[str, StudyStorage, str | None]:
+    """The study a ``status`` or ``export`` means: the one its flags derive when it exists;
+    without flags, the sweep's only study (said so); else an error listing each study with the
+    flags that select it, or the command that creates one. Returns (name, storage, note)."""
+    import optuna
+
+    storage = open_storage(request.storage)
+    if request.study_name:
+        return request.study_name, storage, None
+    sweep = load_sweep(request.sweep, request.experiment)[0].name
+    prefix = f"{sweep}@"
+    names = sorted(n for n in optuna.study.get_all_study_names(storage.optuna) if n.startswith(prefix))
+    flagged = request.experiment is not None or request.data is not None or bool(request.overrides)
+    if flagged:
+        wanted = resolve(request, storage).study_name
+        if wanted in names:
+            return wanted, storage, None
+    elif len(names) == 1:
+        return names[0], storage, f"using {names[0]}, the only study of sweep {sweep} in {storage}"
+    if not names:
+        raise MmsearchError(f"sweep {sweep} has no study in {storage}: run `mmsearch sweep run {sweep}` (with the "
+                            f"--experiment/--data/--set you want) first, then `mmsearch {command}`")
+    listing = []
+    for name in names:
+        attrs = optuna.load_study(study_name=name, storage=storage.optuna).user_attrs
+        listing.append(Problem(name, f"mmsearch {command} {selecting_flags(attrs)}".rstrip() + f"  (or --study {name})"))
+    what = "none matches those flags" if flagged else "say which"
+    raise ConfigError(f"sweep {sweep} has {len(names)} studies in {storage}; {what}", listing)

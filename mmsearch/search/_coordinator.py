@@ -1,0 +1,293 @@
+"""The coordinator of ``mmsearch sweep run``: one run completes every cell, whatever dies.
+
+It validates everything, opens the study and the sweep's MLflow parent run, enqueues exactly
+the missing cells under the study lock, prepares shared upstream caches, then keeps
+``--workers`` processes claiming trials (or claims in its own process for one worker). It is
+each worker's parent, so a worker's death is known at once: its trial is failed, its MLflow
+run ended and its cell enqueued again. When nothing is left to claim it waits for the trials
+other coordinators (on this machine or others) still run, and takes over those whose
+processes die. Several coordinators share one study and one parent run; the last to finish
+logs the report and ends the parent run. Ctrl-C fails the trials this run holds as
+"interrupted" and ends every run it started KILLED.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+import warnings
+from multiprocessing.connection import wait
+from typing import Any
+
+from mmsearch.config import dump_yaml, flatten, to_dict
+from mmsearch.search._context import (
+    SweepContext,
+    SweepInterrupted,
+    SweepRequest,
+    resolve,
+)
+from mmsearch.search._liveness import Heartbeat, ProcessIdentity
+from mmsearch.search._study import (
+    COORDINATOR_PREFIX,
+    MAX_RETRIES,
+    PARENT_ATTR,
+    SweepStudy,
+    _cells,
+)
+from mmsearch.search._summary import SweepSummary, log_report, progress_line, summarize
+from mmsearch.search._worker import (
+    WorkerArgs,
+    interrupt_once,
+    load_study,
+    spawn,
+    warm_workers,
+    work,
+    worker_setup,
+)
+from mmsearch.tracking import Tracker
+
+log = logging.getLogger("mmsearch.sweep")
+SHUTDOWN_WAIT_S = 30.0  # how long an interrupted coordinator waits for its workers' clean-up
+
+
+def run_sweep(request: SweepRequest) -> SweepSummary:
+    started = time.time()
+    request.check()
+    if request.workers > 1:
+        warm_workers()  # its imports overlap with validating everything here
+    return Coordinator(resolve(request)).run(started)
+
+
+class Coordinator:
+    def __init__(self, ctx: SweepContext) -> None:
+        self.ctx = ctx
+        self.request = ctx.request
+        self.token = uuid.uuid4().hex[:12]
+        self.tracker = Tracker(self.request.tracking_uri)
+        self.procs: list[Any] = []
+        self._stop_progress = threading.Event()
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self, started: float) -> SweepSummary:
+        ctx, spec = self.ctx, self.ctx.spec
+        interrupt_once()
+        with ctx.storage.lock(ctx.study_name):
+            study = load_study(ctx)
+            with warnings.catch_warnings():  # experimental in Optuna 5; names the objective in optuna-dashboard
+                warnings.simplefilter("ignore")
+                study.set_metric_names([spec.metric])
+            if "sweep" not in study.user_attrs:
+                for key, value in self._study_attrs().items():
+                    study.set_user_attr(key, value)
+            self.keeper = keeper = SweepStudy(ctx, study, self.tracker)
+            self.record = {"owner": ProcessIdentity.current().attr(), "state": "running", "started": time.time(),
+                           "beat": time.time()}
+            study.set_user_attr(COORDINATOR_PREFIX + self.token, dict(self.record))
+            self.experiment_id = self.tracker.experiment(f"sweep/{spec.name}", _describe(ctx))
+            self.parent = self._open_parent()
+            keeper.repair()
+            if spec.mode == "ablation":
+                self._enqueue_missing()
+        self.heartbeat = Heartbeat(ctx.storage.optuna, keeper.study_id, self.request.heartbeat_s,
+                                   COORDINATOR_PREFIX + self.token, self.record)
+        self.heartbeat.start()
+        if self.request.progress:
+            threading.Thread(target=self._progress, args=(started,), daemon=True, name="mmsearch-progress").start()
+        try:
+            if spec.stage == "fusion":
+                self._prepare_upstream()
+            if self.request.workers == 1:
+                self._supervise_in_process()
+            else:
+                self._supervise_processes()
+        except KeyboardInterrupt:
+            self._stop_progress.set()
+            raise self._interrupted() from None
+        finally:
+            self._stop_progress.set()
+            self.heartbeat.stop()
+        return self._finish(started)
+
+    def summary(self) -> SweepSummary:
+        s = summarize(self.ctx.spec, self.ctx.study_name, self.keeper.trials(), self.token, self.request.trials)
+        s.parent_run_id, s.experiment_id = self.parent, self.experiment_id
+        return s
+
+    def _study_attrs(self) -> dict[str, Any]:
+        """What selects this study on a command line (``sweep status`` lists it)."""
+        overrides = {k: v for k, v in self.request.overrides.items() if k != "data.path"}
+        return {"sweep": self.ctx.spec.name, "experiment": self.ctx.spec.experiment, "data": self.request.data,
+                "set": overrides, "metric": self.ctx.spec.metric}
+
+    def _open_parent(self) -> str:
+        """The study's MLflow parent run: created once; a run left RUNNING by a coordinator that
+        died is ended KILLED first; then (re)opened RUNNING for this run."""
+        spec, tracker, study = self.ctx.spec, self.tracker, self.keeper.study
+        parent = study.user_attrs.get(PARENT_ATTR)
+        if parent is None:
+            parent = tracker.create_run(self.experiment_id, self.ctx.study_name, tags={
+                "sweep": spec.name, "study": self.ctx.study_name, "mode": spec.mode, "paper": spec.paper,
+                "experiment": spec.experiment})
+            study.set_user_attr(PARENT_ATTR, parent)
+            # The same parameter names as the child runs, plus what the sweep itself is.
+            tracker.log_params(parent, {"sweep.stage": spec.stage, "sweep.mode": spec.mode, "sweep.factor": spec.factor,
+                                        "sweep.size": spec.size, "sweep.metric": spec.metric,
+                                        **flatten(to_dict(self.ctx.base))})
+            tracker.log_text(parent, dump_yaml(self.ctx.base), "base_config.yaml")
+            tracker.log_text(parent, spec.path.read_text(), "sweep.yaml")
+            return parent
+        self.keeper.close_stale_parent(parent, exclude=self.token)
+        if tracker.status(parent) != "RUNNING":
+            tracker.reopen(parent)
+        return parent
+
+    def _progress(self, started: float) -> None:
+        last = ""
+        while not self._stop_progress.wait(2.0):
+            try:
+                line = progress_line(self.summary(), self.request.workers, started, time.time())
+            except Exception:  # progress must never break a sweep
+                continue
+            if line != last and not self._stop_progress.is_set():
+                print(line, file=sys.stderr, flush=True)
+                last = line
+
+    def _enqueue_missing(self) -> int:
+        """Enqueue each cell x repeat that has no COMPLETE, RUNNING or WAITING trial (a failed
+        one is tried again by each new run), at most ``--trials`` waiting at once."""
+        spec, keeper = self.ctx.spec, self.keeper
+        taken = _cells(keeper.trials("COMPLETE", "RUNNING", "WAITING"))
+        missing = [c for c in spec.cells() if c not in taken]
+        if self.request.trials is not None:
+            missing = missing[: max(0, self.request.trials - len(keeper.trials("WAITING")))]
+        for level, repeat in missing:
+            keeper.study.enqueue_trial({"level": level}, user_attrs={"level": level, "repeat": repeat})
+        log.info("enqueued %d missing cell(s) of %d", len(missing), len(spec.cells()))
+        return len(missing)
+
+    # -- supervising workers ------------------------------------------------------------------
+    def _args(self, index: int) -> WorkerArgs:
+        return WorkerArgs(self.request, self.ctx.study_name, self.experiment_id, self.parent, self.token, index)
+
+    def _wait_for_others(self) -> bool:
+        """Nothing left to claim: wait while other processes run this sweep's trials, taking over
+        those that die. True when there is work again, False when the sweep is done."""
+        keeper = self.keeper
+        while keeper.trials("RUNNING"):
+            with keeper.lock():
+                keeper.repair()
+                if keeper.claimable():
+                    return True
+            time.sleep(min(2.0, self.request.heartbeat_s))
+        with keeper.lock():
+            return bool(keeper.claimable())
+
+    def _supervise_in_process(self) -> None:
+        setup = worker_setup(self._args(0), self.ctx, self.tracker, self.heartbeat)
+        setup.study = self.keeper.study
+        while True:
+            work(setup)
+            if not self._wait_for_others():
+                return
+
+    def _supervise_processes(self) -> None:
+        keeper, workers = self.keeper, self.request.workers
+        budget = workers + MAX_RETRIES * self.ctx.spec.size  # respawns: bounded even if workers keep dying
+        spawned = 0
+        while True:
+            for p in [p for p in self.procs if not p.is_alive()]:
+                self.procs.remove(p)
+                p.join()
+                if p.exitcode != 0:  # its parent knows at once: repair now, not after a grace
+                    why = f"signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+                    log.warning("worker process %d died (%s)", p.pid, why)
+                with keeper.lock():
+                    keeper.repair()
+            with keeper.lock():
+                pending = keeper.claimable()
+            for _ in range(max(0, min(workers - len(self.procs), pending, budget - spawned))):
+                self.procs.append(spawn(self._args(spawned)))
+                spawned += 1
+            if self.procs:
+                wait([p.sentinel for p in self.procs], timeout=min(2.0, self.request.heartbeat_s))
+            elif pending and spawned >= budget:
+                log.error("workers kept dying; %d trial(s) left unclaimed", pending)
+                return
+            elif not self._wait_for_others():
+                return
+
+    def _prepare_upstream(self) -> None:
+        """Train/extract the base configuration's upstream features once, before any worker
+        starts, so no fusion trial trains an upstream network (and workers never race)."""
+        from mmsearch.pipeline import STAGES, Workspace
+
+        ws = Workspace(self.ctx.base, self.ctx.dataset)
+        t0 = time.perf_counter()
+        for name in STAGES.get(self.ctx.spec.stage).inputs:
+            feats, _ = STAGES.get(name).features(ws)
+            self.tracker.set_tags(self.parent, {f"upstream.{name}.features": f"{feats.shape[0]}x{feats.shape[1]}"})
+        self.tracker.log_metrics(self.parent, {"upstream_seconds": time.perf_counter() - t0})
+
+    # -- ending ------------------------------------------------------------------------------
+    def _end_record(self, state: str) -> None:
+        self.record["state"] = state
+        self.keeper.study.set_user_attr(COORDINATOR_PREFIX + self.token, dict(self.record))
+
+    def _finish(self, started: float) -> SweepSummary:
+        keeper = self.keeper
+        with keeper.lock():
+            self._end_record("ended")
+            summary = self.summary()
+            if not keeper.live_coordinators(exclude=self.token):  # the last one out reports, once
+                log_report(self.ctx, keeper.study, self.tracker, self.parent, summary)
+                self.tracker.end(self.parent, "FINISHED", "finished")
+        summary.seconds = time.time() - started
+        return summary
+
+    def _interrupted(self) -> SweepInterrupted:
+        """Stop everything this run started; fail what it held; end its runs KILLED."""
+        live = [p for p in self.procs if p.is_alive()]
+        for p in live:  # they may have had the terminal's SIGINT already: a second one is ignored
+            _signal(p.pid, signal.SIGINT)
+        deadline = time.time() + SHUTDOWN_WAIT_S
+        for p in live:
+            p.join(max(0.1, deadline - time.time()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+        keeper, summary = self.keeper, None
+        try:
+            with keeper.lock():
+                for t in keeper.trials("RUNNING"):
+                    if t.user_attrs.get("coordinator") == self.token:
+                        keeper.fail(t, "interrupted", False, "interrupted")
+                self._end_record("interrupted")
+                summary = self.summary()
+                if not keeper.live_coordinators(exclude=self.token):
+                    self.tracker.end(self.parent, "KILLED", "interrupted")
+        except Exception as exc:  # report what could not be cleaned, never a traceback
+            log.error("clean-up after the interrupt failed: %s", exc)
+        failed = summary.mine.get("FAIL", 0) if summary is not None else 0
+        return SweepInterrupted(
+            f"interrupted: this run's unfinished trials are FAIL 'interrupted' ({failed} failed in this run) and "
+            f"their MLflow runs KILLED; rerun `mmsearch sweep run {self.ctx.spec.name}` with the same options to resume",
+            summary)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe(ctx: SweepContext) -> str:
+    spec = ctx.spec
+    what = (f"factor `{spec.factor}`, levels {', '.join(spec.labels)} x {spec.repeats} repeats"
+            if spec.mode == "ablation" else f"search over {', '.join(spec.space)} ({spec.n_trials} trials)")
+    return f"{spec.description}. Paper {spec.paper}. {what}; metric {spec.metric}."

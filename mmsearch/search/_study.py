@@ -1,0 +1,155 @@
+"""A sweep's study as its coordinators keep it (lock, trials, coordinator records, repairs of
+what dead processes left) and ``sweep status``, which needs no torch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from mmsearch.search._context import SweepContext, SweepRequest, find_study, resolve
+from mmsearch.search._liveness import judge
+from mmsearch.search._summary import SweepSummary, summarize
+from mmsearch.tracking import Tracker
+
+log = logging.getLogger("mmsearch.sweep")
+PARENT_ATTR = "mlflow_parent_run_id"
+COORDINATOR_PREFIX = "coordinator:"
+MAX_RETRIES = 3  # times one cell is re-run after its worker died, per coordinator
+
+
+def claimable(ctx: SweepContext, study: Any) -> int:
+    """How many trials a worker could claim now: WAITING cells (ablation), or what is left of the
+    trial budget (search: finished, running and waiting trials count, trials that died don't)."""
+    import optuna
+
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    if ctx.spec.mode == "ablation":
+        return waiting
+    budget = ctx.request.trials or ctx.spec.n_trials
+    used = sum(1 for t in study.get_trials(deepcopy=False)
+               if not (t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("retryable")))
+    return max(0, budget - used) + waiting
+
+
+class SweepStudy:
+    """A sweep's study as coordinators keep it: its lock, its trials, the coordinators' records,
+    and repairs of what dead processes left behind."""
+
+    def __init__(self, ctx: SweepContext, study: Any, tracker: Tracker) -> None:
+        self.ctx, self.request, self.study, self.tracker, self.storage = ctx, ctx.request, study, tracker, ctx.storage
+        self.study_id = self.storage.optuna.get_study_id_from_name(ctx.study_name)
+        self.retries: dict[Any, int] = {}
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with self.storage.lock(self.ctx.study_name):
+            yield
+
+    def trials(self, *states: str) -> list[Any]:
+        import optuna
+
+        wanted = tuple(getattr(optuna.trial.TrialState, s) for s in states) or None
+        return self.study.get_trials(deepcopy=False, states=wanted)
+
+    def claimable(self) -> int:
+        return claimable(self.ctx, self.study)
+
+    def live_coordinators(self, exclude: str | None = None) -> list[str]:
+        now, out = time.time(), []
+        for key, record in self.study.user_attrs.items():
+            if not key.startswith(COORDINATOR_PREFIX) or key == COORDINATOR_PREFIX + (exclude or ""):
+                continue
+            if isinstance(record, dict) and record.get("state") == "running" and \
+                    judge(record.get("owner"), record.get("beat"), now, self.request.grace_s) is None:
+                out.append(key[len(COORDINATOR_PREFIX):])
+        return out
+
+    def close_stale_parent(self, parent: str, exclude: str | None = None) -> bool:
+        """End a parent run left RUNNING by coordinators that all died (KILLED, with the reason)."""
+        if self.tracker.status(parent) != "RUNNING" or self.live_coordinators(exclude=exclude):
+            return False
+        self.tracker.end(parent, "KILLED", "stale", "its coordinator stopped without ending the run")
+        return True
+
+    def fail(self, t: Any, reason: str, retryable: bool, run_state: str) -> bool:
+        """Fail a RUNNING trial someone else may hold and end its MLflow run KILLED; False when it
+        finished meanwhile."""
+        import optuna
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        storage = self.storage.optuna
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+        try:
+            storage.set_trial_user_attr(trial_id, "error", reason)
+            if retryable:
+                storage.set_trial_user_attr(trial_id, "retryable", True)
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return False
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id and self.tracker.status(run_id) == "RUNNING":
+            self.tracker.end(run_id, "KILLED", run_state, reason)
+        return True
+
+    def repair(self, enqueue: bool = True) -> int:
+        """Fail every RUNNING trial whose process is dead (see ``judge``), end its MLflow run, and
+        put its cell (or a search trial's parameters) back in the queue. Call under the lock."""
+        now, repaired = time.time(), 0
+        for t in self.trials("RUNNING"):
+            beat = t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
+            reason = judge(t.user_attrs.get("owner"), beat, now, self.request.grace_s)
+            if reason is None or not self.fail(t, f"worker died: {reason}", True, "worker died"):
+                continue
+            repaired += 1
+            log.warning("trial %d failed: worker died (%s)", t.number, reason)
+            if enqueue:
+                self._retry(t)
+        return repaired
+
+    def _retry(self, t: Any) -> None:
+        key = (t.user_attrs.get("level"), t.user_attrs.get("repeat")) if self.ctx.spec.mode == "ablation" else \
+            tuple(sorted(t.params.items()))
+        self.retries[key] = self.retries.get(key, 0) + 1
+        if self.retries[key] > MAX_RETRIES:
+            log.warning("trial %d's cell %s died %d times in this run; not retried again", t.number, key, MAX_RETRIES)
+            return
+        if self.ctx.spec.mode == "ablation":
+            if key not in _cells(self.trials("COMPLETE", "RUNNING", "WAITING")):
+                self.study.enqueue_trial({"level": key[0]}, user_attrs={"level": key[0], "repeat": key[1]})
+        elif t.params:
+            self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+
+
+def _cells(trials: list[Any]) -> set[tuple[Any, Any]]:
+    return {(t.params.get("level", t.user_attrs.get("level")), t.user_attrs.get("repeat")) for t in trials}
+
+
+# -- status ------------------------------------------------------------------------------------
+def sweep_status(request: SweepRequest, command: str) -> tuple[SweepSummary, dict[str, Any]]:
+    """The study's summary, after repairing what dead processes left (their trials FAIL, their
+    MLflow runs and a stale parent run ended). Also: parent run status, live coordinators, and a
+    note when the study was found rather than named."""
+    import optuna
+
+    name, storage, note = find_study(request, command)
+    study = optuna.load_study(study_name=name, storage=storage.optuna)
+    attrs = study.user_attrs
+    ctx = resolve(replace(request, study_name=name, experiment=request.experiment or attrs.get("experiment"),
+                          data=request.data or attrs.get("data"), overrides=request.overrides or attrs.get("set") or {}),
+                  storage)
+    tracker = Tracker(request.tracking_uri)
+    keeper = SweepStudy(ctx, study, tracker)
+    parent = attrs.get(PARENT_ATTR)
+    with keeper.lock():
+        repaired = keeper.repair(enqueue=False)
+        closed = keeper.close_stale_parent(parent) if parent else False
+        live = keeper.live_coordinators()
+    summary = summarize(ctx.spec, name, keeper.trials())
+    summary.parent_run_id = parent or ""
+    info = {"note": note, "repaired": repaired, "closed_parent": closed, "coordinators_alive": len(live),
+            "parent_status": tracker.status(parent) if parent else None, "storage": str(storage)}
+    return summary, info

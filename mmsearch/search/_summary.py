@@ -1,0 +1,209 @@
+"""One summary of a study, shared by the progress line, the end of a run and ``sweep status``;
+and the sweep's report (the paper's charts) logged to its MLflow parent run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmsearch.charts import (
+    TrialRecord,
+    ablation_bars_data,
+    ablation_figure,
+    best_level,
+    bubble_data,
+    bubble_figure,
+    curves_data,
+    curves_figure,
+    length_data,
+    length_figure,
+    oov_data,
+    oov_figure,
+    report_html,
+)
+from mmsearch.search._context import SweepContext
+from mmsearch.search._spec import SweepSpec
+
+log = logging.getLogger("mmsearch.sweep")
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def records(trials: list[Any]) -> list[TrialRecord]:
+    """Optuna's frozen trials as chart records (cell from the trial's attributes)."""
+    out = []
+    for t in trials:
+        level = t.params.get("level", t.user_attrs.get("level"))
+        repeat = t.user_attrs.get("repeat")
+        out.append(TrialRecord(
+            number=t.number, state=t.state.name, value=t.value if t.state.name == "COMPLETE" else None,
+            level=str(level) if level is not None else None, repeat=int(repeat) if repeat is not None else None,
+            params=dict(t.params), curve={int(k): float(v) for k, v in t.intermediate_values.items()},
+            attrs=dict(t.user_attrs)))
+    return out
+
+
+@dataclass
+class SweepSummary:
+    study_name: str
+    spec: SweepSpec
+    counts: dict[str, int]  # every trial of the study, by state
+    done: int  # ablation: cells with a COMPLETE trial; search: finished trials
+    total: int  # ablation: cells; search: the trial budget
+    mine: dict[str, int]  # this run's trials by state
+    levels: list[dict[str, Any]]  # ablation: per-level statistics (charts._data.ablation_bars_data)
+    best_level: str | None
+    best_value: float | None  # ablation: the best level's mean; search: the best trial's value
+    best_trial: TrialRecord | None  # search: the best trial; ablation: the best level's best repeat
+    errors: dict[int, str]
+    durations: list[float] = field(default_factory=list)  # seconds of this run's finished trials
+    seconds: float = 0.0
+    parent_run_id: str = ""
+    experiment_id: str = ""
+
+    @property
+    def ran(self) -> int:
+        return sum(self.mine.get(s, 0) for s in FINISHED)
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        if self.spec.mode == "ablation":
+            return dict(self.spec.level(self.best_level).set) if self.best_level is not None else {}
+        return dict(self.best_trial.params) if self.best_trial is not None else {}
+
+
+def summarize(spec: SweepSpec, study_name: str, trials: list[Any], me: str | None = None,
+              budget: int | None = None) -> SweepSummary:
+    recs = records(trials)
+    counts: dict[str, int] = {}
+    mine: dict[str, int] = {}
+    durations = []
+    for t, r in zip(trials, recs):
+        counts[r.state] = counts.get(r.state, 0) + 1
+        if me is not None and r.attrs.get("coordinator") == me:
+            mine[r.state] = mine.get(r.state, 0) + 1
+            if t.duration is not None and r.state in FINISHED:
+                durations.append(t.duration.total_seconds())
+    complete = [r for r in recs if r.state == "COMPLETE" and r.value is not None]
+    pick = max if spec.maximize else min
+    levels: list[dict[str, Any]] = []
+    best_lv = best_value = best = None
+    if spec.mode == "ablation":
+        levels = ablation_bars_data(recs, spec.labels, spec.base, spec.maximize)
+        best_lv = best_level(levels, spec.maximize)
+        if best_lv is not None:
+            best_value = next(b["mean"] for b in levels if b["level"] == best_lv)
+            best = pick((r for r in complete if r.level == best_lv), key=lambda r: float(r.value or 0))
+        done = len({(r.level, r.repeat) for r in complete})
+        total = spec.size
+    else:
+        if complete:
+            best = pick(complete, key=lambda r: float(r.value or 0))
+            best_value = best.value
+        done = sum(counts.get(s, 0) for s in FINISHED)
+        total = budget or spec.n_trials
+    errors = {r.number: str(r.attrs.get("error", "")) for r in recs if r.state == "FAIL"}
+    return SweepSummary(study_name, spec, counts, done, total, mine, levels, best_lv, best_value, best, errors, durations)
+
+
+def progress_line(s: SweepSummary, workers: int, started: float, now: float) -> str:
+    what = "cells complete" if s.spec.mode == "ablation" else "trials finished"
+    mine = ", ".join(f"{s.mine[k]} {k.lower()}" for k in (*FINISHED, "RUNNING") if s.mine.get(k))
+    line = f"[{s.spec.name}] {s.done}/{s.total} {what}; this run: {mine or 'starting'}"
+    others = s.counts.get("RUNNING", 0) - s.mine.get("RUNNING", 0)
+    if others > 0:
+        line += f"; {others} running elsewhere"
+    if s.best_value is not None:
+        line += f"; best {s.spec.metric} {s.best_value:.4f}" + (f" ({s.spec.factor}={s.best_level})" if s.best_level else "")
+    if s.durations and s.done < s.total:
+        eta = float(np.mean(s.durations)) * (s.total - s.done) / max(1, workers)
+        line += f"; ETA {eta:.0f}s"
+    return line + f" [{now - started:.0f}s]"
+
+
+# -- the report ---------------------------------------------------------------------------------
+def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord]) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """The paper's charts for this sweep, and the data behind each."""
+    spec = ctx.spec
+    figures: list[tuple[str, Any]] = []
+    data: dict[str, Any] = {}
+    wanted = set(spec.charts) | {"curves"} | ({"ablation"} if spec.mode == "ablation" else set())
+    factor = spec.factor or ("level" if spec.mode == "ablation" else None)
+    if "curves" in wanted:
+        data["curves"] = curves_data(recs, factor)
+        figures.append((f"{spec.metric} per epoch", curves_figure(data["curves"], f"{spec.metric} per epoch, one colour "
+                                                                                   "per level", spec.metric)))
+    if "losses" in wanted:
+        for metric in ("train_loss", "val_loss"):
+            data[metric] = curves_data(recs, factor, metric)
+            figures.append((f"{metric} per epoch", curves_figure(data[metric], f"{metric} per epoch", metric)))
+    if "ablation" in wanted and spec.mode == "ablation":
+        data["ablation"] = ablation_bars_data(recs, spec.labels, spec.base, spec.maximize)
+        figures.append(("Ablation", ablation_figure(data["ablation"], factor or "level", spec.metric)))
+        if "losses" in wanted:
+            loss_recs = [TrialRecord(r.number, r.state, r.attrs.get("final_val_loss"), r.level, r.repeat)
+                         for r in recs]
+            data["ablation_val_loss"] = ablation_bars_data(loss_recs, spec.labels, spec.base, maximize=False)
+            figures.append(("Ablation (validation loss)", ablation_figure(data["ablation_val_loss"], factor or "level",
+                                                                          "val_loss")))
+    if "bubble" in wanted:
+        data["bubble"] = bubble_data(recs, spec.labels)
+        figures.append(("Size vs F1", bubble_figure(data["bubble"])))
+    if "lengths" in wanted or "oov" in wanted:
+        from mmsearch.pipeline import Workspace
+
+        ws = Workspace(ctx.base, ctx.dataset)
+        if "lengths" in wanted:
+            data["lengths"] = length_data([len(t) for t in ws.tokens[: ctx.dataset.n_train]])
+            figures.append(("Caption lengths", length_figure(data["lengths"])))
+        if "oov" in wanted:
+            from mmsearch.config import with_overrides
+            from mmsearch.text import oov_report
+
+            reports = []
+            for lv in spec.level_list:
+                t = with_overrides(ctx.base, lv.set).text
+                reports.append(oov_report(t.corpus, ws.tokens, dim=t.embedding_dim, seed=ctx.base.run.seed,
+                                          sentences_key=ws.sentences_key()))
+            data["oov"] = oov_data(reports)
+            figures.append(("Words without embeddings", oov_figure(data["oov"])))
+    if spec.mode == "search" and sum(r.state == "COMPLETE" for r in recs) >= 2:
+        from optuna import visualization
+
+        for chart, fn in (("importance", visualization.plot_param_importances),
+                          ("parallel", visualization.plot_parallel_coordinate)):
+            try:
+                figures.append((chart, fn(study)))
+            except Exception as exc:  # importance needs variance among trials
+                log.info("chart %s skipped: %s", chart, exc)
+    return figures, data
+
+
+def level_metrics(summary: SweepSummary) -> dict[str, float]:
+    """Parent-run metrics per level (MLflow keys allow letters, digits, ``_-./`` and spaces)."""
+    out: dict[str, float] = {}
+    for b in summary.levels:
+        key = "".join(c if c.isalnum() or c in "_-. /" else "_" for c in str(b["level"]))
+        for name in ("mean", "std", "ci_low", "ci_high", "diff", "diff_low", "diff_high"):
+            if not math.isnan(b[name]):
+                out[f"level/{key}/{summary.spec.metric}_{name}"] = b[name]
+        out[f"level/{key}/n"] = b["n"]
+    return out
+
+
+def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary: SweepSummary) -> None:
+    """The sweep's charts, their data and per-level statistics on its MLflow parent run."""
+    figures, data = sweep_charts(ctx, study, records(study.get_trials(deepcopy=False)))
+    tracker.log_html(parent, report_html(f"{ctx.spec.name}: {ctx.spec.description}", figures,
+                                         f"<p>Paper {ctx.spec.paper}. Study {ctx.study_name}.</p>"), "charts/report.html")
+    tracker.log_text(parent, json.dumps(data, indent=1, default=str), "charts/data.json")
+    metrics = {f"trials_{k.lower()}": v for k, v in summary.counts.items()} | level_metrics(summary)
+    if summary.best_value is not None:
+        metrics[f"best_{ctx.spec.metric}"] = summary.best_value
+    tracker.log_metrics(parent, metrics)
+    tracker.set_tags(parent, {"best_level": summary.best_level or "",
+                              "best_params": json.dumps(summary.best_params, default=str)})

@@ -1,0 +1,184 @@
+"""Workers: claim a trial under the study lock, run it, repeat until the sweep has none left.
+
+A worker is the coordinator's own process (``--workers 1``) or a child process forked from a
+preloaded fork server. A child watches its coordinator: if the coordinator dies, the child
+fails its trial as interrupted, ends its run and exits within seconds. Ctrl-C or ``kill``
+interrupts a child the same way, and a second signal cannot cut that clean-up short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait
+from typing import Any
+
+from mmsearch.config import with_overrides
+from mmsearch.errors import MmsearchError
+from mmsearch.search._context import SweepContext, SweepRequest, resolve
+from mmsearch.search._liveness import Heartbeat
+from mmsearch.search._spec import PRUNERS, SAMPLERS
+from mmsearch.search._study import claimable
+from mmsearch.search._trial import TrialSetup, claim_owner, run_trial
+from mmsearch.tracking import Tracker
+
+log = logging.getLogger("mmsearch.sweep")
+WORKER_EXIT_DEADLINE_S = 30.0  # a child whose coordinator died gets this long to clean up
+
+
+@dataclass
+class WorkerArgs:
+    """What a worker process needs to rebuild its setup (picklable)."""
+
+    request: SweepRequest
+    study_name: str
+    experiment_id: str
+    parent_run_id: str
+    coordinator: str
+    index: int
+
+
+def load_study(ctx: SweepContext, seed_offset: int = 0) -> Any:
+    import optuna
+
+    spec = ctx.spec
+    return optuna.create_study(study_name=ctx.study_name, storage=ctx.storage.optuna, direction=spec.direction,
+                               load_if_exists=True, sampler=SAMPLERS.get(spec.sampler)(spec.seed + seed_offset),
+                               pruner=PRUNERS.get(spec.pruner)())
+
+
+def interrupt_once() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once; later ones are ignored, so a second
+    Ctrl-C (or the terminal's SIGINT to the whole group) cannot interrupt the clean-up."""
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a trial is claimed and marked ours: a signal between the two
+    would leave a RUNNING trial no one can tell is dead until the grace runs out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def claim(setup: TrialSetup) -> tuple[Any, int] | None:
+    ctx = setup.ctx
+    with _signals_deferred(), ctx.storage.lock(ctx.study_name):
+        if not claimable(ctx, setup.study):
+            return None
+        trial = setup.study.ask()  # pops a WAITING trial first: under the lock no one else pops it
+        return trial, claim_owner(setup, trial)
+
+
+def work(setup: TrialSetup) -> int:
+    """Claim and run trials until the sweep has none left to claim. Returns how many ran. Stops
+    early when a trial of this worker was failed by another coordinator (judged dead while this
+    process was silent): its cells may be running elsewhere now."""
+    ran = 0
+    while (claimed := claim(setup)) is not None:
+        state = run_trial(setup, *claimed)
+        ran += 1
+        if state == "REVOKED":
+            log.warning("stopping this worker: another coordinator judged it dead")
+            break
+    return ran
+
+
+def worker_setup(args: WorkerArgs, ctx: SweepContext | None = None, tracker: Tracker | None = None,
+                 heartbeat: Heartbeat | None = None) -> TrialSetup:
+    """A worker's shared trial setup; the in-process worker passes the coordinator's own parts."""
+    request = replace(args.request, study_name=args.study_name)
+    ctx = ctx or resolve(request)
+    total_threads = ctx.base.run.threads or os.cpu_count() or 1
+    base = with_overrides(ctx.base, {"run.threads": max(1, total_threads // max(1, request.workers))})
+    study = load_study(ctx, seed_offset=args.index)
+    if heartbeat is None:
+        heartbeat = Heartbeat(ctx.storage.optuna, ctx.storage.optuna.get_study_id_from_name(ctx.study_name),
+                              request.heartbeat_s)
+        heartbeat.start()
+    return TrialSetup(ctx, base, study, tracker or Tracker(request.tracking_uri), args.experiment_id,
+                      args.parent_run_id, heartbeat, args.coordinator)
+
+
+# -- worker processes --------------------------------------------------------------------------
+# Workers fork from a server process that imported these once. Spawning each worker instead
+# re-imports mlflow, its SQL store and torch: about 6 s per worker on 2 cores, longer than a demo
+# trial. The server itself never runs torch code, so forking from it is safe (a fork of a process
+# whose OpenMP pool is running is not).
+_PRELOAD = ["mmsearch.search._worker", "mmsearch.pipeline._stages", "mlflow.store.tracking.sqlalchemy_store",
+            "mlflow.store.model_registry.sqlalchemy_store"]
+
+
+def _context() -> Any:
+    mpctx = mp.get_context("forkserver")
+    mpctx.set_forkserver_preload(_PRELOAD)
+    return mpctx
+
+
+def warm_workers() -> None:
+    """Start the fork server now, so its imports overlap with the coordinator's own setup."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()
+
+
+def spawn(args: WorkerArgs) -> Any:
+    process = _context().Process(target=_worker_main, args=(args, dict(os.environ)), name=f"mmsearch-worker-{args.index}")
+    process.start()
+    return process
+
+
+def _watch_coordinator() -> None:
+    """Interrupt this worker when its coordinator dies (its pipe to us closes); if the clean-up
+    hangs, leave anyway: the next coordinator repairs what is left."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+    wait([parent.sentinel])
+    log.warning("the coordinator is gone: stopping this worker")
+    os.kill(os.getpid(), signal.SIGINT)
+    threading.Timer(WORKER_EXIT_DEADLINE_S, os._exit, args=(1,)).start()
+
+
+def _worker_main(args: WorkerArgs, environ: dict[str, str]) -> None:
+    # The fork server was started with the environment of its time; use the coordinator's now.
+    os.environ.clear()
+    os.environ.update(environ)
+    os.environ["MMSEARCH_PROGRESS"] = "0"  # the coordinator's progress line reports the trials
+    interrupt_once()
+    logging.basicConfig(level=logging.WARNING, force=True,
+                        format=f"%(asctime)s [worker {args.index}] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    threading.Thread(target=_watch_coordinator, daemon=True, name="mmsearch-watchdog").start()
+    setup = None
+    try:
+        setup = worker_setup(args)
+        work(setup)
+    except KeyboardInterrupt:
+        sys.exit(130)  # the trial it held is failed "interrupted" and its run ended KILLED
+    except MmsearchError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    finally:
+        if setup is not None:
+            setup.heartbeat.stop()

@@ -1,0 +1,62 @@
+"""``mmsearch ui``: the MLflow UI as a child process group that never outlives this command.
+
+``mlflow server`` starts a web server that starts workers; a plain ``subprocess.call`` leaves all
+of them running, port open, when this process is stopped with ``kill``. Here the server runs in
+its own session: SIGTERM, SIGINT or SIGHUP to this process stops the whole group (SIGTERM, then
+SIGKILL after a few seconds), and the kernel sends the server SIGTERM if this process dies
+without a chance to clean up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+STOP_WAIT_S = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the signal handlers below still stop it
+        pass
+
+
+def serve_ui(uri: str, host: str, port: int) -> int:
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if uri.startswith("sqlite:///"):  # artifacts beside the store, where Tracker writes them
+        cmd += ["--default-artifact-root", os.path.join(os.path.dirname(uri[len("sqlite:///"):]), "artifacts")]
+    print(" ".join(cmd), flush=True)
+    server = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def stop(signum: int, frame: Any) -> None:
+        _stop_group(server)
+        sys.exit(0 if signum != signal.SIGINT else 130)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    try:
+        return server.wait()
+    finally:
+        _stop_group(server)
+
+
+def _stop_group(server: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        server.wait(STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        pass
+    try:  # whatever of the group is left (the server's own workers, or a server that ignored SIGTERM)
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait()
