@@ -20,8 +20,8 @@ from mmsearch.config import load_experiment
 from mmsearch.data import Dataset, build_transform, load_images
 from mmsearch.data._images import decode_image
 from mmsearch.models import ImageNet
-from mmsearch.search import SweepRequest, run_sweep
 from mmsearch.pipeline import STAGES, ImageRows, Workspace, run_stage
+from mmsearch.search import SweepRequest, run_sweep
 from mmsearch.training import LoaderBatches, fit
 
 SHARED_CACHE_KINDS = ("images", "tokens", "vectors", "embeddings", "demo")

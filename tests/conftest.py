@@ -7,9 +7,13 @@ that need one skip with the reason when it is absent.
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from mmsearch._paths import absolutize_environment
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_CAPTIONS = SHARED / "data" / "comp5329-captions"
@@ -21,6 +25,7 @@ for var, sub in (("TORCH_HOME", "torch"), ("GENSIM_DATA_DIR", "gensim-data"), ("
         os.environ.setdefault(var, str(CACHE / sub))
 os.environ.setdefault("MMSEARCH_OFFLINE", "1")
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+absolutize_environment()  # a relative value a user exported (as the README shows) means it from here, everywhere
 
 
 def _has(sub: str) -> bool:
@@ -36,12 +41,33 @@ needs_mobilenet = pytest.mark.skipif(
 needs_real_data = pytest.mark.skipif(not REAL_CAPTIONS.exists(), reason="../shared/data absent")
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+# What running the suite may leave in the project folder: the environment it runs in and
+# Python's bytecode caches. Anything else (./mlruns, a journal, exports/) is a test writing
+# outside its tmp folder.
+ALLOWED_IN_TREE = (".venv/", "__pycache__/", ".egg-info/")
+
+
+def _tree() -> set[str] | None:
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=PROJECT,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {line for line in out.splitlines() if not any(part in line for part in ALLOWED_IN_TREE)}
+
+
 @pytest.fixture(scope="session", autouse=True)
-def session_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    before = _tree()
     root = tmp_path_factory.mktemp("session")
     os.environ["MMSEARCH_CACHE_DIR"] = str(root / "cache")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
-    return root
+    yield root
+    after = _tree()
+    if before is not None and after is not None and after != before:
+        pytest.fail("the test run changed the project folder (tests write only under their tmp folders): "
+                    + ", ".join(sorted(after - before)[:20]), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +82,21 @@ def small(demo_dir: Path) -> dict[str, object]:
     """Overrides of the cpu experiment that keep every stage to seconds."""
     return {"data.path": str(demo_dir), "data.image_size": 48, "image.optim.epochs": 25, "text.optim.epochs": 30,
             "fusion.optim.epochs": 25, "run.threads": 2}
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, small: dict) -> dict:
+    """A finished fusion-dropout-count sweep on the demo data and its exported champion model
+    ``demo-model`` (an image + caption pipeline), shared by the export and bad-input tests."""
+    from mmsearch.export import ExportRequest, export_model
+    from mmsearch.search import SweepRequest, run_sweep
+
+    root = tmp_path_factory.mktemp("export")
+    storage = str(root / "journal.log")
+    overrides = {k: v for k, v in small.items() if k != "data.path"}
+    run_sweep(SweepRequest(sweep="fusion-dropout-count", experiment="cpu", overrides=overrides,
+                           data=small["data.path"], storage=storage, trials=6, progress=False))
+    result = export_model(ExportRequest(sweeps=["fusion-dropout-count"], name="demo-model", experiment="cpu",
+                                        data=small["data.path"], overrides=overrides, storage=storage,
+                                        out_dir=root / "exports"))
+    return {"root": root, "storage": storage, "result": result}

@@ -5,7 +5,15 @@ import pytest
 from scipy import stats
 
 from mmsearch.charts import (
-    TrialRecord, ablation_bars_data, best_level, bubble_data, curves_data, length_data, mean_ci, oov_data, welch_diff,
+    TrialRecord,
+    ablation_bars_data,
+    best_level,
+    bubble_data,
+    curves_data,
+    length_data,
+    mean_ci,
+    oov_data,
+    welch_diff,
 )
 from mmsearch.text import OovReport
 

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 from conftest import needs_glove, needs_mobilenet, needs_nltk
+
 from mmsearch.cli import build_parser, main
 
 

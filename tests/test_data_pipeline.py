@@ -1,13 +1,13 @@
 import hashlib
-from collections import Counter
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
-
 from conftest import COCO_MINI, needs_real_data
+
 from mmsearch.data import AUGMENTATION_SETS, Dataset, SynthSpec, build_transform, load_images, synthesize
 from mmsearch.errors import UnknownNameError
 

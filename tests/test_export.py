@@ -9,34 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import needs_glove, needs_mobilenet, needs_nltk
-from mmsearch.data import LABELS, read_table
+
+from mmsearch.data import LABELS, binarize, read_table
 from mmsearch.errors import MmsearchError
 from mmsearch.export import ExportRequest, export_model, predict_csv
+from mmsearch.pipeline import stage_features
 from mmsearch.search import SweepRequest, run_sweep
 from mmsearch.serving import IMAGE_COLUMN, InputError
 from mmsearch.tracking import Tracker
-from mmsearch.data import binarize
-from mmsearch.pipeline import stage_features
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
 
 
 def _sweep_overrides(small: dict) -> dict:
     return {k: v for k, v in small.items() if k != "data.path"}
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, small: dict) -> dict:
-    root = tmp_path_factory.mktemp("export")
-    storage = str(root / "journal.log")
-    run_sweep(SweepRequest(sweep="fusion-dropout-count", experiment="cpu", overrides=_sweep_overrides(small),
-                           data=small["data.path"], storage=storage, trials=6, progress=False))
-    result = export_model(ExportRequest(sweeps=["fusion-dropout-count"], name="demo-model", experiment="cpu",
-                                        data=small["data.path"], overrides=_sweep_overrides(small), storage=storage,
-                                        out_dir=root / "exports"))
-    return {"root": root, "storage": storage, "result": result}
 
 
 def test_export_registers_champion_with_provenance(exported: dict) -> None:

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import torch
+from conftest import needs_mobilenet
 from torch import nn
 
-from conftest import needs_mobilenet
 from mmsearch.config import OptimConfig, load_experiment
 from mmsearch.errors import AssetMissingError, ConfigError
 from mmsearch.models import BACKBONES, CaptionNet, FusionNet, ImageNet, build_backbone, swap_relu

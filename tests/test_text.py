@@ -5,11 +5,17 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REAL_CAPTIONS, needs_glove, needs_nltk, needs_real_data
+
 from mmsearch.errors import AssetMissingError, ConfigError
 from mmsearch.text import (
-    PreprocessConfig, Preprocessor, Vocabulary, embedding_matrix, length_stats, load_vectors, oov_report,
+    PreprocessConfig,
+    Preprocessor,
+    Vocabulary,
+    embedding_matrix,
+    length_stats,
+    load_vectors,
+    oov_report,
     resolve_corpus,
 )
 

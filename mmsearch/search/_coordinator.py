@@ -60,15 +60,16 @@ def run_sweep(request: SweepRequest) -> SweepSummary:
     request.check()
     if request.workers > 1:
         warm_workers()  # its imports overlap with validating everything here
-    return Coordinator(resolve(request)).run(started)
+    tracker = Tracker(request.tracking_uri)  # an unusable store fails here, before a study exists
+    return Coordinator(resolve(request), tracker).run(started)
 
 
 class Coordinator:
-    def __init__(self, ctx: SweepContext) -> None:
+    def __init__(self, ctx: SweepContext, tracker: Tracker) -> None:
         self.ctx = ctx
         self.request = ctx.request
         self.token = uuid.uuid4().hex[:12]
-        self.tracker = Tracker(self.request.tracking_uri)
+        self.tracker = tracker
         self.procs: list[Any] = []
         self._stop_progress = threading.Event()
 

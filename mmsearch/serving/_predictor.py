@@ -83,8 +83,8 @@ class Predictor:
                 "input", f"missing column(s) {', '.join(missing)}; got {list(frame.columns)}, need {required}")])
         problems = []
         for pos, row in enumerate(frame.itertuples(index=False)):
-            where = f"row {pos} (ImageID {getattr(row, 'ImageID')!r})"
-            caption = getattr(row, "Caption")
+            where = f"row {pos} (ImageID {row.ImageID!r})"
+            caption = row.Caption
             if not isinstance(caption, str) or not caption.strip():
                 problems.append(Problem(where, f"Caption: empty caption {caption!r}"))
             if self.bundle.needs_images:

@@ -10,6 +10,7 @@ never fails on a busy store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -23,6 +24,7 @@ from mmsearch.errors import MmsearchError
 
 log = logging.getLogger("mmsearch.tracking")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # our summaries name the runs
 
 T = TypeVar("T")
 DEFAULT_DIR = "mlruns"
@@ -184,7 +186,7 @@ class Tracker:
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            _retry(lambda: self.client.log_batch(run_id, params=items[start : start + 100]), "log_params")
+            _retry(functools.partial(self.client.log_batch, run_id, params=items[start : start + 100]), "log_params")
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.log_metric_steps(run_id, [(step or 0, metrics)])
@@ -196,7 +198,7 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for step, metrics in steps for k, v in metrics.items() if v is not None]
         for start in range(0, len(items), 1000):
-            _retry(lambda: self.client.log_batch(run_id, metrics=items[start : start + 1000]), "log_metrics")
+            _retry(functools.partial(self.client.log_batch, run_id, metrics=items[start : start + 1000]), "log_metrics")
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag

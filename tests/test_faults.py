@@ -1,0 +1,181 @@
+"""Faults injected into real ``mmsearch sweep run`` processes with real signals, on a journal
+file and on PostgreSQL; each test reads what is left in Optuna and MLflow afterwards.
+
+Every sweep here is a 2-level x 2-repeat fusion ablation whose trials last a few seconds, on the
+session's demo data and warm caches.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _sweepproc import (
+    alive,
+    assert_every_cell_once,
+    finish,
+    fresh_postgres,
+    outcome,
+    running_owner,
+    sets,
+    start,
+    sweep_env,
+    wait_for,
+    write_sweep,
+)
+from conftest import needs_glove, needs_mobilenet, needs_nltk
+
+pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
+
+
+@pytest.fixture(params=["journal", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "journal":
+        yield str(tmp_path / "optuna-journal.log")
+    else:
+        with fresh_postgres() as url:
+            yield url
+
+
+@pytest.fixture
+def sweep_args(tmp_path: Path, small: dict, storage: str) -> list[str]:
+    trial = {**{k: v for k, v in small.items() if k != "data.path"}, "fusion.optim.epochs": 150,
+             "fusion.optim.early_stopping": None}
+    return ["sweep", "run", str(write_sweep(tmp_path)), "--experiment", "cpu", "--data", small["data.path"],
+            *sets(trial), "--storage", storage]
+
+
+def _tracking(folder: Path) -> str:
+    return f"sqlite:///{folder}/mlruns/mlflow.db"
+
+
+def _session(pgid: int) -> list[int]:
+    """Processes still in a process group (the sweep's coordinator, fork server and workers)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_killed_worker_is_failed_and_its_cell_rerun_by_the_same_run(tmp_path: Path, sweep_args: list[str],
+                                                                    storage: str) -> None:
+    proc = start([*sweep_args, "--workers", "2"], tmp_path, sweep_env(tmp_path))
+    owner = wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
+    assert owner["pid"] != proc.pid
+    os.kill(owner["pid"], signal.SIGKILL)
+    code, out, err = finish(proc)
+    assert code == 0 and "Traceback" not in err, err[-3000:]
+    result = outcome(storage, [_tracking(tmp_path)])
+    assert_every_cell_once(result)
+    assert result["states"]["FAIL"] == 1 and "worker died" in result["errors"][0] and "is gone" in result["errors"][0]
+    assert result["runs"][("KILLED", "worker died")] == 1 and len(result["parents"]) == 1
+    assert result["parents"][0].info.status == "FINISHED" and "4/4 cells complete" in out
+    assert "ran 5 trial(s)" in out  # the 4 cells plus the one that died: counted as this run's, no more
+
+
+def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tmp_path: Path, sweep_args: list[str],
+                                                                              storage: str) -> None:
+    env = sweep_env(tmp_path)
+    proc = start([*sweep_args, "--workers", "2"], tmp_path, env)
+    owner = wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
+    os.kill(proc.pid, signal.SIGKILL)
+    killed = time.time()
+    wait_for(lambda: not _session(proc.pid), 20, "the workers to exit after their coordinator died")
+    assert not alive(owner["pid"]) and time.time() - killed < 10
+    proc.communicate()
+    left = outcome(storage, [_tracking(tmp_path)])
+    assert left["parents"][0].info.status == "RUNNING"  # nobody could end it: the next command does
+    status = start(["sweep", "status", str(tmp_path / "faults.yaml"), "--storage", storage], tmp_path, env)
+    code, out, err = finish(status)
+    assert code == 0 and "closed a stale parent run" in out and "Traceback" not in err, err
+    repaired = outcome(storage, [_tracking(tmp_path)])
+    assert repaired["parents"][0].info.status == "KILLED" and repaired["running_runs"] == 0
+    assert repaired["states"].get("RUNNING", 0) == 0 and "interrupted" in repaired["errors"]
+    code, out, err = finish(start(sweep_args, tmp_path, env))
+    assert code == 0 and "Traceback" not in err, err[-3000:]
+    result = outcome(storage, [_tracking(tmp_path)])
+    assert_every_cell_once(result)
+    assert result["parents"][0].info.status == "FINISHED" and len(result["parents"]) == 1
+
+
+def test_ctrl_c_fails_what_it_held_ends_every_run_and_says_one_line(tmp_path: Path, sweep_args: list[str],
+                                                                    storage: str) -> None:
+    proc = start([*sweep_args, "--workers", "2"], tmp_path, sweep_env(tmp_path))
+    wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    code, out, err = finish(proc, 90)
+    assert code == 130 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted:") and "resume" in last
+    result = outcome(storage, [_tracking(tmp_path)])
+    assert result["states"].get("RUNNING", 0) == 0 and result["running_runs"] == 0
+    assert result["errors"] and set(result["errors"]) == {"interrupted"}
+    # Every run it started ended: the held trials' (those that had begun one) and the parent, KILLED.
+    assert result["runs"][("KILLED", "interrupted")] == result["failed_runs"] + 1
+    assert result["parents"][0].info.status == "KILLED"
+    assert set(result["runs"]) <= {("KILLED", "interrupted"), ("FINISHED", "finished")}
+    wait_for(lambda: not _session(proc.pid), 10, "every process of the sweep to exit")
+
+
+def _other_machine(folder: Path) -> list[str]:
+    """Run in a PID namespace of its own, as a process on another machine (or container) would:
+    its coordinator cannot see this machine's processes, only their heartbeats."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to give the second coordinator a PID namespace of its own")
+    return ["unshare", "--pid", "--fork", "--mount-proc", "--"]
+
+
+LIVENESS = ["--heartbeat", "0.3", "--grace", "2"]
+
+
+def test_a_slow_epoch_is_alive_by_its_heartbeat(tmp_path: Path, small: dict, storage: str) -> None:
+    """Epochs of about 3 s against a grace of 2 s: the heartbeat thread keeps the trials alive, so
+    a coordinator joining from another machine fails none of them."""
+    slow = {**{k: v for k, v in small.items() if k != "data.path"}, "fusion.hidden_size": 16000,
+            "fusion.optim.epochs": 3, "fusion.optim.early_stopping": None, "fusion.optim.batch_size": 250}
+    sweep = write_sweep(tmp_path, "name: faults\ndescription: slow epochs\npaper: test\nstage: fusion\nmode: ablation\n"
+                                  "factor: fusion.dropout_p\nlevels: [0.05, 0.2]\nrepeats: 1\n")
+    args = ["sweep", "run", str(sweep), "--experiment", "cpu", "--data", small["data.path"], *sets(slow),
+            "--storage", storage, *LIVENESS]
+    env = sweep_env(tmp_path)
+    first = start(args, tmp_path, env)
+    wait_for(lambda: running_owner(storage), 180, "the first coordinator's trial")
+    second = start(args, tmp_path, env, prefix=_other_machine(tmp_path))
+    results = [finish(first), finish(second)]
+    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    result = outcome(storage, [_tracking(tmp_path)])
+    assert_every_cell_once(result, cells=2)
+    assert result["states"].get("FAIL", 0) == 0, result["errors"]
+    assert len(result["parents"]) == 1 and result["reports"] == 1
+
+
+def test_a_stopped_worker_is_judged_dead_elsewhere_and_discards_its_result(tmp_path: Path, sweep_args: list[str],
+                                                                           storage: str) -> None:
+    env = sweep_env(tmp_path)
+    first = start([*sweep_args, "--workers", "2", *LIVENESS], tmp_path, env)
+    owner = wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
+    os.kill(owner["pid"], signal.SIGSTOP)  # silent, not dead: no heartbeat, no exit
+    try:
+        second = start([*sweep_args, *LIVENESS], tmp_path, env, prefix=_other_machine(tmp_path))
+        code, out, err = finish(second)
+        assert code == 0 and "Traceback" not in err, err[-3000:]
+    finally:
+        os.kill(owner["pid"], signal.SIGCONT)
+    code, out, err = finish(first)
+    assert code == 0 and "Traceback" not in err, err[-3000:]
+    assert "result discarded" in err and "judged it dead" in err  # the resumed worker noticed and stopped
+    result = outcome(storage, [_tracking(tmp_path)])
+    assert_every_cell_once(result)
+    assert result["states"]["FAIL"] == 1 and "no heartbeat" in result["errors"][0]
+    assert result["running_runs"] == 0 and len(result["parents"]) == 1 and result["reports"] == 1
+    assert result["parents"][0].info.status == "FINISHED"
