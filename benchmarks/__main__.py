@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
     _environment(workdir)
-    from benchmarks import _cases as c
     from mmsearch.config import load_experiment
     from mmsearch.data import SynthSpec, demo_dataset, synthesize
+
+    from benchmarks import _cases as c
 
     quick = args.quick
     reps = 2 if quick else 3

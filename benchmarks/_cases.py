@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._harness import Row, interleaved, interleaved_samples
 from mmsearch.config import load_experiment
 from mmsearch.data import Dataset, build_transform, load_images
 from mmsearch.data._images import decode_image
@@ -23,6 +22,8 @@ from mmsearch.models import ImageNet
 from mmsearch.pipeline import STAGES, ImageRows, Workspace, run_stage
 from mmsearch.search import SweepRequest, run_sweep
 from mmsearch.training import LoaderBatches, fit
+
+from benchmarks._harness import Row, interleaved, interleaved_samples
 
 SHARED_CACHE_KINDS = ("images", "tokens", "vectors", "embeddings", "demo")
 

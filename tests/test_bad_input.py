@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 from mmsearch.cli import main
+
+from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
 

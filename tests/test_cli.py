@@ -1,17 +1,44 @@
+import argparse
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import needs_glove, needs_mobilenet, needs_nltk
+import pytest
 
 from mmsearch.cli import build_parser, main
+from mmsearch.search import available_sweeps
+
+from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 
-def test_every_command_has_help_with_an_example() -> None:
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every command, nested ones included, with its parser."""
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out.append(((*path, name), sub))
+                out += _commands(sub, (*path, name))
+    return out
+
+
+def test_every_command_has_an_example_that_runs_that_command() -> None:
+    """Each command's help ends with an example; the example must parse (no stale flag) and
+    reach that command's own handler (no command without one)."""
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, p in sub.choices.items():
-        assert "example:" in p.description, name
+    leaves = [(path, sub) for path, sub in _commands(parser) if not any(
+        isinstance(a, argparse._SubParsersAction) for a in sub._actions)]
+    assert {" ".join(path) for path, _ in leaves} == {
+        "data synth", "data holdout", "data inspect", "train", "config", "sweep list", "sweep show", "sweep run",
+        "sweep status", "export", "predict", "ui", "models"}
+    for path, sub in leaves:
+        example = sub.get_default("example")
+        assert example and f"example:\n  {example}" in sub.format_help(), path
+        argv = shlex.split(example)
+        assert argv[0] == "mmsearch" and tuple(argv[1 : 1 + len(path)]) == path, (path, example)
+        args = parser.parse_args(argv[1:])
+        assert args.func is sub.get_default("func") and args.func is not None, path
 
 
 def test_user_error_prints_message_without_traceback(tmp_path: Path) -> None:
@@ -22,12 +49,52 @@ def test_user_error_prints_message_without_traceback(tmp_path: Path) -> None:
     assert "text.optim.lr" in out.stderr and "resnet51" in out.stderr
 
 
+def test_commands_that_train_nothing_never_load_torch() -> None:
+    code = ("import sys, contextlib, io\n"
+            "from mmsearch.cli import main\n"
+            "for argv in (['sweep', 'list'], ['sweep', 'show', 'text-corpus'], ['models'], ['config', 'paper']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        assert main(argv) == 0, argv\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'mlflow', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_sweep_list_shows_every_sweep_with_its_whole_paper_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    from mmsearch.search import load_sweep
+
+    assert main(["sweep", "list"]) == 0
+    text = capsys.readouterr().out
+    for path in available_sweeps():
+        spec, _ = load_sweep(str(path))
+        assert spec.paper in text and spec.name in text
+
+
+def test_sweep_show_lists_what_the_profile_changes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "show", "fusion-lr", "--experiment", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "# experiment cpu deviates from paper in" in text and "data.image_size: 224 -> 64" in text
+
+
 @needs_nltk  # inspect tokenises the captions to report their lengths
 def test_data_synth_and_inspect(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["data", "synth", str(tmp_path / "d"), "--n-train", "40", "--n-test", "5", "--image-size", "16"]) == 0
     assert main(["data", "inspect", str(tmp_path / "d")]) == 0
     text = capsys.readouterr().out
-    assert "40 train rows" in text and "images: 45 found, 0 missing" in text
+    assert "40 train rows" in text and "images: 45 found, 0 missing, every one decoded" in text
+
+
+@needs_nltk
+def test_inspect_names_every_undecodable_image_with_its_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["data", "synth", str(tmp_path / "d"), "--n-train", "20", "--n-test", "2", "--image-size", "16"]) == 0
+    (tmp_path / "d" / "data" / "3.jpg").write_bytes(b"")
+    jpeg = (tmp_path / "d" / "data" / "5.jpg").read_bytes()
+    (tmp_path / "d" / "data" / "5.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # truncated: its header still reads
+    capsys.readouterr()
+    assert main(["data", "inspect", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "train.csv:5" in err and "3.jpg" in err and "train.csv:7" in err and "5.jpg" in err
 
 
 @needs_glove
@@ -46,3 +113,30 @@ def test_train_records_an_mlflow_run(tmp_path: Path, small: dict, capsys) -> Non
     assert run.info.status == "FINISHED" and run.data.params["text.seq_len"] == "12"
     assert len(client.get_metric_history(run_id, "text/val_f1")) == 3
     assert {"config.yaml", "charts"} <= {a.path for a in client.list_artifacts(run_id)}
+
+
+@needs_glove
+@needs_mobilenet
+@needs_nltk
+def test_status_finds_the_study_the_user_ran(tmp_path: Path, small: dict, capsys) -> None:  # type: ignore[no-untyped-def]
+    storage = str(tmp_path / "journal.log")
+    sets = [f"--set={k}={v}" for k, v in small.items() if k != "data.path"]
+    status = ["sweep", "status", "fusion-lr", "--storage", storage]
+    assert main(status) == 2
+    err = capsys.readouterr().err
+    assert "has no study" in err and "mmsearch sweep run fusion-lr" in err
+    run = ["sweep", "run", "fusion-lr", "--experiment", "cpu", "--data", small["data.path"], *sets, "--storage", storage,
+           "--trials", "1"]
+    assert main([*run, "--set", "fusion.optim.epochs=3"]) == 0
+    capsys.readouterr()
+    assert main(status) == 0  # no flags: the only study there is, said so
+    captured = capsys.readouterr()
+    assert "the only study of sweep fusion-lr" in captured.err and "fusion.optim.lr" in captured.out
+    assert "1/10 cells complete" in captured.out and "95% CI" in captured.out
+    assert main([*run, "--set", "fusion.optim.epochs=4"]) == 0
+    capsys.readouterr()
+    assert main(status) == 2  # two studies now: each listed with the flags that select it
+    err = capsys.readouterr().err
+    assert err.count("mmsearch sweep status fusion-lr --experiment cpu") == 2 and "fusion.optim.epochs=3" in err
+    assert main([*status, "--experiment", "cpu", "--data", small["data.path"], *sets, "--set", "fusion.optim.epochs=4"]) == 0
+    assert main([*status, "--json"]) == 2  # --json changes the output, not which study

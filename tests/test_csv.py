@@ -2,9 +2,9 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from conftest import COCO_MINI, REAL_CAPTIONS, needs_real_data
-
 from mmsearch.data import Dataset, read_table, write_submission, write_table
+
+from conftest import COCO_MINI, REAL_CAPTIONS, needs_real_data
 
 COLS = ("ImageID", "Labels", "Caption")
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import COCO_MINI, needs_real_data
 
 from mmsearch.data import AUGMENTATION_SETS, Dataset, SynthSpec, build_transform, load_images, synthesize
 from mmsearch.errors import UnknownNameError
+
+from conftest import COCO_MINI, needs_real_data
 
 
 def test_image_cache_decodes_once_and_invalidates_on_change(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 from mmsearch.data import LABELS, binarize, read_table
 from mmsearch.errors import MmsearchError
@@ -18,6 +17,8 @@ from mmsearch.pipeline import stage_features
 from mmsearch.search import SweepRequest, run_sweep
 from mmsearch.serving import IMAGE_COLUMN, InputError
 from mmsearch.tracking import Tracker
+
+from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from _sweepproc import (
     alive,
     assert_every_cell_once,

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import needs_mobilenet
 from torch import nn
 
 from mmsearch.config import OptimConfig, load_experiment
@@ -10,6 +9,8 @@ from mmsearch.errors import AssetMissingError, ConfigError
 from mmsearch.models import BACKBONES, CaptionNet, FusionNet, ImageNet, build_backbone, swap_relu
 from mmsearch.optim import LOSSES, class_weight_vector
 from mmsearch.training import Callback, TensorBatches, fit, samples_f1
+
+from conftest import needs_mobilenet
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())
@@ -29,10 +30,11 @@ def test_leaky_relu_swap_leaves_no_relu() -> None:
     assert any(isinstance(m, nn.LeakyReLU) for m in model.modules())
 
 
-def test_pretrained_weights_missing_offline_names_file() -> None:
+def test_pretrained_weights_missing_offline_names_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache, wherever the real one is
     with pytest.raises(AssetMissingError) as err:
         build_backbone("resnet50", pretrained=True)
-    assert "resnet50-" in str(err.value) and "checkpoints" in str(err.value)
+    assert "resnet50-" in str(err.value) and str(tmp_path / "hub" / "checkpoints") in str(err.value)
 
 
 @needs_mobilenet

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from _sweepproc import finish, fresh_postgres, sets, wait_for
 from conftest import needs_glove, needs_mobilenet, needs_nltk
 

@@ -2,11 +2,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 from mmsearch.config import load_experiment
 from mmsearch.pipeline import Workspace, run_stage
 from mmsearch.training import always_label1_f1
+
+from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _sweepproc import fresh_postgres, fresh_redis
 from optuna.exceptions import UpdateFinishedTrialError
 
 from mmsearch.errors import MmsearchError
 from mmsearch.search import StorageError, open_storage
+
+from _sweepproc import fresh_postgres, fresh_redis
 
 
 @pytest.fixture(params=["journal", pytest.param("postgresql", marks=pytest.mark.postgres), "redis"])

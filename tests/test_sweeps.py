@@ -3,11 +3,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 from mmsearch.errors import ConfigError
 from mmsearch.search import SweepRequest, available_sweeps, load_sweep, open_storage, records, run_sweep
 from mmsearch.tracking import Tracker
+
+from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
 

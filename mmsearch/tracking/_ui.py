@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 STOP_WAIT_S = 10.0
@@ -33,30 +34,30 @@ def serve_ui(uri: str, host: str, port: int) -> int:
         cmd += ["--default-artifact-root", os.path.join(os.path.dirname(uri[len("sqlite:///"):]), "artifacts")]
     print(" ".join(cmd), flush=True)
     server = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
+    stopping: list[float] = []
 
-    def stop(signum: int, frame: Any) -> None:
-        _stop_group(server)
-        sys.exit(0 if signum != signal.SIGINT else 130)
+    def stop(signum: int, frame: Any) -> None:  # only signals here: waiting belongs to the loop below
+        if not stopping:
+            stopping.append(time.monotonic())
+            _signal_group(server, signal.SIGTERM)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
     try:
-        return server.wait()
+        while True:
+            try:
+                code = server.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stopping and time.monotonic() - stopping[0] > STOP_WAIT_S:
+                    _signal_group(server, signal.SIGKILL)
     finally:
-        _stop_group(server)
+        _signal_group(server, signal.SIGKILL)  # whatever of the group is left: the server's own workers
+    return 0 if stopping else code
 
 
-def _stop_group(server: subprocess.Popen[bytes]) -> None:
+def _signal_group(server: subprocess.Popen[bytes], sig: int) -> None:
     try:
-        os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        server.wait(STOP_WAIT_S)
-    except subprocess.TimeoutExpired:
-        pass
-    try:  # whatever of the group is left (the server's own workers, or a server that ignored SIGTERM)
-        os.killpg(server.pid, signal.SIGKILL)
+        os.killpg(server.pid, sig)
     except ProcessLookupError:
         pass
-    server.wait()
