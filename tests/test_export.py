@@ -127,6 +127,10 @@ def test_caption_only_export_and_predict(captions: dict, tmp_path: Path) -> None
                                         data=str(data), overrides=captions["overrides"], storage=captions["storage"],
                                         full=True, out_dir=tmp_path / "exports"))
     assert list(result.results) == ["text"] and result.config.text.optim.early_stopping is None
+    # --full trains exactly the epochs the validation run kept, and restores nothing.
+    refit = result.results["text"].fit
+    assert not result.config.text.optim.restore_best and not refit.restored
+    assert len(refit.history) == result.config.text.optim.epochs
     # The --set values are part of the provenance; a key the sweep decided is cited to the sweep.
     summary = (result.folder / "summary.md").read_text()
     assert "| `text.optim.epochs` | 8 | --set (base override) |" in summary

@@ -125,3 +125,20 @@ def test_postgresql_storage(tmp_path: Path, small: dict) -> None:
     assert summary.counts == {"COMPLETE": 3}
     study = optuna.load_study(study_name=request.study_name, storage=url)
     assert len(study.trials) == 3
+
+
+def test_epoch_sweeps_train_every_epoch_they_are_asked_for(tmp_path: Path, small: dict) -> None:
+    """text-epochs turns early stopping and best-epoch restore off for every level: each trial
+    trains exactly its level's epochs, and its curves in Optuna and MLflow have every one."""
+    request = _request(tmp_path, small, "text-epochs", trials=2)  # the first cells: 10 epochs, repeats 0 and 1
+    summary = run_sweep(request)
+    assert summary.counts == {"COMPLETE": 2}
+    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(request.storage).optuna)
+    tracker = Tracker()
+    for t in study.trials:
+        assert t.params["level"] == "10" and len(t.user_attrs["history"]["val_loss"]) == 10
+        assert t.user_attrs["final_epochs_run"] == 10 and sorted(t.intermediate_values) == list(range(1, 11))
+        history = tracker.client.get_metric_history(t.user_attrs["mlflow_run_id"], "val_loss")
+        assert sorted(m.step for m in history) == list(range(1, 11))
+        config = tracker.client.get_run(t.user_attrs["mlflow_run_id"]).data.params
+        assert config["text.optim.early_stopping"] == "None" and config["text.optim.restore_best"] == "False"

@@ -20,11 +20,12 @@ from mmsearch.charts._plot import (
     history_figure,
     length_figure,
     oov_figure,
+    page_html,
     report_html,
 )
 
 __all__ = [
     "TrialRecord", "ablation_bars_data", "best_level", "bubble_data", "curves_data", "history_data", "length_data",
     "mean_ci", "oov_data", "verdict", "welch_diff", "ablation_figure", "bubble_figure", "curves_figure",
-    "history_figure", "length_figure", "oov_figure", "report_html",
+    "history_figure", "length_figure", "oov_figure", "page_html", "report_html",
 ]

@@ -97,7 +97,7 @@ def ablation_bars_data(trials: Sequence[TrialRecord], levels: Sequence[str], bas
         diff, diff_low, diff_high = (welch_diff(values, base_values) if base_values and level != base_level
                                      else (math.nan, math.nan, math.nan))
         out.append({
-            "level": level, "n": len(values), "mean": mean, "std": std, "ci_low": low, "ci_high": high,
+            "level": level, "values": values, "n": len(values), "mean": mean, "std": std, "ci_low": low, "ci_high": high,
             "diff": diff, "diff_low": diff_low, "diff_high": diff_high,
             "vs_base": "base" if level == base_level else (verdict(diff_low, diff_high, maximize) if base_values else "no base"),
             "failed": sum(1 for t in trials if t.level == level and t.state == "FAIL"),

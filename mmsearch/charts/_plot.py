@@ -106,12 +106,22 @@ def history_figure(data: Mapping[str, list[float]], title: str) -> go.Figure:
 
 
 def report_html(title: str, figures: Sequence[tuple[str, go.Figure]], intro: str = "") -> str:
-    """One self-contained page: plotly.js is embedded once, so it renders offline."""
+    """One self-contained page of charts: plotly.js is embedded once, so it renders offline."""
+    return page_html(title, [("", intro, None)] + [(name, "", fig) for name, fig in figures])
+
+
+def page_html(title: str, blocks: Sequence[tuple[str, str, go.Figure | None]]) -> str:
+    """A self-contained page of (heading, HTML, chart or None) blocks, plotly.js embedded once."""
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", intro]
-    for i, (name, fig) in enumerate(figures):
-        parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height=f"{HEIGHT}px"))
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{text-align:left}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    embedded = False
+    for heading, text, fig in blocks:
+        if heading:
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts.append(text)
+        if fig is not None:
+            parts.append(fig.to_html(full_html=False, include_plotlyjs=not embedded, default_height=f"{HEIGHT}px"))
+            embedded = True
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -163,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, type=Path, help="output CSV")
     predict.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: ./mlruns)")
 
+    report = _cmd(sub, "report", "Reproduce the paper: each finding beside what the sweeps measured, with a verdict, "
+                  "in one HTML page (also logged to MLflow).", "mmsearch report --experiment cpu --out reproduction.html",
+                  _report)
+    report.add_argument("--experiment", help="the profile the studies ran with (default: each sweep's only study)")
+    _data_options(report)
+    report.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
+    report.add_argument("--out", type=Path, default=Path("reproduction.html"), help="where the page goes")
+    report.add_argument("--markdown", action="store_true", help="also print the verdict table as Markdown")
+
     ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlruns); stopping it stops the server.",
               "mmsearch ui --port 5000", _ui)
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
@@ -423,6 +433,26 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"wrote {outcome.rows} rows to {outcome.out}")
     if outcome.samples_f1 is not None:
         print(f"samples-F1 against the known labels: {outcome.samples_f1:.4f}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mmsearch.config import parse_overrides
+    from mmsearch.errors import ConfigError
+    from mmsearch.report import ReportRequest, reproduce, verdict_table
+
+    overrides, problems = parse_overrides(args.overrides)
+    if problems:
+        raise ConfigError("invalid --set", problems)
+    report = reproduce(ReportRequest(experiment=args.experiment, data=args.data, overrides=overrides,
+                                     storage=args.storage, tracking_uri=args.tracking_uri, out=args.out))
+    for s in report.sections:
+        f = s.finding
+        print(f"{f.section:<6} {f.figure:<18} {f.sweep:<21} {s.verdict.outcome:<20} {s.verdict.why}")
+    print(", ".join(f"{n} {k}" for k, n in sorted(report.outcomes.items())) + f"; wrote {report.path} "
+          f"(MLflow run {report.run_id})")
+    if args.markdown:
+        print("\n".join(verdict_table(report.sections)))
     return 0
 
 

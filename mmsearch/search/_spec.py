@@ -154,6 +154,8 @@ class SweepSpec(Settings):
     metric: Literal[tuple(METRICS)] = "val_f1"  # type: ignore[valid-type]
     direction: Literal["maximize", "minimize"] | None = Field(None, description="default: the metric's own")
     factor: str | None = None
+    set: dict[str, Any] = Field(default_factory=dict,
+                                description="settings every trial of this sweep uses on top of the base experiment")
     levels: list[Level | Scalar] = Field(default_factory=list)
     base: Scalar | None = Field(None, description="the level equal to the base experiment (found when omitted)")
     repeats: int = Field(1, ge=1)
@@ -194,7 +196,9 @@ class SweepSpec(Settings):
 
     @cached_property
     def level_list(self) -> list[Level]:
-        return [lv if isinstance(lv, Level) else Level(label=str(lv), set={str(self.factor): lv}) for lv in self.levels]
+        """Each level with everything it sets: the sweep's own ``set`` and the level's."""
+        return [Level(label=lv.label, set={**self.set, **lv.set}) if isinstance(lv, Level)
+                else Level(label=str(lv), set={**self.set, str(self.factor): lv}) for lv in self.levels]
 
     @property
     def labels(self) -> list[str]:
@@ -225,7 +229,7 @@ class SweepSpec(Settings):
             label = trial.suggest_categorical("level", self.labels)
             repeat = int(trial.user_attrs["repeat"])
             return {**self.level(label).set, "run.repeat": repeat}, label, repeat
-        return {key: d.suggest(trial, key) for key, d in self.space.items()}, None, None
+        return {**self.set, **{key: d.suggest(trial, key) for key, d in self.space.items()}}, None, None
 
 
 def sweep_path(name_or_path: str) -> Path:
@@ -288,12 +292,13 @@ def load_sweep(name_or_path: str, experiment: str | None = None, overrides: Mapp
 
 
 def _base_level(spec: SweepSpec, cfg: ExperimentConfig) -> str | None:
-    """The level whose configuration is the base experiment's own (marked on the charts). Whole
-    configs are compared after validation, so ``embedding_dim: null`` equals the corpus's size."""
-    base = to_dict(cfg)
+    """The level whose configuration is the base experiment's own, with the sweep's ``set``
+    applied (marked on the charts). Whole configs are compared after validation, so
+    ``embedding_dim: null`` equals the corpus's size."""
+    base = to_dict(build_experiment(to_dict(cfg), "base level", spec.set)) if spec.set else to_dict(cfg)
     for lv in spec.level_list:
         try:
-            if to_dict(build_experiment(base, "base level", lv.set)) == base:
+            if to_dict(build_experiment(to_dict(cfg), "base level", lv.set)) == base:
                 return lv.label
         except ConfigError:
             continue
@@ -306,7 +311,7 @@ def _all_overrides(spec: SweepSpec | None, raw: Mapping[str, Any], where: str) -
     if spec is not None:
         if spec.mode == "ablation":
             return [(lv.set, f"{where} level {lv.label!r}") for lv in spec.level_list]
-        return [({key: v}, f"{where} space.{key}={v!r}") for key, d in spec.space.items() for v in d.edges()]
+        return [({**spec.set, key: v}, f"{where} space.{key}={v!r}") for key, d in spec.space.items() for v in d.edges()]
     out = []
     for item in raw.get("levels") or []:
         if isinstance(item, dict) and isinstance(item.get("set"), dict):

@@ -1,0 +1,10 @@
+"""The paper reproduced: its findings as data, verdicts on them, and the report."""
+
+from mmsearch._lazy import lazy_exports
+
+__all__ = ["FINDINGS", "Finding", "Report", "ReportRequest", "Section", "VERDICTS", "Verdict", "load_findings",
+           "reproduce", "verdict_table"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["FINDINGS", "Finding", "VERDICTS", "Verdict", "load_findings"], "._findings"),
+    **dict.fromkeys(["Report", "ReportRequest", "Section", "reproduce", "verdict_table"], "._reproduce"),
+})

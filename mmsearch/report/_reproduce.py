@@ -1,0 +1,188 @@
+"""``mmsearch report``: the paper reproduced, figure by figure, in one self-contained HTML page.
+
+For each finding of ``findings/paper.yaml`` the report finds the study its sweep left in the
+storage, summarises it (mean and 95% CI per level), draws the paper's chart, quotes the paper's
+finding beside it and gives the verdict. Sweeps that have not run are listed with the command
+that runs them. The page is written to disk and logged to MLflow (experiment ``reproduction``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmsearch.charts import ablation_figure, oov_data, page_html
+from mmsearch.config import request_overrides
+from mmsearch.errors import MmsearchError
+from mmsearch.report._findings import NOT_RUN, VERDICTS, Finding, Verdict, load_findings
+
+log = logging.getLogger("mmsearch.report")
+
+
+@dataclass
+class ReportRequest:
+    experiment: str | None = None  # which studies: the profile and data they ran with
+    data: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    storage: str | None = None
+    tracking_uri: str | None = None
+    out: Path = Path("reproduction.html")
+    findings: Path | None = None
+
+
+@dataclass
+class Section:
+    finding: Finding
+    verdict: Verdict
+    study: str | None = None
+    levels: list[dict[str, Any]] = field(default_factory=list)
+    command: str = ""  # the command that runs the sweep, when it has not run
+    figure: Any = None
+
+
+@dataclass
+class Report:
+    sections: list[Section]
+    path: Path
+    run_id: str
+
+    @property
+    def outcomes(self) -> Counter[str]:
+        return Counter(s.verdict.outcome for s in self.sections)
+
+
+def _study(request: ReportRequest, sweep: str) -> tuple[Any, Any] | None:
+    """(context, study) of the sweep's study for the request's profile and data, or None."""
+    import optuna
+
+    from mmsearch.search import SweepRequest, find_study, resolve
+
+    sweep_request = SweepRequest(sweep=sweep, experiment=request.experiment, data=request.data,
+                                 overrides=dict(request.overrides), storage=request.storage)
+    try:
+        name, storage, _ = find_study(sweep_request, f"report (sweep {sweep})")
+    except MmsearchError:
+        return None
+    study = optuna.load_study(study_name=name, storage=storage.optuna)
+    attrs = study.user_attrs
+    sweep_request.study_name = name
+    sweep_request.experiment = request.experiment or attrs.get("experiment")
+    sweep_request.data = request.data or attrs.get("data")
+    sweep_request.overrides = dict(request.overrides) or attrs.get("set") or {}
+    return resolve(sweep_request, storage), study
+
+
+def _oov(ctx: Any, tried: list[str]) -> list[dict[str, Any]]:
+    """Words of the study's captions without a vector, per corpus the sweep and the paper tried."""
+    from mmsearch.config import with_overrides
+    from mmsearch.pipeline import Workspace
+    from mmsearch.text import oov_report
+
+    ws = Workspace(ctx.base, ctx.dataset)
+    corpora = {}
+    for lv in ctx.spec.level_list:
+        t = with_overrides(ctx.base, lv.set).text
+        corpora[t.corpus] = t.embedding_dim
+    for corpus in tried:
+        corpora.setdefault(corpus, None)
+    return oov_data([oov_report(c, ws.tokens, dim=d, seed=ctx.base.run.seed, sentences_key=ws.sentences_key())
+                     for c, d in corpora.items()])
+
+
+def _command(request: ReportRequest, sweep: str) -> str:
+    flags = [f"--experiment {request.experiment}"] if request.experiment else []
+    flags += [f"--data {request.data}"] if request.data else []
+    flags += [f"--set {k}={v}" for k, v in request.overrides.items()]
+    return " ".join(["mmsearch sweep run", sweep, *flags])
+
+
+def reproduce(request: ReportRequest) -> Report:
+    from mmsearch.search import summarize
+    from mmsearch.tracking import Tracker
+
+    request.overrides = {**request.overrides, **request_overrides(data=request.data)}
+    request.overrides.pop("data.path", None)
+    tracker = Tracker(request.tracking_uri)  # an unusable store fails before any work
+    sections = []
+    for finding in load_findings(request.findings) if request.findings else load_findings():
+        found = _study(request, finding.sweep)
+        if found is None:
+            sections.append(Section(finding, Verdict(NOT_RUN, "", "the sweep has no study in this storage"),
+                                    command=_command(request, finding.sweep)))
+            continue
+        ctx, study = found
+        s = summarize(ctx.spec, ctx.study_name, study.get_trials(deepcopy=False))
+        extra: dict[str, Any] = {"maximize": ctx.spec.maximize}
+        if finding.kind == "fewest_oov":
+            extra["oov"] = _oov(ctx, finding.tried)
+        verdict = VERDICTS.get(finding.kind)(finding, s.levels, extra)
+        if verdict.outcome == NOT_RUN and s.errors:
+            verdict.why += "; trials failed: " + "; ".join(sorted(set(s.errors.values())))[:300]
+        figure = ablation_figure(s.levels, ctx.spec.factor or "level", ctx.spec.metric) if s.levels else None
+        sections.append(Section(finding, verdict, ctx.study_name, s.levels, figure=figure))
+    path = Path(request.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = _render(request, sections)
+    path.write_text(page, encoding="utf-8")
+    experiment_id = tracker.experiment("reproduction", "The paper's findings beside what the platform measured "
+                                                       "(mmsearch report)")
+    with tracker.run(experiment_id, f"{request.experiment or 'studies found'} on {request.data or 'the demo data'}",
+                     tags={"experiment": request.experiment or "", "data": request.data or "demo"}) as run_id:
+        tracker.log_html(run_id, page, "reproduction.html")
+        tracker.log_text(run_id, json.dumps([_row(s) for s in sections], indent=1, default=str), "verdicts.json")
+        tracker.log_metrics(run_id, {k.replace(" ", "_"): v for k, v in Counter(s.verdict.outcome for s in sections).items()})
+    return Report(sections, path, run_id)
+
+
+def _row(s: Section) -> dict[str, Any]:
+    f = s.finding
+    return {"figure": f.figure, "section": f.section, "sweep": f.sweep, "paper": f.value, "kind": f.kind,
+            "verdict": s.verdict.outcome, "measured": s.verdict.measured, "why": s.verdict.why, "study": s.study,
+            "command": s.command}
+
+
+def verdict_table(sections: list[Section]) -> list[str]:
+    """The verdicts as a Markdown table (the README quotes it)."""
+    lines = ["| paper | sweep | paper's finding | measured here | verdict |", "|---|---|---|---|---|"]
+    for s in sections:
+        f = s.finding
+        finding = f"{f.value} best" if f.kind == "best" else (
+            f"{', '.join(f.levels)} no different from {f.value}" if f.kind == "no_effect" else f"{f.value}: fewest OOV words")
+        lines.append(f"| {f.section}, {f.figure} | {f.sweep} | {finding} | {s.verdict.measured or '-'} | "
+                     f"**{s.verdict.outcome}**: {s.verdict.why} |")
+    return lines
+
+
+def _render(request: ReportRequest, sections: list[Section]) -> str:
+    esc = html.escape
+    colours = {"reproduced": "#2ca02c", "not reproduced": "#d62728", "not distinguishable": "#ff7f0e", "not run": "#7f7f7f"}
+    rows = "".join(
+        f"<tr><td>{esc(s.finding.section)}, {esc(s.finding.figure)}</td><td>{esc(s.finding.sweep)}</td>"
+        f"<td>{esc(s.finding.value)}</td><td>{esc(s.verdict.measured or '-')}</td>"
+        f"<td style='color:{colours[s.verdict.outcome]}'><b>{esc(s.verdict.outcome)}</b></td></tr>" for s in sections)
+    counts = Counter(s.verdict.outcome for s in sections)
+    intro = [f"<p>Profile <b>{esc(request.experiment or 'as each study ran')}</b>, data <b>"
+             f"{esc(request.data or 'the demo dataset')}</b>, studies from <code>{esc(str(request.storage or 'the default journal'))}</code>. "
+             + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".</p>",
+             "<p>A level is better or worse than another only when the Welch 95% interval of the difference excludes "
+             "zero; with fewer than two repeats there is no interval.</p>",
+             "<table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>paper</th><th>sweep</th>"
+             "<th>paper's value</th><th>measured here</th><th>verdict</th></tr>" + rows + "</table>"]
+    blocks: list[tuple[str, str, Any]] = [("", "\n".join(intro), None)]
+    for s in sections:
+        f = s.finding
+        text = (f"<p><i>“{esc(f.quote)}”</i> (section {esc(f.section)}, {esc(f.figure)}; tried "
+                f"{esc(', '.join(f.tried))}; metric: {esc(f.metric)})</p>")
+        if f.reported:
+            text += "<p>The paper reports: " + esc(", ".join(f"{k} {v}" for k, v in f.reported.items())) + "</p>"
+        text += f"<p><b style='color:{colours[s.verdict.outcome]}'>{esc(s.verdict.outcome)}</b>: {esc(s.verdict.why)}"
+        text += (f" (study <code>{esc(s.study)}</code>)" if s.study else "") + "</p>"
+        if s.command:
+            text += f"<p>Run it with <code>{esc(s.command)}</code></p>"
+        blocks.append((f"{f.section}, {f.figure}: {f.sweep}", text, s.figure))
+    return page_html("The paper reproduced, figure by figure", blocks)
