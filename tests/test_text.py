@@ -96,16 +96,27 @@ def test_offline_corpus_fails_with_clear_message_without_touching_the_network(
     assert "api.load('glove-twitter-100')" in str(err.value)  # what to run on a connected machine
 
 
-@needs_glove
 def test_offline_gensim_load_prints_no_traceback(tmp_path: Path) -> None:
     """An installed corpus loads offline through its gensim-data reader, without gensim's
     catalogue refresh (which logs a 50-line traceback when GitHub is unreachable)."""
+    import gzip
+
+    folder = tmp_path / "gensim-data" / "glove-wiki-gigaword-50"
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "glove-wiki-gigaword-50.gz", "wt") as handle:
+        handle.write("2 3\ndog 0.1 0.2 0.3\ncat 0.3 0.2 0.1\n")
+    (folder / "__init__.py").write_text(  # gensim-data's own reader layout
+        "import os\nfrom gensim.models import KeyedVectors\n\n\ndef load_data():\n"
+        "    return KeyedVectors.load_word2vec_format(os.path.join(os.path.dirname(__file__), "
+        "'glove-wiki-gigaword-50.gz'))\n")
     code = ("import logging; logging.basicConfig(level=logging.INFO)\n"
             "from mmsearch.text import load_vectors\n"
-            "print(load_vectors('glove-wiki-gigaword-50').vector_size)")
-    env = {**os.environ, "MMSEARCH_CACHE_DIR": str(tmp_path / "cache"), "MMSEARCH_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip() == "50", proc.stderr[-2000:]
+            "kv = load_vectors('glove-wiki-gigaword-50')\n"
+            "print(kv.vector_size, sorted(kv.key_to_index))")
+    env = {**os.environ, "MMSEARCH_CACHE_DIR": str(tmp_path / "cache"), "MMSEARCH_OFFLINE": "1",
+           "GENSIM_DATA_DIR": str(tmp_path / "gensim-data")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "3 ['cat', 'dog']", proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "non-fatal exception" not in proc.stderr
 
 

@@ -2,9 +2,10 @@
 
 It validates everything, opens the study and the sweep's MLflow parent run, enqueues exactly
 the missing cells under the study lock, prepares shared upstream caches, then keeps
-``--workers`` processes claiming trials (or claims in its own process for one worker). It is
-each worker's parent, so a worker's death is known at once: its trial is failed, its MLflow
-run ended and its cell enqueued again. When nothing is left to claim it waits for the trials
+``--workers`` worker processes claiming trials (one worker is a process too: a trial that
+crashes never takes the coordinator with it, and the worker's torch import overlaps with the
+coordinator's own setup). It is each worker's parent, so a worker's death is known at once:
+its trial is failed, its MLflow run ended and its cell enqueued again. When nothing is left to claim it waits for the trials
 other coordinators (on this machine or others) still run, and takes over those whose
 processes die. Several coordinators share one study and one parent run; the last to finish
 logs the report and ends the parent run. Ctrl-C fails the trials this run holds as
@@ -46,8 +47,6 @@ from mmsearch.search._worker import (
     load_study,
     spawn,
     warm_workers,
-    work,
-    worker_setup,
 )
 from mmsearch.tracking import Tracker
 
@@ -58,8 +57,7 @@ SHUTDOWN_WAIT_S = 30.0  # how long an interrupted coordinator waits for its work
 def run_sweep(request: SweepRequest) -> SweepSummary:
     started = time.time()
     request.check()
-    if request.workers > 1:
-        warm_workers()  # its imports overlap with validating everything here
+    warm_workers()  # the workers' imports (torch) overlap with the coordinator's (MLflow) and its checks
     tracker = Tracker(request.tracking_uri)  # an unusable store fails here, before a study exists
     return Coordinator(resolve(request), tracker).run(started)
 
@@ -102,10 +100,7 @@ class Coordinator:
         try:
             if spec.stage == "fusion":
                 self._prepare_upstream()
-            if self.request.workers == 1:
-                self._supervise_in_process()
-            else:
-                self._supervise_processes()
+            self._supervise()
         except KeyboardInterrupt:
             self._stop_progress.set()
             raise self._interrupted() from None
@@ -188,15 +183,7 @@ class Coordinator:
         with keeper.lock():
             return bool(keeper.claimable())
 
-    def _supervise_in_process(self) -> None:
-        setup = worker_setup(self._args(0), self.ctx, self.tracker, self.heartbeat)
-        setup.study = self.keeper.study
-        while True:
-            work(setup)
-            if not self._wait_for_others():
-                return
-
-    def _supervise_processes(self) -> None:
+    def _supervise(self) -> None:
         keeper, workers = self.keeper, self.request.workers
         budget = workers + MAX_RETRIES * self.ctx.spec.size  # respawns: bounded even if workers keep dying
         spawned = 0

@@ -4,10 +4,12 @@ in its own MLflow child run, however it ends."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from mmsearch.config import (
@@ -17,7 +19,6 @@ from mmsearch.config import (
     to_dict,
     with_overrides,
 )
-from mmsearch.pipeline import Workspace, run_stage
 from mmsearch.search._context import SweepContext
 from mmsearch.search._liveness import Heartbeat, ProcessIdentity
 from mmsearch.tracking import DEFAULT_END_STATES, MlflowEpochLogger, Tracker
@@ -106,6 +107,8 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
             tracker.log_text(run_id, dump_yaml(cfg), "config.yaml")
             callbacks = [MlflowEpochLogger(tracker, run_id),
                          _TrialReporter(trial, spec.metric, spec.mode == "search", revoked)]
+            from mmsearch.pipeline import Workspace, run_stage  # torch: only a process that trains loads it
+
             try:
                 result = run_stage(Workspace(cfg, ctx.dataset), spec.stage, callbacks)
             except optuna.TrialPruned:
@@ -114,11 +117,14 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
             # What this trial's bookkeeping cost inside the engine (our callbacks, not the engine's own).
             bookkeeping = sum(v for k, v in result.fit.callback_seconds.items() if k not in ("EarlyStopping", "RestoreBest"))
             finals = {f"final_{k}": v for k, v in result.metrics.items()}
+            peak = peak_rss_mb()
             tracker.log_metrics(run_id, {**finals, "params": result.params, "size_mb": result.size_mb,
-                                         "fit_seconds": result.fit.seconds, "callback_seconds": bookkeeping})
+                                         "fit_seconds": result.fit.seconds, "callback_seconds": bookkeeping,
+                                         "worker_peak_rss_mb": peak})
             history = {f.name: [round(getattr(e, f.name), 6) for e in result.fit.history] for f in fields(EpochLog)
                        if f.name not in ("epoch", "seconds")}
             attrs = {"params": result.params, "size_mb": result.size_mb, "fit_seconds": result.fit.seconds,
+                     "worker_peak_rss_mb": peak, "worker_pid": os.getpid(),
                      "callback_seconds": bookkeeping, "history": history, **finals,
                      **{k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}}
             for key, value in attrs.items():
@@ -146,6 +152,17 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
         raise
     finally:
         setup.heartbeat.unwatch(trial_id)
+
+
+def peak_rss_mb() -> float:
+    """The largest resident memory this process has had so far (VmHWM; 0 where /proc is absent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _fail(setup: TrialSetup, trial: Any, trial_id: int, reason: str) -> None:

@@ -1,7 +1,6 @@
 """Workers: claim a trial under the study lock, run it, repeat until the sweep has none left.
 
-A worker is the coordinator's own process (``--workers 1``) or a child process forked from a
-preloaded fork server. A child watches its coordinator: if the coordinator dies, the child
+A worker is a child process of the coordinator, forked from a preloaded fork server. A child watches its coordinator: if the coordinator dies, the child
 fails its trial as interrupted, ends its run and exits within seconds. Ctrl-C or ``kill``
 interrupts a child the same way, and a second signal cannot cut that clean-up short.
 """
@@ -104,20 +103,19 @@ def work(setup: TrialSetup) -> int:
     return ran
 
 
-def worker_setup(args: WorkerArgs, ctx: SweepContext | None = None, tracker: Tracker | None = None,
-                 heartbeat: Heartbeat | None = None) -> TrialSetup:
-    """A worker's shared trial setup; the in-process worker passes the coordinator's own parts."""
+def worker_setup(args: WorkerArgs) -> TrialSetup:
+    """What every trial of this worker shares: the sweep resolved again here, its share of the
+    CPU threads, the study (its sampler seeded per worker), MLflow and a heartbeat."""
     request = replace(args.request, study_name=args.study_name)
-    ctx = ctx or resolve(request)
+    ctx = resolve(request)
     total_threads = ctx.base.run.threads or os.cpu_count() or 1
     base = with_overrides(ctx.base, {"run.threads": max(1, total_threads // max(1, request.workers))})
     study = load_study(ctx, seed_offset=args.index)
-    if heartbeat is None:
-        heartbeat = Heartbeat(ctx.storage.optuna, ctx.storage.optuna.get_study_id_from_name(ctx.study_name),
-                              request.heartbeat_s)
-        heartbeat.start()
-    return TrialSetup(ctx, base, study, tracker or Tracker(request.tracking_uri), args.experiment_id,
-                      args.parent_run_id, heartbeat, args.coordinator)
+    heartbeat = Heartbeat(ctx.storage.optuna, ctx.storage.optuna.get_study_id_from_name(ctx.study_name),
+                          request.heartbeat_s)
+    heartbeat.start()
+    return TrialSetup(ctx, base, study, Tracker(request.tracking_uri), args.experiment_id, args.parent_run_id,
+                      heartbeat, args.coordinator)
 
 
 # -- worker processes --------------------------------------------------------------------------
@@ -125,8 +123,7 @@ def worker_setup(args: WorkerArgs, ctx: SweepContext | None = None, tracker: Tra
 # re-imports mlflow, its SQL store and torch: about 6 s per worker on 2 cores, longer than a demo
 # trial. The server itself never runs torch code, so forking from it is safe (a fork of a process
 # whose OpenMP pool is running is not).
-_PRELOAD = ["mmsearch.search._worker", "mmsearch.pipeline._stages", "mlflow.store.tracking.sqlalchemy_store",
-            "mlflow.store.model_registry.sqlalchemy_store"]
+_PRELOAD = ["mmsearch.search._worker", "mmsearch.pipeline._stages", "mlflow.store.tracking.sqlalchemy_store"]
 
 
 def _context() -> Any:

@@ -24,7 +24,7 @@ from torch import nn
 
 from mmsearch.data._labels import NUM_LABELS, binarize
 from mmsearch.optim import LOSSES, SCHEDULERS, class_weight_vector
-from mmsearch.training._history import EpochLog
+from mmsearch.training._history import Callback, EpochLog, FitState
 from mmsearch.training._metrics import samples_f1_rows, scores, tune_thresholds
 
 if TYPE_CHECKING:
@@ -73,28 +73,6 @@ class LoaderBatches:
     def __iter__(self) -> Iterator[Batch]:
         for *inputs, target in self.loader:
             yield tuple(inputs), target
-
-
-@dataclass
-class FitState:
-    model: nn.Module
-    history: list[EpochLog] = field(default_factory=list)
-    should_stop: bool = False
-    best_epoch: int = 0  # the epoch with the best validation F1 so far (the engine keeps this)
-    best_f1: float = -1.0
-
-
-class Callback:
-    """Hooks of the engine; subclasses override what they need."""
-
-    def on_fit_start(self, state: FitState) -> None:
-        pass
-
-    def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
-        pass
-
-    def on_fit_end(self, state: FitState) -> None:
-        pass
 
 
 class EarlyStopping(Callback):

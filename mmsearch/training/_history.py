@@ -1,9 +1,11 @@
-"""What the engine records each epoch. Torch-free, so sweep files can be validated against the
-metric names without loading torch."""
+"""What the engine records each epoch, the state it shares with callbacks, and the callback
+hooks. Torch-free: sweep files are validated against the metric names, and a sweep coordinator
+writes callbacks, without loading torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass
@@ -29,3 +31,25 @@ EPOCH_METRICS: dict[str, str] = {
 }
 # Computed once, on the final model, when run.tune_thresholds is on (no per-epoch value to prune on).
 FINAL_ONLY_METRICS = {"val_f1_tuned": "maximize"}
+
+
+@dataclass
+class FitState:
+    model: Any  # the torch module being trained
+    history: list[EpochLog] = field(default_factory=list)
+    should_stop: bool = False
+    best_epoch: int = 0  # the epoch with the best validation F1 so far (the engine keeps this)
+    best_f1: float = -1.0
+
+
+class Callback:
+    """Hooks of the engine; subclasses override what they need."""
+
+    def on_fit_start(self, state: FitState) -> None:
+        pass
+
+    def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
+        pass
+
+    def on_fit_end(self, state: FitState) -> None:
+        pass
