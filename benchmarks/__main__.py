@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and trials (< 5 minutes); numbers printed")
     parser.add_argument("--only", nargs="*", help="run only these cases, e.g. B1 B7")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the table")
+    parser.add_argument("--ray-env", type=Path, default=ROOT / ".venv-ray",
+                        help="Ray Tune's own environment for B8 (built there on first use; --quick only uses an existing one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
@@ -78,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         # B6 sides take ~4 s each and this machine varies ~20% run to run: more repetitions.
         "B6": lambda: c.b6_extraction(cfg, 3 if quick else 7),
         "B7": lambda: c.b7_word_vectors(cfg, 1 if quick else 3),
-        "M1": lambda: c.m1_memory(workdir, data),
+        "B8": lambda: c.b8_peers(SHARED / "data" / "comp5329-captions", workdir, 2000 if quick else 8000,
+                                 4 if quick else 12, 2 if quick else 6, 1 if quick else 2,
+                                 None if quick and not (args.ray_env / "bin" / "python").exists() else args.ray_env),
+        "B9": lambda: c.b9_pruners(data, workdir, 8 if quick else 20, rounds),
+        "S1": lambda: c.s1_startup(data, workdir, 2 if quick else 5),
+        "C1": lambda: c.c1_cli(2 if quick else 5),
+        "M1": lambda: c.m1_memory(workdir, data, ("fusion-dropout-count",) if quick else
+                                  ("fusion-dropout-count", "cnn-augmentation")),
     }
     rows = []
     started = time.perf_counter()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -254,32 +256,231 @@ def b7_word_vectors(cfg: Any, repeats: int) -> Row:
                "embedding matrix from the cache", base, ours, "s", base / ours, ">= 20x", base / ours >= 20)
 
 
-def m1_memory(workdir: Path, data: str, runs: int = 2) -> Row:
-    """Peak RSS of `mmsearch sweep run cnn-backbone` as a user runs it: its own process, a fresh
-    folder and MLflow store; the largest peak of ``runs`` runs."""
-    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across execve, so a child of this
-    # harness would report the harness's own peak (measured: a child of a 3 GiB process read
-    # 3.01 GiB from ru_maxrss and 13 MiB from VmHWM). VmHWM belongs to the new address space.
-    code = ("import sys\n"
-            "from mmsearch.cli import main\n"
-            f"rc = main(['sweep', 'run', 'cnn-backbone', '--experiment', 'cpu', '--data', {data!r}])\n"
-            "hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
-            "print('MAXRSS', hwm[0])\n"
-            "sys.exit(rc)\n")
-    peaks, summary = [], ""
-    for i in range(runs):
-        folder = Path(tempfile.mkdtemp(prefix=f"m1-{i}-", dir=workdir))
+def _sweep_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    """Wall seconds of ``mmsearch ARGS`` in its own process (fails loudly if the command fails)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mmsearch", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env or dict(os.environ))
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"mmsearch {' '.join(args)} failed: {proc.stderr[-2000:]}")
+    return seconds
+
+
+def _trials(storage: str) -> list[Any]:
+    import optuna
+
+    from mmsearch.search import open_storage
+
+    st = open_storage(storage).optuna
+    (name,) = optuna.study.get_all_study_names(st)
+    return optuna.load_study(study_name=name, storage=st).get_trials()
+
+
+def m1_memory(workdir: Path, data: str, sweeps: tuple[str, ...] = ("fusion-dropout-count", "cnn-augmentation")) -> list[Row]:
+    """Peak RSS of each worker of 2-worker sweeps whose trials complete, as users run them (their
+    own process, a fresh folder and MLflow store): every trial records its worker's VmHWM when it
+    ends. VmHWM, not getrusage's ru_maxrss, which Linux carries across execve."""
+    rows = []
+    for sweep in sweeps:
+        folder = Path(tempfile.mkdtemp(prefix=f"m1-{sweep}-", dir=workdir))
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
-        proc = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env=env)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MAXRSS")]
-        peaks.append(int(line[-1].split()[1]) / 2**20 if line else float("nan"))
-        found = [ln for ln in proc.stdout.splitlines() if ln.startswith("study")]
-        summary = (found[-1] if found else proc.stderr[-300:]).strip()
-    peak = max(peaks)
-    return Row("M1 memory", "limit 2 GiB", "peak RSS of one worker, demo cnn-backbone sweep", 2.0, peak, "GiB",
-               2.0 / peak if peak else float("nan"), "<= 2 GiB", peak <= 2.0,
-               f"peaks {', '.join(f'{p:.2f}' for p in peaks)} GiB; {summary}")
+        storage = str(folder / "journal.log")
+        seconds = _sweep_cli(["sweep", "run", sweep, "--experiment", "cpu", "--data", data, "--workers", "2",
+                              "--storage", storage], folder, env)
+        trials = _trials(storage)
+        peaks: dict[int, float] = {}
+        for t in trials:
+            if t.state.name == "COMPLETE":
+                pid = t.user_attrs["worker_pid"]
+                peaks[pid] = max(peaks.get(pid, 0.0), t.user_attrs["worker_peak_rss_mb"] / 1024)
+        states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "FAIL", "PRUNED")}
+        peak = max(peaks.values())
+        rows.append(Row(f"M1 memory ({sweep})", "limit 1.5 GiB per worker", "peak RSS of the largest worker", 1.5, peak,
+                        "GiB", 1.5 / peak, "<= 1.5 GiB per worker", peak <= 1.5,
+                        f"{len(peaks)} worker processes, peaks {', '.join(f'{p:.2f}' for p in sorted(peaks.values()))} GiB; "
+                        f"{states['COMPLETE']} of {len(trials)} trials complete; {seconds:.0f} s"))
+    return rows
+
+
+def _ray_python(env_dir: Path) -> Path | None:
+    """Ray Tune's own environment (its pins clash with this project's): built once, on demand."""
+    python = env_dir / "bin" / "python"
+    if python.exists():
+        return python
+    steps = [[sys.executable, "-m", "venv", str(env_dir)],
+             [str(env_dir / "bin" / "pip"), "install", "-q", "ray[tune]", f"torch=={torch.__version__.split('+')[0]}",
+              "torchvision", "-e", str(Path(__file__).resolve().parents[1])]]
+    for step in steps:
+        if subprocess.run(step, capture_output=True, text=True).returncode != 0:
+            return None
+    return python
+
+
+def b8_peers(real: Path, workdir: Path, rows_used: int, trials: int, epochs: int, reps: int,
+             ray_env: Path | None) -> list[Row]:
+    """The same caption search (text-search's space, TPE seed 0, median pruning after 3 trials and
+    2 epochs, ``epochs`` epochs, 2 workers, the first ``rows_used`` real captions) through
+    mmsearch, a plain Optuna + MLflow script and Ray Tune, alternating, ``reps`` times each."""
+    from mmsearch.data import read_table, write_table
+
+    table, _ = read_table(real / "train.csv", ("ImageID", "Labels", "Caption"))
+    data = workdir / f"real-{rows_used}"
+    write_table(data / "train.csv", table.image_ids[:rows_used], table.captions[:rows_used], table.labels[:rows_used])
+    env = dict(os.environ)
+    root = Path(__file__).resolve().parents[1]
+    ray_python = _ray_python(ray_env) if ray_env is not None else None
+    warm = subprocess.run([sys.executable, "-c", "import sys; from benchmarks.peers._task import load_task; "
+                           f"load_task(__import__('pathlib').Path({str(data)!r}))"], cwd=root, env=env)
+    assert warm.returncode == 0  # every side starts with the same caches: tokens, vocabulary, vectors
+
+    def mmsearch(rep: int) -> dict[str, Any]:
+        folder = workdir / f"b8-mmsearch-{rep}"
+        folder.mkdir()
+        run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+        storage = str(folder / "journal.log")
+        t0 = time.time()
+        seconds = _sweep_cli(["sweep", "run", "text-search", "--experiment", "cpu", "--data", str(data), "--trials",
+                              str(trials), "--workers", "2", "--set", f"text.optim.epochs={epochs}", "--storage",
+                              storage], folder, run_env)
+        ts = _trials(storage)
+        complete = [t.value for t in ts if t.state.name == "COMPLETE"]
+        return {"wall": seconds, "trials": len(ts), "epochs": sum(len(t.intermediate_values) for t in ts),
+                "best": max(complete), "first": min(t.datetime_start.timestamp() for t in ts) - t0,
+                "logged": "parent run + child run per trial: config, every epoch's losses and F1s, final metrics; "
+                          "charts report"}
+
+    def peer(script: str, python: Path, rep: int) -> dict[str, Any]:
+        folder = workdir / f"b8-{script}-{rep}"
+        run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "PYTHONPATH": str(root)}
+        folder.mkdir()
+        t0 = time.time()
+        proc = subprocess.run([str(python), "-m", f"benchmarks.peers.{script}", "--data", str(data), "--out",
+                               str(folder), "--trials", str(trials), "--epochs", str(epochs), "--workers", "2"],
+                              cwd=root, env=run_env, capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"peer {script} failed: {proc.stderr[-3000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        return {**result, "wall": wall, "first": (result["first_trial"] or t0) - t0}
+
+    sides: dict[str, list[dict[str, Any]]] = {"mmsearch": [], "optuna": [], "ray": []}
+    for rep in range(reps):  # alternating, so drift on the machine hits every side alike
+        sides["mmsearch"].append(mmsearch(rep))
+        sides["optuna"].append(peer("optuna_mlflow", Path(sys.executable), rep))
+        if ray_python is not None:
+            sides["ray"].append(peer("ray_tune", ray_python, rep))
+
+    def per_hour(runs: list[dict[str, Any]], key: str) -> float:
+        return float(np.median([r[key] / r["wall"] * 3600 for r in runs]))
+
+    def describe(name: str, runs: list[dict[str, Any]]) -> str:
+        walls = ", ".join(f"{r['wall']:.1f}" for r in runs)
+        bests = ", ".join(f"{r['best']:.4f}" for r in runs)
+        return (f"{name}: walls {walls} s, {per_hour(runs, 'epochs'):.0f} epochs/h, best F1 {bests}, first trial "
+                f"after {np.median([r['first'] for r in runs]):.1f} s; logs: {runs[0]['logged']}")
+
+    ours = per_hour(sides["mmsearch"], "trials")
+    out = []
+    for peer_name, label, target, goal in (("optuna", "plain Optuna + MLflow script", ">= 1.5x trials/h, equal best F1", 1.5),
+                                           ("ray", "Ray Tune (OptunaSearch, median stopping, MLflow callback)",
+                                            ">= 3x trials/h, equal best F1", 3.0)):
+        runs = sides[peer_name]
+        if not runs:
+            out.append(Row(f"B8 vs {peer_name}", label, "mmsearch sweep run text-search", math.nan, ours, "trials/h",
+                           math.nan, target, False, "Ray Tune could not be installed in its own environment"))
+            continue
+        base = per_hour(runs, "trials")
+        gap = abs(float(np.median([r["best"] for r in sides["mmsearch"]])) - float(np.median([r["best"] for r in runs])))
+        ratio = ours / base
+        out.append(Row(f"B8 vs {peer_name}", label, "mmsearch sweep run text-search --workers 2", base, ours, "trials/h",
+                       ratio, target, ratio >= goal and gap <= 0.01,
+                       f"{describe('mmsearch', sides['mmsearch'])}; {describe(peer_name, runs)}; best-F1 gap {gap:.4f}"))
+    return out
+
+
+def s1_startup(data: str, workdir: Path, reps: int) -> Row:
+    """Launch to the first trial's start of a warm sweep (its caches built by an earlier run),
+    against the import floor measured beside it: a process importing torch and MLflow."""
+    folder = Path(tempfile.mkdtemp(prefix="s1-", dir=workdir))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    args = ["sweep", "run", "text-lr", "--experiment", "cpu", "--data", data, "--trials", "1", "--set",
+            "text.optim.epochs=2"]
+    _sweep_cli([*args, "--storage", str(folder / "warm.log")], folder, env)  # warm every cache
+
+    def first_trial(i: int = 0) -> float:
+        storage = str(folder / f"s1-{time.time()}.log")
+        t0 = time.time()
+        _sweep_cli([*args, "--storage", storage], folder, env)
+        return min(t.datetime_start.timestamp() for t in _trials(storage)) - t0
+
+    def floor() -> None:
+        subprocess.run([sys.executable, "-c", "import torch, mlflow.tracking"], check=True)
+
+    firsts, floors = [], []
+    for _ in range(reps):
+        firsts.append(first_trial())
+        t0 = time.perf_counter()
+        floor()
+        floors.append(time.perf_counter() - t0)
+    ours, base = float(np.median(firsts)), float(np.median(floors))
+    return Row("S1 start-up", "a process importing torch and MLflow", "launch to the first trial of a warm sweep",
+               base, ours, "s", base / ours, "<= 3 s", ours <= 3.0,
+               f"first trial after {', '.join(f'{x:.2f}' for x in firsts)} s (text-lr, 1 worker process); "
+               f"the imports alone took {', '.join(f'{x:.2f}' for x in floors)} s")
+
+
+def c1_cli(reps: int) -> list[Row]:
+    """Commands that train nothing, as a user types them (their own process), against a process
+    that only imports torch, measured beside them."""
+    commands = {"--help": ["--help"], "sweep list": ["sweep", "list"],
+                "sweep show": ["sweep", "show", "fusion-dropout-count", "--experiment", "cpu"], "models": ["models"]}
+    floor = []
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(reps):
+        for name, argv in commands.items():
+            seconds[name].append(_sweep_cli(argv, Path.cwd()))
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        floor.append(time.perf_counter() - t0)
+    base = float(np.median(floor))
+    rows = []
+    for name in commands:
+        ours = float(np.median(seconds[name]))
+        rows.append(Row(f"C1 mmsearch {name}", "python -c 'import torch'", f"mmsearch {name}", base, ours, "s",
+                        base / ours, "<= 1.5 s", ours <= 1.5, f"runs {', '.join(f'{x:.2f}' for x in seconds[name])} s"))
+    return rows
+
+
+def b9_pruners(data: str, workdir: Path, n_trials: int, rounds: int) -> list[Row]:
+    """B3's search (fusion learning rate, random sampler, 60 epochs) with each registered pruner,
+    interleaved: wall time and best F1 beside the unpruned search."""
+    sweep = workdir / "lr-pruners.yaml"
+    overrides = {"fusion.optim.epochs": 60, "fusion.optim.early_stopping": None}
+    results: dict[str, list[tuple[float, float, dict[str, int]]]] = {}
+    for _ in range(rounds):
+        for pruner in ("none", "median", "successive_halving", "hyperband"):
+            sweep.write_text(
+                "name: lr-pruners\ndescription: fusion learning rate\npaper: 4.3.3\nstage: fusion\nmode: search\n"
+                f"n_trials: {n_trials}\nspace:\n  fusion.optim.lr: {{type: float, low: 1.0e-5, high: 0.3, log: true}}\n"
+                f"sampler: random\nseed: 11\npruner: {pruner}\n")
+            t0 = time.perf_counter()
+            summary = run_sweep(SweepRequest(sweep=str(sweep), experiment="cpu", overrides=overrides, data=data,
+                                             storage=str(workdir / f"p-{pruner}-{time.time()}.log"), progress=False))
+            results.setdefault(pruner, []).append((time.perf_counter() - t0, float(summary.best_value or 0), summary.counts))
+    base = float(np.median([r[0] for r in results["none"]]))
+    best_none = float(np.median([r[1] for r in results["none"]]))
+    rows = []
+    for pruner in ("median", "successive_halving", "hyperband"):
+        wall = float(np.median([r[0] for r in results[pruner]]))
+        best = float(np.median([r[1] for r in results[pruner]]))
+        pruned = results[pruner][0][2].get("PRUNED", 0)
+        rows.append(Row(f"B9 pruner {pruner}", f"{n_trials}-trial lr search, no pruner", f"same search, {pruner}",
+                        base, wall, "s", base / wall, "wall <= 0.5x, best F1 within 0.01",
+                        wall / base <= 0.5 and abs(best - best_none) <= 0.01,
+                        f"best F1 {best:.4f} vs {best_none:.4f} unpruned; {pruned} of {n_trials} trials pruned"))
+    return rows
 
 
 __all__ = ["b1_stage_cache", "b2_image_cache", "b3_pruning", "b4_workers", "b5_bookkeeping", "b6_extraction",
-           "b7_word_vectors", "m1_memory"]
+           "b7_word_vectors", "b8_peers", "b9_pruners", "c1_cli", "m1_memory", "s1_startup"]

@@ -58,7 +58,7 @@ def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> N
     tracker = Tracker()
     children = tracker.children(summary.experiment_id, summary.parent_run_id)
     assert len(children) == 9 and all(r.info.status == "FINISHED" for r in children)
-    history = tracker.client.get_metric_history(children[0].info.run_id, "val_f1")
+    history = tracker.client.get_metric_history(children[0].info.run_id, "epoch/val_f1")
     assert len(history) >= 2 and sorted(m.step for m in history) == list(range(1, len(history) + 1))
     artifacts = {a.path for a in tracker.client.list_artifacts(summary.parent_run_id, "charts")}
     assert {"charts/report.html", "charts/data.json"} <= artifacts
@@ -138,7 +138,7 @@ def test_epoch_sweeps_train_every_epoch_they_are_asked_for(tmp_path: Path, small
     for t in study.trials:
         assert t.params["level"] == "10" and len(t.user_attrs["history"]["val_loss"]) == 10
         assert t.user_attrs["final_epochs_run"] == 10 and sorted(t.intermediate_values) == list(range(1, 11))
-        history = tracker.client.get_metric_history(t.user_attrs["mlflow_run_id"], "val_loss")
+        history = tracker.client.get_metric_history(t.user_attrs["mlflow_run_id"], "epoch/val_loss")
         assert sorted(m.step for m in history) == list(range(1, 11))
         config = tracker.client.get_run(t.user_attrs["mlflow_run_id"]).data.params
         assert config["text.optim.early_stopping"] == "None" and config["text.optim.restore_best"] == "False"

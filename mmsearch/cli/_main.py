@@ -333,7 +333,12 @@ def _sweep_run(args: argparse.Namespace) -> int:
         print(f"best level {s.spec.factor}={s.best_level}: mean {s.best_value:.4f} {_ci(bar)}, {_vs_base(bar, s)}")
     elif s.best_value is not None:
         print(f"best value {s.best_value:.4f} with {s.best_params}")
-    print(f"MLflow parent run {s.parent_run_id} (experiment sweep/{s.spec.name}); `mmsearch ui` to browse")
+    from mmsearch.tracking import resolve_tracking_uri, ui_link
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    local = "" if uri.startswith("http") else " (after `mmsearch ui`)"
+    print(f"MLflow parent run {s.parent_run_id} of experiment sweep/{s.spec.name}: {ui_link(uri, s.experiment_id, s.parent_run_id)}"
+          f"{local}")
     return 0
 
 

@@ -105,7 +105,7 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
             cfg = with_overrides(setup.base, overrides, where=f"{spec.path} trial {trial.number}")
             tracker.log_params(run_id, flatten(to_dict(cfg)))
             tracker.log_text(run_id, dump_yaml(cfg), "config.yaml")
-            callbacks = [MlflowEpochLogger(tracker, run_id),
+            callbacks = [MlflowEpochLogger(tracker, run_id, prefix="epoch/"),
                          _TrialReporter(trial, spec.metric, spec.mode == "search", revoked)]
             from mmsearch.pipeline import Workspace, run_stage  # torch: only a process that trains loads it
 
@@ -116,11 +116,14 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
                 raise
             # What this trial's bookkeeping cost inside the engine (our callbacks, not the engine's own).
             bookkeeping = sum(v for k, v in result.fit.callback_seconds.items() if k not in ("EarlyStopping", "RestoreBest"))
-            finals = {f"final_{k}": v for k, v in result.metrics.items()}
             peak = peak_rss_mb()
-            tracker.log_metrics(run_id, {**finals, "params": result.params, "size_mb": result.size_mb,
-                                         "fit_seconds": result.fit.seconds, "callback_seconds": bookkeeping,
-                                         "worker_peak_rss_mb": peak})
+            # Sections in the MLflow UI, in this order: "epoch/" (the curves, what a run's page opens on),
+            # "final/" (the model the trial ended with), "trial/" (what the trial cost).
+            tracker.log_metrics(run_id, {**{f"final/{k}": v for k, v in result.metrics.items()},
+                                         "trial/params": result.params, "trial/size_mb": result.size_mb,
+                                         "trial/fit_seconds": result.fit.seconds, "trial/callback_seconds": bookkeeping,
+                                         "trial/worker_peak_rss_mb": peak})
+            finals = {f"final_{k}": v for k, v in result.metrics.items()}
             history = {f.name: [round(getattr(e, f.name), 6) for e in result.fit.history] for f in fields(EpochLog)
                        if f.name not in ("epoch", "seconds")}
             attrs = {"params": result.params, "size_mb": result.size_mb, "fit_seconds": result.fit.seconds,

@@ -3,10 +3,10 @@
 from mmsearch._lazy import lazy_exports
 
 __all__ = ["DEFAULT_END_STATES", "PARENT_TAG", "MlflowEpochLogger", "Tracker", "TrackingError", "check_store",
-           "default_tracking_uri", "resolve_tracking_uri", "serve_ui"]
+           "default_tracking_uri", "resolve_tracking_uri", "serve_ui", "ui_link"]
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(["DEFAULT_END_STATES", "PARENT_TAG", "Tracker", "TrackingError", "check_store",
-                     "default_tracking_uri", "resolve_tracking_uri"], "._tracker"),
+                     "default_tracking_uri", "resolve_tracking_uri", "ui_link"], "._tracker"),
     "MlflowEpochLogger": "._callbacks",
     "serve_ui": "._ui",
 })

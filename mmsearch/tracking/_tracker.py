@@ -55,6 +55,14 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None, local_ui: str = "http://127.0.0.1:5000") -> str:
+    """Where a run (or experiment) opens in the MLflow UI: the server itself for an http(s) store,
+    else ``mmsearch ui``'s default address. MLflow 3 opens experiments in its GenAI (traces) view
+    unless the link asks for the model-training view."""
+    base = uri.rstrip("/") if urllib.parse.urlsplit(uri).scheme in ("http", "https") else local_ui
+    return f"{base}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "") + "?workflowType=machine_learning"
+
+
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 

@@ -33,6 +33,9 @@ def serve_ui(uri: str, host: str, port: int) -> int:
     if uri.startswith("sqlite:///"):  # artifacts beside the store, where Tracker writes them
         cmd += ["--default-artifact-root", os.path.join(os.path.dirname(uri[len("sqlite:///"):]), "artifacts")]
     print(" ".join(cmd), flush=True)
+    # MLflow 3 opens an experiment in its GenAI view unless asked for the model-training one.
+    print(f"open http://{host}:{port}/#/experiments?workflowType=machine_learning (Ctrl-C or `kill` stops the server)",
+          flush=True)
     server = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
     stopping: list[float] = []
 
