@@ -28,6 +28,19 @@ def _environment(workdir: Path) -> None:
     os.chdir(workdir)
 
 
+def replace_section(path: Path, name: str, content: str) -> None:
+    """Put ``content`` between this section's markers in ``path``, keeping the rest of the file
+    (the fault table, the readings written beside the numbers)."""
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{content}\n{end}"
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
 def _table(rows: list) -> str:  # type: ignore[type-arg]
     lines = ["| case | baseline | mmsearch | ratio | target | met | notes |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -105,15 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("torch", "torchvision", "optuna", "mlflow", "gensim", "numpy"))
     command = "python -m benchmarks" + (" --quick" if quick else "") + (f" --only {' '.join(args.only)}" if args.only else "")
     report = "\n".join([
-        "# Benchmarks", "",
         f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{time.perf_counter() - started:.0f} s in all.", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, Python {platform.python_version()}; "
         f"{versions}.", "",
-        "Both sides of each case ran in this one run, alternating, several times; times are medians.", "",
-        table, ""])
+        "Both sides of each case ran in this one run, alternating, several times; times are medians.", "", table])
     if not quick or args.out != parser.get_default("out"):
-        args.out.write_text(report)
+        replace_section(args.out, "harness", report)
         print(f"wrote {args.out}")
     return 0
 

@@ -166,3 +166,23 @@ def fresh_redis() -> Iterator[str]:
         yield REDIS
     finally:
         client.flushdb()
+
+
+def record(fault: str, storage: str, result: dict[str, Any], codes: list[int], errs: list[str], cells: int | None = 4,
+           note: str = "") -> None:
+    """Add this scenario's figures to the fault table when MMSEARCH_FAULT_TABLE names a file
+    (``python -m benchmarks.faults`` renders it into BENCHMARKS.md)."""
+    path = os.environ.get("MMSEARCH_FAULT_TABLE")
+    if not path:
+        return
+    import json
+
+    counts = result["complete_cells"]
+    row = {"fault": fault, "storage": "PostgreSQL" if storage.startswith("postgresql") else "journal file",
+           "exit": codes, "complete_once": sum(1 for n in counts.values() if n == 1), "cells": cells,
+           "duplicates": sum(n - 1 for n in counts.values() if n > 1),
+           "lost": None if cells is None else cells - len(counts),  # None: an interrupted run completes nothing
+           "running_trials": result["states"].get("RUNNING", 0), "running_runs": result["running_runs"],
+           "tracebacks": sum("Traceback" in e for e in errs), "note": note}
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")

@@ -22,6 +22,7 @@ from _sweepproc import (
     finish,
     fresh_postgres,
     outcome,
+    record,
     running_owner,
     sets,
     start,
@@ -82,6 +83,8 @@ def test_killed_worker_is_failed_and_its_cell_rerun_by_the_same_run(tmp_path: Pa
     assert result["runs"][("KILLED", "worker died")] == 1 and len(result["parents"]) == 1
     assert result["parents"][0].info.status == "FINISHED" and "4/4 cells complete" in out
     assert "ran 5 trial(s)" in out  # the 4 cells plus the one that died: counted as this run's, no more
+    record("kill -9 a worker mid-trial", storage, result, [code], [err],
+           note="the same run failed its trial, ended its MLflow run KILLED, re-ran the cell")
 
 
 def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tmp_path: Path, sweep_args: list[str],
@@ -92,7 +95,8 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
     os.kill(proc.pid, signal.SIGKILL)
     killed = time.time()
     wait_for(lambda: not _session(proc.pid), 20, "the workers to exit after their coordinator died")
-    assert not alive(owner["pid"]) and time.time() - killed < 10
+    gone = time.time() - killed
+    assert not alive(owner["pid"]) and gone < 10
     proc.communicate()
     left = outcome(storage, [_tracking(tmp_path)])
     assert left["parents"][0].info.status == "RUNNING"  # nobody could end it: the next command does
@@ -107,6 +111,8 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
     result = outcome(storage, [_tracking(tmp_path)])
     assert_every_cell_once(result)
     assert result["parents"][0].info.status == "FINISHED" and len(result["parents"]) == 1
+    record("kill -9 the coordinator", storage, result, [code], [err],
+           note=f"its workers exited {gone:.1f} s later; `sweep status` closed the stale parent run; the rerun completed")
 
 
 def test_ctrl_c_fails_what_it_held_ends_every_run_and_says_one_line(tmp_path: Path, sweep_args: list[str],
@@ -126,6 +132,9 @@ def test_ctrl_c_fails_what_it_held_ends_every_run_and_says_one_line(tmp_path: Pa
     assert result["parents"][0].info.status == "KILLED"
     assert set(result["runs"]) <= {("KILLED", "interrupted"), ("FINISHED", "finished")}
     wait_for(lambda: not _session(proc.pid), 10, "every process of the sweep to exit")
+    record("Ctrl-C (SIGINT to the process group)", storage, result, [code], [err], cells=None,
+           note=f"exit 130, one line; {len(result['errors'])} held trial(s) FAIL 'interrupted', every MLflow run it "
+                "started ended (children and parent KILLED); a rerun resumes")
 
 
 def _other_machine(folder: Path) -> list[str]:
@@ -158,6 +167,9 @@ def test_a_slow_epoch_is_alive_by_its_heartbeat(tmp_path: Path, small: dict, sto
     assert_every_cell_once(result, cells=2)
     assert result["states"].get("FAIL", 0) == 0, result["errors"]
     assert len(result["parents"]) == 1 and result["reports"] == 1
+    record("epochs of ~3 s, grace 2 s, a second coordinator joins from another PID namespace", storage, result,
+           [code for code, _, _ in results], [err for _, _, err in results], cells=2,
+           note="no live trial failed: the heartbeat thread beats every 0.3 s through each epoch")
 
 
 def test_a_stopped_worker_is_judged_dead_elsewhere_and_discards_its_result(tmp_path: Path, sweep_args: list[str],
@@ -168,8 +180,8 @@ def test_a_stopped_worker_is_judged_dead_elsewhere_and_discards_its_result(tmp_p
     os.kill(owner["pid"], signal.SIGSTOP)  # silent, not dead: no heartbeat, no exit
     try:
         second = start([*sweep_args, *LIVENESS], tmp_path, env, prefix=_other_machine(tmp_path))
-        code, out, err = finish(second)
-        assert code == 0 and "Traceback" not in err, err[-3000:]
+        joined, _, joined_err = finish(second)
+        assert joined == 0 and "Traceback" not in joined_err, joined_err[-3000:]
     finally:
         os.kill(owner["pid"], signal.SIGCONT)
     code, out, err = finish(first)
@@ -180,3 +192,6 @@ def test_a_stopped_worker_is_judged_dead_elsewhere_and_discards_its_result(tmp_p
     assert result["states"]["FAIL"] == 1 and "no heartbeat" in result["errors"][0]
     assert result["running_runs"] == 0 and len(result["parents"]) == 1 and result["reports"] == 1
     assert result["parents"][0].info.status == "FINISHED"
+    record("SIGSTOP a worker beyond the grace while a coordinator joins from another PID namespace", storage, result,
+           [code, joined], [err, joined_err], note="the joiner failed the silent trial and re-ran its cell; after SIGCONT "
+                                                   "the worker discarded its result and exited cleanly")

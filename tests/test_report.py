@@ -32,18 +32,21 @@ def test_every_finding_names_a_shipped_sweep_and_levels_it_tries() -> None:
 
 def test_best_verdicts() -> None:
     rule, maximize = VERDICTS.get("best"), {"maximize": True}
-    clear = _levels({"a": [0.70, 0.71, 0.70], "b": [0.80, 0.81, 0.80]})
+    clear = _levels({"a": [0.70, 0.71, 0.70], "b": [0.80, 0.81, 0.80], "c": [0.60, 0.61, 0.60]})
     assert rule(_finding("best", "b"), clear, maximize).outcome == "reproduced"
-    assert rule(_finding("best", "a"), clear, maximize).outcome == "not reproduced"
-    noisy = _levels({"a": [0.70, 0.78], "b": [0.74, 0.76]})
+    result = rule(_finding("best", "a"), clear, maximize)
+    assert result.outcome == "not reproduced" and result.why.startswith("b beats a")
+    noisy = _levels({"a": [0.70, 0.78], "b": [0.74, 0.76]})  # b's mean is higher, the interval spans 0
     result = rule(_finding("best", "b"), noisy, maximize)
-    assert result.outcome == "reproduced"
-    result = rule(_finding("best", "a"), _levels({"a": [0.70, 0.78], "b": [0.75, 0.76]}), maximize)
-    assert result.outcome == "not distinguishable" and "includes 0" in result.why
+    assert result.outcome == "not distinguishable" and "b has the best mean" in result.why
+    result = rule(_finding("best", "a"), noisy, maximize)
+    assert result.outcome == "not distinguishable" and "b has a better mean than a" in result.why
     single = rule(_finding("best", "a"), _levels({"a": [0.70], "b": [0.80]}), maximize)
     assert single.outcome == "not distinguishable" and "one repeat" in single.why
-    missing = rule(_finding("best", "c"), clear, maximize)
-    assert missing.outcome == "not run" and "does not try c" in missing.why
+    loss = rule(_finding("best", "c"), clear, {"maximize": False})  # lower is better for a loss
+    assert loss.outcome == "reproduced"
+    missing = rule(_finding("best", "d"), clear, maximize)
+    assert missing.outcome == "not run" and "does not try d" in missing.why
 
 
 def test_no_effect_and_oov_verdicts() -> None:

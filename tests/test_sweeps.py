@@ -40,6 +40,19 @@ def test_bad_sweep_file_lists_all_problems(tmp_path: Path) -> None:
         assert needle in text, needle
 
 
+@pytest.mark.parametrize("pruner, expected", [("median", "has no per-epoch value to prune on"),
+                                                ("none", "run.tune_thresholds")])
+def test_a_final_only_metric_is_checked_before_any_trial(tmp_path: Path, pruner: str, expected: str) -> None:
+    path = tmp_path / "tuned.yaml"
+    path.write_text("name: tuned\ndescription: d\npaper: p\nstage: text\nmode: search\nmetric: val_f1_tuned\n"
+                    f"pruner: {pruner}\nspace:\n  text.optim.lr: {{type: float, low: 0.001, high: 0.1, log: true}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(str(path), "cpu")
+    assert expected in str(err.value) and "metric" in str(err.value)
+    if pruner == "none":  # and valid once the base experiment tunes its thresholds
+        assert load_sweep(str(path), "cpu", {"run.tune_thresholds": True})[0].metric == "val_f1_tuned"
+
+
 def _request(tmp_path: Path, small: dict, sweep: str, **kw: object) -> SweepRequest:
     return SweepRequest(sweep=sweep, experiment="cpu", overrides={k: v for k, v in small.items() if k != "data.path"},
                         data=small["data.path"], storage=str(tmp_path / "journal.log"), progress=False, **kw)

@@ -7,6 +7,8 @@ searched are the ``cpu`` experiment's text settings, as in ``mmsearch sweep run 
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +111,18 @@ def samples_f1(truth: np.ndarray, probs: np.ndarray) -> float:
     tp = (truth.astype(bool) & pred).sum(1)
     return float((2 * tp / (truth.sum(1) + pred.sum(1))).mean())
 
+
+
+def arguments(description: str) -> argparse.Namespace:
+    """The command line every peer takes (the harness passes the same values to each)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args

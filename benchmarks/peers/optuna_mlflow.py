@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import time
-from pathlib import Path
 
-from benchmarks.peers._task import load_task, suggest, train
+from benchmarks.peers._task import arguments, load_task, suggest, train
 
 
 def _worker(index: int, args: argparse.Namespace, parent_id: str, trials: int) -> None:
@@ -65,19 +63,10 @@ def _worker(index: int, args: argparse.Namespace, parent_id: str, trials: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
-    args = parser.parse_args()
+    args = arguments(__doc__ or "")
     import mlflow
     import optuna
 
-    args.out.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(args.out / "journal.log")))
     optuna.create_study(study_name="peer", storage=storage, direction="maximize")
     client = mlflow.MlflowClient(args.tracking_uri)

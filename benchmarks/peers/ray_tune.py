@@ -11,14 +11,11 @@ a copy of the embedding matrix. Prints one JSON line like the other peer.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.peers._task import SEARCH_SPACE, Task, load_task, train
+from benchmarks.peers._task import SEARCH_SPACE, Task, arguments, load_task, train
 
 
 def _trainable(config: dict[str, Any], task: Task, epochs: int, seed: int) -> None:
@@ -30,15 +27,7 @@ def _trainable(config: dict[str, Any], task: Task, epochs: int, seed: int) -> No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
-    args = parser.parse_args()
+    args = arguments(__doc__ or "")
     import optuna
     import ray
     from ray import tune
@@ -46,7 +35,6 @@ def main() -> None:
     from ray.tune.schedulers import MedianStoppingRule
     from ray.tune.search.optuna import OptunaSearch
 
-    args.out.mkdir(parents=True, exist_ok=True)
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     space = {}
     for name, (kind, *spec) in SEARCH_SPACE.items():

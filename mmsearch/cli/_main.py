@@ -38,24 +38,21 @@ def _cmd(sub: Any, name: str, help_text: str, example: str, func: Callable[[argp
     return parser
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be 1 or more")
-    return value
+def _positive(convert: Callable[[str], float], what: str, least: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{value}: must be {least}")
+        return value
+
+    return parse
 
 
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be more than 0 seconds")
-    return value
+positive_int = _positive(int, "a whole number", "1 or more")
+positive_seconds = _positive(float, "a number of seconds", "more than 0 seconds")
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -306,13 +303,10 @@ def _sweep_show(args: argparse.Namespace) -> int:
 
 
 def _sweep_request(args: argparse.Namespace) -> Any:
-    from mmsearch.config import parse_overrides
-    from mmsearch.errors import ConfigError
+    from mmsearch.config import request_overrides
     from mmsearch.search import SweepRequest
 
-    overrides, problems = parse_overrides(args.overrides)
-    if problems:
-        raise ConfigError("invalid --set", problems)
+    overrides = request_overrides(args.overrides)
     options = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("trials", getattr(args, "trials", None)),
                                  ("grace_s", args.grace), ("heartbeat_s", getattr(args, "heartbeat", None)))
                if v is not None}
@@ -351,6 +345,8 @@ def _ci(bar: dict[str, Any]) -> str:
 def _vs_base(bar: dict[str, Any], s: Any) -> str:
     if bar["is_base"]:
         return "the base level"
+    if s.spec.base is None:
+        return "no level of this sweep is the base experiment's own, so there is no base to compare with"
     if bar["vs_base"] in ("better", "worse"):
         return f"{bar['vs_base']} than the base level {s.spec.base} (95% CI of the difference excludes 0)"
     return f"{bar['vs_base']} from the base level {s.spec.base}"
@@ -408,13 +404,10 @@ def _status_table(s: Any, info: dict[str, Any]) -> list[str]:
 
 # -- final model --------------------------------------------------------------------------------------
 def _export(args: argparse.Namespace) -> int:
-    from mmsearch.config import parse_overrides
-    from mmsearch.errors import ConfigError
+    from mmsearch.config import request_overrides
     from mmsearch.export import ExportRequest, export_model
 
-    overrides, problems = parse_overrides(args.overrides)
-    if problems:
-        raise ConfigError("invalid --set", problems)
+    overrides = request_overrides(args.overrides)
     request = ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
                             overrides=overrides, full=args.full, caption_only=args.caption_only, ensemble=args.ensemble,
                             storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out_dir)
@@ -442,13 +435,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mmsearch.config import parse_overrides
-    from mmsearch.errors import ConfigError
+    from mmsearch.config import request_overrides
     from mmsearch.report import ReportRequest, reproduce, verdict_table
 
-    overrides, problems = parse_overrides(args.overrides)
-    if problems:
-        raise ConfigError("invalid --set", problems)
+    overrides = request_overrides(args.overrides)
     report = reproduce(ReportRequest(experiment=args.experiment, data=args.data, overrides=overrides,
                                      storage=args.storage, tracking_uri=args.tracking_uri, out=args.out))
     for s in report.sections:

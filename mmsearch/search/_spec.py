@@ -279,6 +279,9 @@ def load_sweep(name_or_path: str, experiment: str | None = None, overrides: Mapp
             except ConfigError as exc:
                 problems += exc.problems
     if spec is not None and base_cfg is not None:
+        if spec.metric in FINAL_ONLY_METRICS and not base_cfg.run.tune_thresholds:
+            problems.append(Problem(f"{where}: metric", f"{spec.metric!r} is computed only with run.tune_thresholds: "
+                                                        "true in the base experiment (or --set run.tune_thresholds=true)"))
         if spec.mode == "ablation" and spec.base is None:
             spec.base = _base_level(spec, base_cfg)
         elif spec.base is not None:
