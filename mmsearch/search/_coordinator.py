@@ -5,9 +5,9 @@ the missing cells under the study lock, prepares shared upstream caches, then ke
 ``--workers`` worker processes claiming trials (one worker is a process too: a trial that
 crashes never takes the coordinator with it, and the worker's torch import overlaps with the
 coordinator's own setup). It is each worker's parent, so a worker's death is known at once:
-its trial is failed, its MLflow run ended and its cell enqueued again. When nothing is left to claim it waits for the trials
-other coordinators (on this machine or others) still run, and takes over those whose
-processes die. Several coordinators share one study and one parent run; the last to finish
+its trial is failed, its MLflow run ended and its cell enqueued again. When nothing is left to
+claim it waits for the trials other coordinators (on this machine or others) still run, and
+takes over those whose processes die. Several coordinators share one study and one parent run; the last to finish
 logs the report and ends the parent run. Ctrl-C fails the trials this run holds as
 "interrupted" and ends every run it started KILLED.
 """
@@ -23,6 +23,7 @@ import time
 import uuid
 import warnings
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any
 
 from mmsearch.config import dump_yaml, flatten, to_dict
@@ -38,7 +39,7 @@ from mmsearch.search._study import (
     MAX_RETRIES,
     PARENT_ATTR,
     SweepStudy,
-    _cells,
+    cells_of,
 )
 from mmsearch.search._summary import SweepSummary, log_report, progress_line, summarize
 from mmsearch.search._worker import (
@@ -117,8 +118,9 @@ class Coordinator:
     def _study_attrs(self) -> dict[str, Any]:
         """What selects this study on a command line (``sweep status`` lists it)."""
         overrides = {k: v for k, v in self.request.overrides.items() if k != "data.path"}
-        return {"sweep": self.ctx.spec.name, "experiment": self.ctx.spec.experiment, "data": self.request.data,
-                "set": overrides, "metric": self.ctx.spec.metric}
+        data = str(Path(self.request.data).expanduser().resolve()) if self.request.data else None  # from any folder
+        return {"sweep": self.ctx.spec.name, "experiment": self.ctx.spec.experiment, "data": data, "set": overrides,
+                "metric": self.ctx.spec.metric}
 
     def _open_parent(self) -> str:
         """The study's MLflow parent run: created once; a run left RUNNING by a coordinator that
@@ -157,7 +159,7 @@ class Coordinator:
         """Enqueue each cell x repeat that has no COMPLETE, RUNNING or WAITING trial (a failed
         one is tried again by each new run), at most ``--trials`` waiting at once."""
         spec, keeper = self.ctx.spec, self.keeper
-        taken = _cells(keeper.trials("COMPLETE", "RUNNING", "WAITING"))
+        taken = cells_of(keeper.trials("COMPLETE", "RUNNING", "WAITING"))
         missing = [c for c in spec.cells() if c not in taken]
         if self.request.trials is not None:
             missing = missing[: max(0, self.request.trials - len(keeper.trials("WAITING")))]

@@ -26,6 +26,7 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from mmsearch._files import named_yaml, yaml_files
+from mmsearch._lazy import lazy_module
 from mmsearch._registry import Registry
 from mmsearch._settings import Settings, problems_from
 from mmsearch.config import (
@@ -42,61 +43,20 @@ SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 CHARTS = ("curves", "losses", "ablation", "bubble", "lengths", "oov", "importance", "parallel")
 
 
-def _tpe(seed: int) -> Any:
-    import optuna
+optuna = lazy_module("optuna")
 
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+SAMPLERS: Registry[Any] = Registry("sampler")  # name -> factory of a sampler from a seed
+SAMPLERS.register("tpe", lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True))
+SAMPLERS.register("random", lambda seed: optuna.samplers.RandomSampler(seed=seed))
+SAMPLERS.register("cmaes", lambda seed: optuna.samplers.CmaEsSampler(seed=seed))
 
-
-def _random(seed: int) -> Any:
-    import optuna
-
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _cmaes(seed: int) -> Any:
-    import optuna
-
-    return optuna.samplers.CmaEsSampler(seed=seed)
-
-
-SAMPLERS: Registry[Any] = Registry("sampler")
-SAMPLERS.register("tpe", _tpe)
-SAMPLERS.register("random", _random)
-SAMPLERS.register("cmaes", _cmaes)
-
-
-def _median() -> Any:
-    import optuna
-
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
-
-
-def _none() -> Any:
-    import optuna
-
-    return optuna.pruners.NopPruner()
-
-
-def _halving() -> Any:
-    import optuna
-
-    # min_resource 2: an epoch-1 F1 of a caption network says little (it sits at the label-1
-    # baseline for an epoch or two); reduction factor 3 keeps a third at each rung.
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
-
-
-def _hyperband() -> Any:
-    import optuna
-
-    return optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3)
-
-
-PRUNERS: Registry[Any] = Registry("pruner")
-PRUNERS.register("median", _median)
-PRUNERS.register("none", _none)
-PRUNERS.register("successive_halving", _halving)
-PRUNERS.register("hyperband", _hyperband)
+PRUNERS: Registry[Any] = Registry("pruner")  # name -> factory of a pruner
+PRUNERS.register("median", lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+PRUNERS.register("none", lambda: optuna.pruners.NopPruner())
+# min_resource 2: a caption network's epoch-1 F1 says little (it sits at the label-1 baseline for
+# an epoch or two); reduction factor 3 keeps a third of the trials at each rung.
+PRUNERS.register("successive_halving", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3))
+PRUNERS.register("hyperband", lambda: optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3))
 
 METRICS = {**EPOCH_METRICS, **FINAL_ONLY_METRICS}  # name -> the direction that is better
 

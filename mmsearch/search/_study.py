@@ -118,13 +118,13 @@ class SweepStudy:
             log.warning("trial %d's cell %s died %d times in this run; not retried again", t.number, key, MAX_RETRIES)
             return
         if self.ctx.spec.mode == "ablation":
-            if key not in _cells(self.trials("COMPLETE", "RUNNING", "WAITING")):
+            if key not in cells_of(self.trials("COMPLETE", "RUNNING", "WAITING")):
                 self.study.enqueue_trial({"level": key[0]}, user_attrs={"level": key[0], "repeat": key[1]})
         elif t.params:
             self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
 
 
-def _cells(trials: list[Any]) -> set[tuple[Any, Any]]:
+def cells_of(trials: list[Any]) -> set[tuple[Any, Any]]:
     return {(t.params.get("level", t.user_attrs.get("level")), t.user_attrs.get("repeat")) for t in trials}
 
 
