@@ -95,13 +95,15 @@ def _best(f: Finding, levels: list[dict[str, Any]], extra: dict[str, Any]) -> Ve
     seen = verdict(low, high, extra["maximize"])
     best = chosen if sign * chosen["mean"] >= sign * rival["mean"] else rival
     measured = f"best {_fmt(best)}" + ("" if best is chosen else f"; paper's {_fmt(chosen)}")
-    interval = "no interval (one repeat)" if math.isnan(low) else f"95% CI {low:+.4f}..{high:+.4f}"
+    interval = "no interval: one repeat" if math.isnan(low) else f"95% CI {low:+.4f}..{high:+.4f}"
     if seen == "better":
         return Verdict(REPRODUCED, measured, f"{f.value} beats the next best, {rival['level']}, by {diff:+.4f} ({interval})")
-    if seen == "worse":
-        return Verdict(NOT_REPRODUCED, measured, f"{rival['level']} beats {f.value} by {-diff:+.4f} ({interval}, excludes 0)")
+    if seen == "worse":  # the interval of (rival - paper's), which excludes 0
+        return Verdict(NOT_REPRODUCED, measured, f"{rival['level']} beats {f.value} by {-diff:+.4f} "
+                                                 f"(95% CI {-high:+.4f}..{-low:+.4f})")
     ahead = f"{f.value} has the best mean" if best is chosen else f"{rival['level']} has a better mean than {f.value}"
-    return Verdict(NOT_DISTINGUISHABLE, measured, f"{ahead}, but the difference {diff:+.4f} is within noise ({interval})")
+    return Verdict(NOT_DISTINGUISHABLE, measured, f"{ahead}, but {f.value} - {rival['level']} = {diff:+.4f} is within "
+                                                  f"noise ({interval})")
 
 
 @VERDICTS.register("no_effect")
@@ -114,16 +116,19 @@ def _no_effect(f: Finding, levels: list[dict[str, Any]], extra: dict[str, Any]) 
     if not compared:
         return Verdict(NOT_RUN, "", f"none of {', '.join(f.levels)} other than {f.value} was run in this profile")
     measured = "; ".join(_fmt(b) for b in [ref, *compared])
-    differs = []
+    differs, widest = [], (0.0, "")
     for b in compared:
         diff, low, high = welch_diff(b["values"], ref["values"])
         if verdict(low, high, extra["maximize"]) in ("better", "worse"):
             differs.append(f"{b['level']} ({diff:+.4f}, 95% CI {low:+.4f}..{high:+.4f})")
+        if abs(diff) >= abs(widest[0]):
+            widest = (diff, f"{b['level']} at {diff:+.4f}" + ("" if math.isnan(low) else f", 95% CI {low:+.4f}..{high:+.4f}"))
     if differs:
         return Verdict(NOT_REPRODUCED, measured, f"differs from {f.value}: {', '.join(differs)}")
-    single = any(b["n"] < 2 for b in [ref, *compared])
-    return Verdict(REPRODUCED, measured, f"no level is distinguishable from {f.value}"
-                   + (" (single repeats: no interval, so nothing can be told apart)" if single else " (95% CIs)"))
+    repeats = min(b["n"] for b in [ref, *compared])
+    power = ("single repeats give no interval, so nothing can be told apart" if repeats < 2 else
+             f"with {repeats} repeats per level; the largest difference, {widest[1]}, includes 0")
+    return Verdict(REPRODUCED, measured, f"no level is distinguishable from {f.value} ({power})")
 
 
 @VERDICTS.register("fewest_oov")
@@ -135,8 +140,8 @@ def _fewest_oov(f: Finding, levels: list[dict[str, Any]], extra: dict[str, Any])
     available = {c: r["oov_words"] for c, r in oov.items() if r["available"]}
     measured = "; ".join(f"{c}: {n} words" for c, n in available.items())
     if mine is None or not mine["available"]:
-        return Verdict(NOT_RUN, measured, f"{f.value} is not available here: "
-                                          f"{(mine or {}).get('error') or 'not among the sweep levels'}")
+        reason = ((mine or {}).get("error") or "not among the sweep's levels").split(". ")[0]
+        return Verdict(NOT_RUN, measured, f"{f.value} is not available here: {reason}")
     fewest = min(available, key=lambda c: available[c])
     if available[fewest] == available[f.value]:
         return Verdict(REPRODUCED, measured, f"{f.value} leaves the fewest words without a vector")

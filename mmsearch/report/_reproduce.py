@@ -77,6 +77,11 @@ def _study(request: ReportRequest, sweep: str) -> tuple[Any, Any] | None:
     return resolve(sweep_request, storage), study
 
 
+def _first_sentence(message: str, limit: int = 160) -> str:
+    sentence = message.split(". ")[0].split(" On a connected machine")[0]
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
+
+
 def _oov(ctx: Any, tried: list[str]) -> list[dict[str, Any]]:
     """Words of the study's captions without a vector, per corpus the sweep and the paper tried."""
     from mmsearch.config import with_overrides
@@ -102,7 +107,7 @@ def _command(request: ReportRequest, sweep: str) -> str:
 
 
 def reproduce(request: ReportRequest) -> Report:
-    from mmsearch.search import summarize
+    from mmsearch.search import records, summarize
     from mmsearch.tracking import Tracker
 
     request.overrides = {**request.overrides, **request_overrides(data=request.data)}
@@ -116,13 +121,16 @@ def reproduce(request: ReportRequest) -> Report:
                                     command=_command(request, finding.sweep)))
             continue
         ctx, study = found
-        s = summarize(ctx.spec, ctx.study_name, study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        s = summarize(ctx.spec, ctx.study_name, trials)
         extra: dict[str, Any] = {"maximize": ctx.spec.maximize}
         if finding.kind == "fewest_oov":
             extra["oov"] = _oov(ctx, finding.tried)
         verdict = VERDICTS.get(finding.kind)(finding, s.levels, extra)
-        if verdict.outcome == NOT_RUN and s.errors:
-            verdict.why += "; trials failed: " + "; ".join(sorted(set(s.errors.values())))[:300]
+        if verdict.outcome == NOT_RUN:
+            failed = [r.attrs.get("error", "") for r in records(trials) if r.state == "FAIL" and r.level == finding.value]
+            if failed:  # why the paper's own level has no result here
+                verdict.why = f"{finding.value}'s trials failed: {_first_sentence(failed[0])}"
         figure = ablation_figure(s.levels, ctx.spec.factor or "level", ctx.spec.metric) if s.levels else None
         sections.append(Section(finding, verdict, ctx.study_name, s.levels, figure=figure))
     path = Path(request.out)
