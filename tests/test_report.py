@@ -7,7 +7,7 @@ from mmsearch.charts import TrialRecord, ablation_bars_data
 from mmsearch.report import VERDICTS, Finding, load_findings
 from mmsearch.search import available_sweeps, load_sweep
 
-from conftest import needs_glove, needs_mobilenet, needs_nltk
+from conftest import REAL_CAPTIONS, needs_glove, needs_mobilenet, needs_nltk
 
 
 def _levels(means: dict[str, list[float]]) -> list[dict]:
@@ -93,6 +93,18 @@ def test_report_renders_every_finding_and_logs_to_mlflow(tmp_path: Path, small: 
     run = MlflowClient().get_run(report.run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["not_run"] == 16
     assert {a.path for a in MlflowClient().list_artifacts(report.run_id)} == {"reproduction.html", "verdicts.json"}
+
+
+def test_on_a_caption_only_dataset_image_sweeps_say_why_they_cannot_run(tmp_path: Path) -> None:
+    from mmsearch.report import ReportRequest, reproduce
+
+    report = reproduce(ReportRequest(experiment="cpu", data=str(REAL_CAPTIONS), storage=str(tmp_path / "journal.log"),
+                                     out=tmp_path / "reproduction.html"))
+    by_sweep = {s.finding.sweep: s for s in report.sections}
+    for sweep in ("cnn-lr", "fusion-dropout-count"):  # an image sweep and one whose upstream reads images
+        assert "needs images" in by_sweep[sweep].verdict.why and by_sweep[sweep].command == "", sweep
+    assert by_sweep["text-lr"].verdict.why == "the sweep has no study in this storage"
+    assert by_sweep["text-lr"].command.startswith("mmsearch sweep run text-lr --experiment cpu --data ")
 
 
 def test_unknown_finding_kind_lists_the_registered_ones(tmp_path: Path) -> None:

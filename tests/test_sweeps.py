@@ -91,6 +91,24 @@ def test_interrupted_sweep_resumes_only_missing_cells(tmp_path: Path, small: dic
     assert third.ran == 0
 
 
+def test_a_claim_cut_short_before_its_owner_was_written_is_failed_and_its_cell_rerun(tmp_path: Path,
+                                                                                     small: dict) -> None:
+    first = run_sweep(_request(tmp_path, small, "fusion-dropout-count", trials=4))
+    study = optuna.load_study(study_name=first.study_name, storage=open_storage(str(tmp_path / "journal.log")).optuna)
+    level, repeat = load_sweep("fusion-dropout-count", "cpu")[0].cells()[-1]  # not among the first run's 4
+    # What a worker interrupted between ask() and marking the trial leaves: RUNNING, no owner, a
+    # fresh start time (so no grace has run out).
+    study.enqueue_trial({"level": level}, user_attrs={"level": level, "repeat": repeat})
+    orphan = study.ask()
+    assert orphan.user_attrs.get("repeat") == repeat and "owner" not in orphan.user_attrs
+    second = run_sweep(_request(tmp_path, small, "fusion-dropout-count"))
+    assert second.counts == {"COMPLETE": 9, "FAIL": 1}
+    failed = study.trials[orphan.number]
+    assert failed.state.name == "FAIL" and failed.user_attrs["error"] == "worker died: its claim was cut short"
+    cells = _cells(str(tmp_path / "journal.log"), second.study_name)
+    assert cells[(level, repeat)] == 2 and len(cells) == 9  # the cut-short claim, then the cell that ran
+
+
 def test_failing_trial_is_recorded_and_sweep_goes_on(tmp_path: Path, small: dict) -> None:
     sweep = tmp_path / "corpora.yaml"
     sweep.write_text(

@@ -19,6 +19,7 @@ from mmsearch.config._load import (
     with_overrides,
 )
 from mmsearch.config._schema import (
+    STAGE_INPUTS,
     STAGE_NAMES,
     DataConfig,
     ExperimentConfig,
@@ -28,12 +29,13 @@ from mmsearch.config._schema import (
     RunConfig,
     StageConfig,
     TextConfig,
+    stage_needs_images,
 )
 from mmsearch.text._preprocess import PreprocessConfig
 
 __all__ = [
     "REFERENCE", "Deviation", "available_experiments", "build_experiment", "declared_deviations", "describe",
     "deviations", "dump_yaml", "experiment_path", "flatten", "load_experiment", "parse_overrides",
-    "request_overrides", "to_dict", "with_overrides", "STAGE_NAMES", "DataConfig", "ExperimentConfig", "FusionConfig",
+    "request_overrides", "to_dict", "with_overrides", "STAGE_INPUTS", "STAGE_NAMES", "stage_needs_images", "DataConfig", "ExperimentConfig", "FusionConfig",
     "ImageConfig", "OptimConfig", "RunConfig", "StageConfig", "TextConfig", "PreprocessConfig",
 ]

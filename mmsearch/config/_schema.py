@@ -7,7 +7,7 @@ types, ranges and registered names are checked together and every problem is rep
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -82,6 +82,11 @@ class OptimConfig(Settings):
 class StageConfig(Settings):
     """A section that trains a network: a stage of the pipeline, with its own training settings."""
 
+    # What the stage trains on, known here (not only in the pipeline) so that commands that train
+    # nothing can check a dataset and plan upstream work without importing torch.
+    inputs: ClassVar[tuple[str, ...]] = ()  # stages whose features this one trains on
+    reads_images: ClassVar[bool] = False
+
     optim: OptimConfig = Field(default_factory=OptimConfig, description="training of this stage")
 
 
@@ -95,6 +100,8 @@ class DataConfig(Settings):
 
 class ImageConfig(StageConfig):
     """First network (Appendix 6.1.1): a pretrained CNN fine-tuned with an 18-way head."""
+
+    reads_images: ClassVar[bool] = True
 
     backbone: Annotated[str, BACKBONES.validator] = Field("resnet50", description="registered backbone (`mmsearch models`)")
     pretrained: bool = Field(True, description="load the ImageNet weights through torchvision (TORCH_HOME cache)")
@@ -146,6 +153,8 @@ class TextConfig(StageConfig):
 class FusionConfig(StageConfig):
     """Third network (Appendix 6.1.3): MLP on concatenated image and caption features."""
 
+    inputs: ClassVar[tuple[str, ...]] = ("image", "text")
+
     hidden_size: int = Field(2000, gt=0, description="units per hidden layer")
     hidden_layers: int = Field(1, ge=0, description="number of hidden layers")
     dropout_count: int = Field(
@@ -186,5 +195,14 @@ class ExperimentConfig(Settings):
 
 
 # The pipeline's stages are the sections that train a network, in the order they run.
-STAGE_NAMES: tuple[str, ...] = tuple(name for name, f in ExperimentConfig.model_fields.items()
-                                     if isinstance(f.annotation, type) and issubclass(f.annotation, StageConfig))
+_STAGE_SECTIONS: dict[str, type[StageConfig]] = {
+    name: f.annotation for name, f in ExperimentConfig.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, StageConfig)}
+STAGE_NAMES: tuple[str, ...] = tuple(_STAGE_SECTIONS)
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {name: section.inputs for name, section in _STAGE_SECTIONS.items()}
+
+
+def stage_needs_images(stage: str) -> bool:
+    """Whether the stage, or a stage it trains on, reads the images."""
+    section = _STAGE_SECTIONS[stage]
+    return section.reads_images or any(stage_needs_images(s) for s in section.inputs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from mmsearch.errors import MmsearchError
@@ -59,8 +59,3 @@ def sweep_decisions(request: SweepRequest, command: str) -> tuple[list[Decision]
     return [Decision(k, v, spec.name, name, best.number, best.attrs.get("mlflow_run_id"), float(best.value or 0),
                      spec.metric, "best trial", float(best.value or 0)) for k, v in best.params.items()], flags
 
-
-def decision_request(request: SweepRequest, flags: dict[str, Any]) -> SweepRequest:
-    """A request completed with the flags a study was run with (when the user gave none)."""
-    return replace(request, experiment=request.experiment or flags["experiment"], data=request.data or flags["data"],
-                   overrides=request.overrides or flags["overrides"])

@@ -18,11 +18,13 @@ import yaml
 
 import mmsearch
 from mmsearch.config import (
+    STAGE_NAMES,
     ExperimentConfig,
     dump_yaml,
     flatten,
     load_experiment,
     request_overrides,
+    stage_needs_images,
     to_dict,
     with_overrides,
 )
@@ -107,7 +109,8 @@ def export_model(request: ExportRequest) -> ExportResult:
         raise mmsearch.MmsearchError(f"--ensemble must be 1 or more, got {request.ensemble}")
     cfg, decisions, request = final_config(request)
     dataset = Workspace(cfg).dataset
-    stages = ["text"] if request.caption_only or not dataset.has_images else ["image", "text", "fusion"]
+    stages = [s for s in STAGE_NAMES if not stage_needs_images(s)] if request.caption_only or not dataset.has_images \
+        else list(STAGE_NAMES)
     tracker = Tracker(request.tracking_uri)
     experiment_id = tracker.experiment(f"export/{request.name}")
     title = request.name + (f" (ensemble of {request.ensemble})" if request.ensemble > 1 else "") + (

@@ -29,7 +29,7 @@ from torch import nn
 from mmsearch._cache import cached, entry, stable_hash
 from mmsearch._progress import progress
 from mmsearch._registry import Registry
-from mmsearch.config import STAGE_NAMES, ExperimentConfig
+from mmsearch.config import STAGE_INPUTS, STAGE_NAMES, ExperimentConfig
 from mmsearch.data import NUM_LABELS, build_transform, is_deterministic
 from mmsearch.models import build_networks, model_size
 from mmsearch.pipeline._workspace import Workspace
@@ -64,7 +64,11 @@ class Stage(ABC):
     """How one stage of the pipeline trains, what its weights depend on, and what it exports."""
 
     name: ClassVar[str]
-    inputs: ClassVar[tuple[str, ...]] = ()  # stages whose features this one trains on
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Stages whose features this one trains on (declared by its config section)."""
+        return STAGE_INPUTS[self.name]
 
     def settings(self, ws: Workspace) -> dict[str, Any]:
         """The settings this stage's trained weights depend on (its config section by default)."""
@@ -344,7 +348,6 @@ class TextStage(Stage):
 # -- fusion ------------------------------------------------------------------------------------
 class FusionStage(Stage):
     name = "fusion"
-    inputs = ("image", "text")
 
     def inputs_of(self, ws: Workspace) -> np.ndarray:
         """Concatenated upstream features of every row."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch.charts import ablation_figure, oov_data, page_html
-from mmsearch.config import request_overrides
+from mmsearch.config import request_overrides, stage_needs_images
 from mmsearch.errors import MmsearchError
 from mmsearch.report._findings import NOT_RUN, VERDICTS, Finding, Verdict, load_findings
 
@@ -107,18 +107,24 @@ def _command(request: ReportRequest, sweep: str) -> str:
 
 
 def reproduce(request: ReportRequest) -> Report:
-    from mmsearch.search import records, summarize
+    from mmsearch.search import load_sweep, records, summarize
     from mmsearch.tracking import Tracker
 
     request.overrides = {**request.overrides, **request_overrides(data=request.data)}
     request.overrides.pop("data.path", None)
     tracker = Tracker(request.tracking_uri)  # an unusable store fails before any work
+    caption_only = request.data is not None and not (Path(request.data) / "data").is_dir()
     sections = []
     for finding in load_findings(request.findings) if request.findings else load_findings():
         found = _study(request, finding.sweep)
         if found is None:
-            sections.append(Section(finding, Verdict(NOT_RUN, "", "the sweep has no study in this storage"),
-                                    command=_command(request, finding.sweep)))
+            stage = load_sweep(finding.sweep)[0].stage
+            if caption_only and stage_needs_images(stage):  # no command to offer: it cannot run on this data
+                why = f"its {stage} stage needs images and {request.data} has none (no data/ folder)"
+                sections.append(Section(finding, Verdict(NOT_RUN, "", why)))
+            else:
+                sections.append(Section(finding, Verdict(NOT_RUN, "", "the sweep has no study in this storage"),
+                                        command=_command(request, finding.sweep)))
             continue
         ctx, study = found
         trials = study.get_trials(deepcopy=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch._cache import stable_hash
-from mmsearch.config import ExperimentConfig, request_overrides, to_dict
+from mmsearch.config import ExperimentConfig, request_overrides, stage_needs_images, to_dict
 from mmsearch.data import Dataset, demo_dataset
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.search._liveness import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S
@@ -75,7 +75,7 @@ def resolve(request: SweepRequest, storage: StudyStorage | None = None) -> Sweep
     overrides = {**request.overrides, **request_overrides(data=request.data)}
     spec, base = load_sweep(request.sweep, request.experiment, overrides)
     root = Path(base.data.path) if base.data.path else demo_dataset()
-    dataset = Dataset.open(root, require_images=True if spec.stage in ("image", "fusion") else None)
+    dataset = Dataset.open(root, require_images=True if stage_needs_images(spec.stage) else None)
     base.data.path = str(root)
     name = request.study_name or study_name(spec, base, dataset)
     return SweepContext(request, spec, base, dataset, name, storage or open_storage(request.storage))

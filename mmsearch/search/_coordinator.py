@@ -26,7 +26,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from mmsearch.config import dump_yaml, flatten, to_dict
+from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, to_dict
 from mmsearch.search._context import (
     SweepContext,
     SweepInterrupted,
@@ -99,7 +99,7 @@ class Coordinator:
         if self.request.progress:
             threading.Thread(target=self._progress, args=(started,), daemon=True, name="mmsearch-progress").start()
         try:
-            if spec.stage == "fusion":
+            if STAGE_INPUTS[spec.stage]:
                 self._prepare_upstream()
             self._supervise()
         except KeyboardInterrupt:
@@ -254,7 +254,8 @@ class Coordinator:
         try:
             with keeper.lock():
                 for t in keeper.trials("RUNNING"):
-                    if t.user_attrs.get("coordinator") == self.token:
+                    # Ours, or a claim cut short (no owner: dead, as claims are made under this lock).
+                    if t.user_attrs.get("coordinator") == self.token or not t.user_attrs.get("owner"):
                         keeper.fail(t, "interrupted", False, "interrupted")
                 self._end_record("interrupted")
                 summary = self.summary()

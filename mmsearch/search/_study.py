@@ -96,12 +96,15 @@ class SweepStudy:
         return True
 
     def repair(self, enqueue: bool = True) -> int:
-        """Fail every RUNNING trial whose process is dead (see ``judge``), end its MLflow run, and
+        """Fail every RUNNING trial whose process is dead (see ``judge``) or that was never fully
+        claimed (no owner), end its MLflow run, and
         put its cell (or a search trial's parameters) back in the queue. Call under the lock."""
         now, repaired = time.time(), 0
         for t in self.trials("RUNNING"):
             beat = t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
-            reason = judge(t.user_attrs.get("owner"), beat, now, self.request.grace_s)
+            owner = t.user_attrs.get("owner")
+            # Claims are made under the lock we hold: a trial that got no owner never will.
+            reason = judge(owner, beat, now, self.request.grace_s) if owner else "its claim was cut short"
             if reason is None or not self.fail(t, f"worker died: {reason}", True, "worker died"):
                 continue
             repaired += 1

@@ -66,9 +66,10 @@ class _TrialReporter(Callback):
 
 
 def claim_owner(setup: TrialSetup, trial: Any) -> int:
-    """Mark a just-claimed trial as ours (owner, coordinator, first heartbeat): the storage's trial id."""
-    trial.set_user_attr("owner", ProcessIdentity.current().attr())
+    """Mark a just-claimed trial as ours (coordinator, owner, first heartbeat): the storage's trial id.
+    The owner is written last: a RUNNING trial without one was never fully claimed."""
     trial.set_user_attr("coordinator", setup.coordinator)
+    trial.set_user_attr("owner", ProcessIdentity.current().attr())
     trial.set_user_attr("heartbeat", time.time())
     storage = setup.ctx.storage.optuna
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(setup.ctx.study_name),
@@ -146,12 +147,12 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
     except Exception as exc:
         # A failed trial is recorded with its reason; the sweep goes on.
         message = f"{type(exc).__name__}: {exc}"
-        _fail(setup, trial, trial_id, message)
+        fail_claimed(setup, trial, message)
         log.warning("trial %d failed: %s", trial.number, message)
         log.debug("%s", traceback.format_exc())
         return "FAIL"
     except BaseException:
-        _fail(setup, trial, trial_id, "interrupted")
+        fail_claimed(setup, trial, "interrupted")
         raise
     finally:
         setup.heartbeat.unwatch(trial_id)
@@ -168,7 +169,8 @@ def peak_rss_mb() -> float:
     return 0.0
 
 
-def _fail(setup: TrialSetup, trial: Any, trial_id: int, reason: str) -> None:
+def fail_claimed(setup: TrialSetup, trial: Any, reason: str) -> None:
+    """Fail a trial this process holds, with its reason; a no-op when someone else finished it."""
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
 

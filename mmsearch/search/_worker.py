@@ -7,14 +7,12 @@ interrupts a child the same way, and a second signal cannot cut that clean-up sh
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from typing import Any
@@ -25,7 +23,7 @@ from mmsearch.search._context import SweepContext, SweepRequest, resolve
 from mmsearch.search._liveness import Heartbeat
 from mmsearch.search._spec import PRUNERS, SAMPLERS
 from mmsearch.search._study import claimable
-from mmsearch.search._trial import TrialSetup, claim_owner, run_trial
+from mmsearch.search._trial import TrialSetup, claim_owner, fail_claimed, run_trial
 from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.sweep")
@@ -66,27 +64,21 @@ def interrupt_once() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while a trial is claimed and marked ours: a signal between the two
-    would leave a RUNNING trial no one can tell is dead until the grace runs out."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def claim(setup: TrialSetup) -> tuple[Any, int] | None:
+    """Claim the next trial under the study lock and mark it ours. An interrupt between the two
+    (the signal mask cannot hold it off: Python runs handlers in the main thread whichever thread
+    the kernel picks) fails the trial here; one that slips in before the ``try`` leaves a RUNNING
+    trial with no owner, which any holder of the lock knows to be dead (see ``SweepStudy.repair``)."""
     ctx = setup.ctx
-    with _signals_deferred(), ctx.storage.lock(ctx.study_name):
+    with ctx.storage.lock(ctx.study_name):
         if not claimable(ctx, setup.study):
             return None
         trial = setup.study.ask()  # pops a WAITING trial first: under the lock no one else pops it
-        return trial, claim_owner(setup, trial)
+        try:
+            return trial, claim_owner(setup, trial)
+        except BaseException:
+            fail_claimed(setup, trial, "interrupted")
+            raise
 
 
 def work(setup: TrialSetup) -> int:

@@ -254,10 +254,6 @@ class OovReport:
     examples: list[str]
     error: str | None = None
 
-    @property
-    def oov_word_share(self) -> float:
-        return self.oov_words / max(1, self.vocab_size)
-
 
 def oov_report(corpus: str, token_lists: Sequence[Sequence[str]], *, dim: int | None = None, seed: int = 0,
                sentences_key: Any = None) -> OovReport:

@@ -63,9 +63,6 @@ class LengthStats:
     def fewer_than(self, ks: Sequence[int] = (6, 7, 8, 9, 10)) -> dict[int, int]:
         return {int(k): int((self.lengths < k).sum()) for k in ks}
 
-    def truncated_share(self, seq_len: int) -> float:
-        return float((self.lengths > seq_len).mean())
-
 
 def length_stats(token_lists: Sequence[Sequence[str]]) -> LengthStats:
     return LengthStats(np.array([len(t) for t in token_lists], dtype=np.int64))

@@ -67,9 +67,11 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
-def check_store(uri: str, timeout: float = 5.0) -> None:
+def check_store(uri: str, connect_timeout: float = 5.0, answer_timeout: float = 60.0) -> None:
     """Fail within seconds, naming the URI, when the store cannot be used; MLflow's own client
-    would retry an unreachable server for minutes before saying anything."""
+    would retry an unreachable server for minutes before saying anything. A server that took the
+    connection is up: it gets longer to answer, as one busy with several machines' writes (and
+    hashing each request's password) can be slow to."""
     db = _sqlite_path(uri)
     if db is not None:
         if not db.parent.is_dir():
@@ -87,7 +89,7 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
     probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
     try:
-        response = requests.post(probe, json={"max_results": 1}, timeout=timeout, auth=auth)
+        response = requests.post(probe, json={"max_results": 1}, timeout=(connect_timeout, answer_timeout), auth=auth)
     except requests.RequestException as exc:
         raise TrackingError(f"cannot reach the MLflow tracking server {uri} ({type(exc).__name__}): check "
                             "--tracking-uri / MLFLOW_TRACKING_URI and that the server runs") from None
