@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -88,7 +87,7 @@ def b2_image_cache(coco: Path, repeats: int, copies: int) -> list[Row]:
     rows = np.tile(np.arange(ds.n_train), copies)
     targets = ds.targets[rows]
     transform = build_transform("paper-final", size, train=True)
-    cfg = dataclasses.replace(load_experiment("cpu").image.optim, epochs=1, early_stopping=None, batch_size=64)
+    cfg = load_experiment("cpu").image.optim.model_copy(update={"epochs": 1, "early_stopping": None, "batch_size": 64})
     val_rows = np.arange(8)
 
     def epoch(dataset: torch.utils.data.Dataset) -> None:
