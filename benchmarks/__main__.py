@@ -18,6 +18,10 @@ SHARED = ROOT.parent / "shared"
 
 
 def _environment(workdir: Path) -> None:
+    # Importing mmsearch makes relative cache folders (the README's `TORCH_HOME=../shared/...`)
+    # absolute; it must happen before the chdir below, or they would name folders under workdir.
+    import mmsearch  # noqa: F401
+
     for var, sub in (("TORCH_HOME", "torch"), ("GENSIM_DATA_DIR", "gensim-data"), ("NLTK_DATA", "nltk_data")):
         if (SHARED / "cache" / sub).exists():
             os.environ.setdefault(var, str(SHARED / "cache" / sub))
