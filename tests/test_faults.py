@@ -105,10 +105,7 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
     assert code == 0 and "closed a stale parent run" in out and "Traceback" not in err, err
     repaired = outcome(storage, [_tracking(tmp_path)])
     assert repaired["parents"][0].info.status == "KILLED" and repaired["running_runs"] == 0
-    assert repaired["states"].get("RUNNING", 0) == 0 and repaired["errors"]
-    # A worker fails its own trial "interrupted"; one whose clean-up ran past its deadline left it
-    # to `sweep status`, which found its process gone.
-    assert all(e == "interrupted" or (e.startswith("worker died:") and "is gone" in e) for e in repaired["errors"])
+    assert repaired["states"].get("RUNNING", 0) == 0 and "interrupted" in repaired["errors"]
     code, out, err = finish(start(sweep_args, tmp_path, env))
     assert code == 0 and "Traceback" not in err, err[-3000:]
     result = outcome(storage, [_tracking(tmp_path)])

@@ -27,9 +27,7 @@ from mmsearch.search._trial import TrialSetup, claim_owner, fail_claimed, run_tr
 from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.sweep")
-# A child whose coordinator died gets this long to fail its trial and end its run; past it, it
-# leaves anyway and the next coordinator (or `sweep status`) repairs what it held.
-WORKER_EXIT_DEADLINE_S = 8.0
+WORKER_EXIT_DEADLINE_S = 30.0  # a child whose coordinator died gets this long to clean up
 
 
 @dataclass
