@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from mmsearch.search._worker import WORKER_EXIT_DEADLINE_S
 
 from _sweepproc import (
     alive,
@@ -69,14 +74,31 @@ def _session(pgid: int) -> list[int]:
     return out
 
 
+def _fail_with_stacks(proc: subprocess.Popen[str], what: str) -> None:
+    """Fail, showing where each process still in the sweep's session is (workers dump their
+    Python stacks on SIGUSR1) and everything the sweep wrote."""
+    left = _session(proc.pid)
+    for pid in left:
+        os.kill(pid, signal.SIGUSR1)
+    time.sleep(2)
+    for pid in _session(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate()
+    pytest.fail(f"{what}: processes {left} were left\n{err[-12000:]}")
+
+
 def test_killed_worker_is_failed_and_its_cell_rerun_by_the_same_run(tmp_path: Path, sweep_args: list[str],
                                                                     storage: str) -> None:
     proc = start([*sweep_args, "--workers", "2"], tmp_path, sweep_env(tmp_path))
     owner = wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
     assert owner["pid"] != proc.pid
+    os.kill(owner["pid"], signal.SIGUSR1)  # first, where is it? (it prints its stacks and goes on)
+    time.sleep(1)
+    assert alive(owner["pid"])
     os.kill(owner["pid"], signal.SIGKILL)
     code, out, err = finish(proc)
     assert code == 0 and "Traceback" not in err, err[-3000:]
+    assert "most recent call first" in err and "in run_trial" in err, err[-3000:]
     result = outcome(storage, [_tracking(tmp_path)])
     assert_every_cell_once(result)
     assert result["states"]["FAIL"] == 1 and "worker died" in result["errors"][0] and "is gone" in result["errors"][0]
@@ -94,7 +116,10 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
     owner = wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
     os.kill(proc.pid, signal.SIGKILL)
     killed = time.time()
-    wait_for(lambda: not _session(proc.pid), 20, "the workers to exit after their coordinator died")
+    try:
+        wait_for(lambda: not _session(proc.pid), 20, "the workers to exit after their coordinator died")
+    except pytest.fail.Exception:
+        _fail_with_stacks(proc, "workers outlived their coordinator by 20 s")
     gone = time.time() - killed
     assert not alive(owner["pid"]) and gone < 10
     proc.communicate()
@@ -105,7 +130,10 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
     assert code == 0 and "closed a stale parent run" in out and "Traceback" not in err, err
     repaired = outcome(storage, [_tracking(tmp_path)])
     assert repaired["parents"][0].info.status == "KILLED" and repaired["running_runs"] == 0
-    assert repaired["states"].get("RUNNING", 0) == 0 and "interrupted" in repaired["errors"]
+    assert repaired["states"].get("RUNNING", 0) == 0 and repaired["errors"]
+    # A worker fails its own trial "interrupted"; one whose clean-up ran past its deadline left
+    # that to `sweep status`, which found its process gone.
+    assert all(e == "interrupted" or (e.startswith("worker died:") and "is gone" in e) for e in repaired["errors"])
     code, out, err = finish(start(sweep_args, tmp_path, env))
     assert code == 0 and "Traceback" not in err, err[-3000:]
     result = outcome(storage, [_tracking(tmp_path)])
@@ -113,6 +141,39 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
     assert result["parents"][0].info.status == "FINISHED" and len(result["parents"]) == 1
     record("kill -9 the coordinator", storage, result, [code], [err],
            note=f"its workers exited {gone:.1f} s later; `sweep status` closed the stale parent run; the rerun completed")
+
+
+@pytest.mark.parametrize("storage", ["journal"], indirect=True)
+def test_a_worker_whose_clean_up_hangs_leaves_by_its_deadline_and_status_repairs_the_rest(
+        tmp_path: Path, sweep_args: list[str], storage: str) -> None:
+    env = sweep_env(tmp_path)
+    proc = start([*sweep_args, "--workers", "2"], tmp_path, env)
+    owner = wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
+    # The MLflow store stays locked while the coordinator dies: the workers cannot end their runs.
+    blocker = sqlite3.connect(tmp_path / "mlruns" / "mlflow.db", timeout=60, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.time()
+        try:
+            wait_for(lambda: not _session(proc.pid), 20, "the workers to exit after their coordinator died")
+        except pytest.fail.Exception:
+            _fail_with_stacks(proc, "workers outlived their coordinator by 20 s")
+        gone = time.time() - killed
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    _, err = proc.communicate()
+    assert WORKER_EXIT_DEADLINE_S <= gone < WORKER_EXIT_DEADLINE_S + 5 and not alive(owner["pid"])
+    assert f"clean-up unfinished after {WORKER_EXIT_DEADLINE_S:.0f} s" in err and "Thread" in err  # where it was stuck, for whoever reads the log
+    code, out, _ = finish(start(["sweep", "status", str(tmp_path / "faults.yaml"), "--storage", storage], tmp_path, env))
+    assert code == 0 and "closed a stale parent run" in out
+    repaired = outcome(storage, [_tracking(tmp_path)])
+    assert repaired["states"].get("RUNNING", 0) == 0 and repaired["running_runs"] == 0
+    assert any(e.startswith("worker died:") and f"process {owner['pid']} " in e for e in repaired["errors"])
+    record("kill -9 the coordinator while the MLflow store is locked", storage, repaired, [code], [err], cells=None,
+           note=f"its workers left {gone:.1f} s later, at their deadline; `sweep status` failed their trials and "
+                "ended their runs")
 
 
 def test_ctrl_c_fails_what_it_held_ends_every_run_and_says_one_line(tmp_path: Path, sweep_args: list[str],
@@ -195,3 +256,29 @@ def test_a_stopped_worker_is_judged_dead_elsewhere_and_discards_its_result(tmp_p
     record("SIGSTOP a worker beyond the grace while a coordinator joins from another PID namespace", storage, result,
            [code, joined], [err, joined_err], note="the joiner failed the silent trial and re-ran its cell; after SIGCONT "
                                                    "the worker discarded its result and exited cleanly")
+
+
+def test_an_interrupt_that_lands_in_a_finalizer_still_stops_the_main_flow(tmp_path: Path) -> None:
+    # Python runs signal handlers between any two bytecodes of the main thread, also inside a
+    # __del__ or weakref callback, where an exception is printed as "Exception ignored" and
+    # dropped. CI once saw a Ctrl-C land in a weakref callback that way.
+    script = tmp_path / "finalizer.py"
+    script.write_text(
+        "import os, signal\n"
+        "from mmsearch._interrupts import interrupt_once\n"
+        "interrupt_once()\n"
+        "class Finalized:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        for _ in range(1000):  # the handler runs here, inside the finalizer\n"
+        "            pass\n"
+        "try:\n"
+        "    Finalized()\n"
+        "    for _ in range(10**7):\n"
+        "        pass\n"
+        "    print('ran to the end')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted in the main flow')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.stdout.strip() == "interrupted in the main flow", (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr

@@ -1,11 +1,14 @@
+import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 
 from mmsearch.errors import ConfigError
-from mmsearch.search import SweepRequest, available_sweeps, load_sweep, open_storage, records, run_sweep
+from mmsearch.search import SweepRequest, available_sweeps, load_sweep, open_storage, records, run_sweep, sweep_status
+from mmsearch.search._liveness import ProcessIdentity
 from mmsearch.tracking import Tracker
 
 from conftest import needs_glove, needs_mobilenet, needs_nltk
@@ -107,6 +110,39 @@ def test_a_claim_cut_short_before_its_owner_was_written_is_failed_and_its_cell_r
     assert failed.state.name == "FAIL" and failed.user_attrs["error"] == "worker died: its claim was cut short"
     cells = _cells(str(tmp_path / "journal.log"), second.study_name)
     assert cells[(level, repeat)] == 2 and len(cells) == 9  # the cut-short claim, then the cell that ran
+
+
+def test_runs_left_running_by_a_worker_cut_off_after_its_trial_ended_are_ended_by_status(tmp_path: Path,
+                                                                                        small: dict) -> None:
+    request = _request(tmp_path, small, "fusion-dropout-count", trials=2)
+    first = run_sweep(request)
+    study = optuna.load_study(study_name=first.study_name, storage=open_storage(request.storage).optuna)
+    tracker = Tracker()
+    done = study.trials[0]
+    dead_worker = done.user_attrs["owner"]
+    assert dead_worker["pid"] != os.getpid() and not Path(f"/proc/{dead_worker['pid']}").exists()
+
+    def failed_trial_with_running_run(owner: dict) -> str:
+        trial = study.ask()
+        trial.set_user_attr("owner", owner)
+        trial.set_user_attr("error", "interrupted")
+        run_id = tracker.create_run(first.experiment_id, "cut off", first.parent_run_id, {"trial": str(trial.number)})
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return run_id
+
+    # What a worker cut off between telling Optuna and ending its MLflow run leaves: a finished
+    # trial whose run is RUNNING. Once after its trial COMPLETE, once after it failed "interrupted";
+    # and a run whose process is alive (ending it now), which must be left alone.
+    tracker.reopen(done.user_attrs["mlflow_run_id"])
+    cut_off = failed_trial_with_running_run(dead_worker)
+    ending_now = failed_trial_with_running_run(ProcessIdentity.current().attr())
+    _, info = sweep_status(replace(request, trials=None), "mmsearch sweep status")
+    assert info["stray_runs"] == 2 and info["repaired"] == 0
+    finished, killed = tracker.client.get_run(done.user_attrs["mlflow_run_id"]), tracker.client.get_run(cut_off)
+    assert (finished.info.status, finished.data.tags["state"]) == ("FINISHED", "finished")
+    assert (killed.info.status, killed.data.tags["state"]) == ("KILLED", "interrupted")
+    assert f"process {dead_worker['pid']}" in killed.data.tags["ended_because"]
+    assert [r.info.run_id for r in tracker.running_children(first.parent_run_id)] == [ending_now]
 
 
 def test_failing_trial_is_recorded_and_sweep_goes_on(tmp_path: Path, small: dict) -> None:

@@ -381,6 +381,7 @@ def _status_table(s: Any, info: dict[str, Any]) -> list[str]:
     lines = [f"study {s.study_name} in {info['storage']}: {s.done}/{s.total} {what} (trials: {states or 'none'})",
              f"MLflow parent run {s.parent_run_id or '-'}: {info['parent_status'] or '-'}; coordinators alive: "
              f"{info['coordinators_alive']}" + (f"; repaired {info['repaired']} dead trial(s)" if info["repaired"] else "")
+             + (f"; ended {info['stray_runs']} MLflow run(s) a dead worker left RUNNING" if info["stray_runs"] else "")
              + ("; closed a stale parent run" if info["closed_parent"] else "")]
     if spec.mode == "ablation":
         factor = spec.factor or "level"

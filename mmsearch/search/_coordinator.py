@@ -26,6 +26,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from mmsearch._interrupts import interrupt_once
 from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, to_dict
 from mmsearch.search._context import (
     SweepContext,
@@ -42,13 +43,7 @@ from mmsearch.search._study import (
     cells_of,
 )
 from mmsearch.search._summary import SweepSummary, log_report, progress_line, summarize
-from mmsearch.search._worker import (
-    WorkerArgs,
-    interrupt_once,
-    load_study,
-    spawn,
-    warm_workers,
-)
+from mmsearch.search._worker import WorkerArgs, load_study, spawn, warm_workers
 from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.sweep")
@@ -91,6 +86,7 @@ class Coordinator:
             self.experiment_id = self.tracker.experiment(f"sweep/{spec.name}", _describe(ctx))
             self.parent = self._open_parent()
             keeper.repair()
+            keeper.end_stray_runs(self.parent)
             if spec.mode == "ablation":
                 self._enqueue_missing()
         self.heartbeat = Heartbeat(ctx.storage.optuna, keeper.study_id, self.request.heartbeat_s,
@@ -198,6 +194,8 @@ class Coordinator:
                     log.warning("worker process %d died (%s)", p.pid, why)
                 with keeper.lock():
                     keeper.repair()
+                    if p.exitcode != 0:
+                        keeper.end_stray_runs(self.parent)
             with keeper.lock():
                 pending = keeper.claimable()
             for _ in range(max(0, min(workers - len(self.procs), pending, budget - spawned))):
@@ -257,6 +255,7 @@ class Coordinator:
                     # Ours, or a claim cut short (no owner: dead, as claims are made under this lock).
                     if t.user_attrs.get("coordinator") == self.token or not t.user_attrs.get("owner"):
                         keeper.fail(t, "interrupted", False, "interrupted")
+                keeper.end_stray_runs(self.parent)  # of workers killed above in their clean-up
                 self._end_record("interrupted")
                 summary = self.summary()
                 if not keeper.live_coordinators(exclude=self.token):

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from mmsearch._interrupts import deferred
 from mmsearch.search._context import SweepContext, SweepRequest, find_study, resolve
 from mmsearch.search._liveness import judge
 from mmsearch.search._summary import SweepSummary, summarize
@@ -17,6 +18,9 @@ from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
+# How to end a run left RUNNING by a finished trial, by the trial's state (or a failed one's error).
+STRAY_RUN_ENDS = {"COMPLETE": ("FINISHED", "finished"), "PRUNED": ("KILLED", "pruned"),
+                  "interrupted": ("KILLED", "interrupted")}
 COORDINATOR_PREFIX = "coordinator:"
 MAX_RETRIES = 3  # times one cell is re-run after its worker died, per coordinator
 
@@ -46,7 +50,8 @@ class SweepStudy:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        with self.storage.lock(self.ctx.study_name):
+        """The study lock; an interrupt waits for the end of what is done under it."""
+        with self.storage.lock(self.ctx.study_name), deferred():
             yield
 
     def trials(self, *states: str) -> list[Any]:
@@ -113,6 +118,26 @@ class SweepStudy:
                 self._retry(t)
         return repaired
 
+    def end_stray_runs(self, parent: str) -> int:
+        """End the MLflow runs of finished trials whose process died before it ended them (one
+        cut off in its clean-up, after it had told Optuna). ``repair`` ends the runs of the
+        RUNNING trials it fails; these it never sees."""
+        trials = {str(t.number): t for t in self.trials()}
+        now, ended = time.time(), 0
+        for run in self.tracker.running_children(parent):
+            t = trials.get(run.data.tags.get("trial", ""))
+            if t is None or t.state.name in ("RUNNING", "WAITING"):
+                continue
+            why = judge(t.user_attrs.get("owner"), t.user_attrs.get("heartbeat"), now, self.request.grace_s)
+            if why is None:
+                continue  # its process is ending the run now
+            status, state = STRAY_RUN_ENDS.get(t.user_attrs.get("error") if t.state.name == "FAIL" else t.state.name,
+                                               ("KILLED", "worker died"))
+            self.tracker.end(run.info.run_id, status, state, f"trial {t.number} was {t.state.name}; {why}")
+            log.warning("ended MLflow run %s of trial %d: its process died (%s)", run.info.run_id, t.number, why)
+            ended += 1
+        return ended
+
     def _retry(self, t: Any) -> None:
         key = (t.user_attrs.get("level"), t.user_attrs.get("repeat")) if self.ctx.spec.mode == "ablation" else \
             tuple(sorted(t.params.items()))
@@ -149,10 +174,11 @@ def sweep_status(request: SweepRequest, command: str) -> tuple[SweepSummary, dic
     parent = attrs.get(PARENT_ATTR)
     with keeper.lock():
         repaired = keeper.repair(enqueue=False)
+        strays = keeper.end_stray_runs(parent) if parent else 0
         closed = keeper.close_stale_parent(parent) if parent else False
         live = keeper.live_coordinators()
     summary = summarize(ctx.spec, name, keeper.trials())
     summary.parent_run_id = parent or ""
-    info = {"note": note, "repaired": repaired, "closed_parent": closed, "coordinators_alive": len(live),
+    info = {"note": note, "repaired": repaired, "stray_runs": strays, "closed_parent": closed, "coordinators_alive": len(live),
             "parent_status": tracker.status(parent) if parent else None, "storage": str(storage)}
     return summary, info

@@ -3,6 +3,7 @@ in its own MLflow child run, however it ends."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -12,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from mmsearch._interrupts import deferred
 from mmsearch.config import (
     ExperimentConfig,
     dump_yaml,
@@ -60,8 +62,10 @@ class _TrialReporter(Callback):
         value = getattr(epoch, self.metric, None)
         if value is None:  # a final-only metric (val_f1_tuned) has no per-epoch value
             return
-        self.trial.report(float(value), epoch.epoch)
-        if self.prune and self.trial.should_prune():
+        with deferred():
+            self.trial.report(float(value), epoch.epoch)
+            prune = self.prune and self.trial.should_prune()
+        if prune:
             raise optuna.TrialPruned(f"pruned at epoch {epoch.epoch} ({self.metric} {value:.4f})")
 
 
@@ -100,9 +104,9 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
         tags = {"trial": str(trial.number), "study": ctx.study_name, "sweep": spec.name}
         if level is not None:
             tags |= {"level": level, "repeat": str(repeat), spec.factor or "level": level}
-        with tracker.run(setup.experiment_id, name, parent_run_id=setup.parent_run_id, tags=tags,
-                         end_states=end_states) as run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
+        with contextlib.ExitStack() as ending, tracker.run(
+                setup.experiment_id, name, parent_run_id=setup.parent_run_id, tags=tags, end_states=end_states,
+                on_open=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)) as run_id:
             cfg = with_overrides(setup.base, overrides, where=f"{spec.path} trial {trial.number}")
             tracker.log_params(run_id, flatten(to_dict(cfg)))
             tracker.log_text(run_id, dump_yaml(cfg), "config.yaml")
@@ -131,6 +135,8 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
                      "worker_peak_rss_mb": peak, "worker_pid": os.getpid(),
                      "callback_seconds": bookkeeping, "history": history, **finals,
                      **{k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}}
+            # From here until its run has ended, an interrupt waits: the trial and its run end as one.
+            ending.enter_context(deferred())
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             value = float(result.metrics[spec.metric])

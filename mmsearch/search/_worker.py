@@ -7,6 +7,7 @@ interrupts a child the same way, and a second signal cannot cut that clean-up sh
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import multiprocessing as mp
 import os
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from typing import Any
 
+from mmsearch._interrupts import deferred, interrupt_once
 from mmsearch.config import with_overrides
 from mmsearch.errors import MmsearchError
 from mmsearch.search._context import SweepContext, SweepRequest, resolve
@@ -27,7 +29,9 @@ from mmsearch.search._trial import TrialSetup, claim_owner, fail_claimed, run_tr
 from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.sweep")
-WORKER_EXIT_DEADLINE_S = 30.0  # a child whose coordinator died gets this long to clean up
+# A child whose coordinator died gets this long to clean up, then leaves anyway: what it could
+# not end, the next `sweep run` or `sweep status` repairs (its trial, its MLflow run).
+WORKER_EXIT_DEADLINE_S = 8.0
 
 
 @dataclass
@@ -51,34 +55,24 @@ def load_study(ctx: SweepContext, seed_offset: int = 0) -> Any:
                                pruner=PRUNERS.get(spec.pruner)())
 
 
-def interrupt_once() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt once; later ones are ignored, so a second
-    Ctrl-C (or the terminal's SIGINT to the whole group) cannot interrupt the clean-up."""
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def claim(setup: TrialSetup) -> tuple[Any, int] | None:
-    """Claim the next trial under the study lock and mark it ours. An interrupt between the two
-    (the signal mask cannot hold it off: Python runs handlers in the main thread whichever thread
-    the kernel picks) fails the trial here; one that slips in before the ``try`` leaves a RUNNING
-    trial with no owner, which any holder of the lock knows to be dead (see ``SweepStudy.repair``)."""
+    """Claim the next trial under the study lock and mark it ours, as one step an interrupt
+    cannot split (a claim that fails halfway leaves a RUNNING trial with no owner, which any
+    holder of the lock knows to be dead: see ``SweepStudy.repair``)."""
     ctx = setup.ctx
     with ctx.storage.lock(ctx.study_name):
         if not claimable(ctx, setup.study):
             return None
-        trial = setup.study.ask()  # pops a WAITING trial first: under the lock no one else pops it
+        claimed = None
         try:
-            return trial, claim_owner(setup, trial)
+            with deferred():
+                trial = setup.study.ask()  # pops a WAITING trial first: under the lock no one else pops it
+                claimed = trial, claim_owner(setup, trial)
         except BaseException:
-            fail_claimed(setup, trial, "interrupted")
+            if claimed is not None:  # interrupted while claiming: the claim is whole, fail it
+                fail_claimed(setup, claimed[0], "interrupted")
             raise
+        return claimed
 
 
 def work(setup: TrialSetup) -> int:
@@ -147,7 +141,14 @@ def _watch_coordinator() -> None:
     wait([parent.sentinel])
     log.warning("the coordinator is gone: stopping this worker")
     os.kill(os.getpid(), signal.SIGINT)
-    threading.Timer(WORKER_EXIT_DEADLINE_S, os._exit, args=(1,)).start()
+    threading.Timer(WORKER_EXIT_DEADLINE_S, _leave_anyway).start()
+
+
+def _leave_anyway() -> None:
+    log.warning("clean-up unfinished after %.0f s; leaving it to the next `sweep run` or `sweep status`. "
+                "Where this worker was:", WORKER_EXIT_DEADLINE_S)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(1)
 
 
 def _worker_main(args: WorkerArgs, environ: dict[str, str]) -> None:
@@ -156,6 +157,7 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str]) -> None:
     os.environ.update(environ)
     os.environ["MMSEARCH_PROGRESS"] = "0"  # the coordinator's progress line reports the trials
     interrupt_once()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a worker is, e.g. one that seems stuck
     logging.basicConfig(level=logging.WARNING, force=True,
                         format=f"%(asctime)s [worker {args.index}] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     threading.Thread(target=_watch_coordinator, daemon=True, name="mmsearch-watchdog").start()

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmsearch._interrupts import deferred
 from mmsearch.errors import MmsearchError
 
 log = logging.getLogger("mmsearch.tracking")
@@ -104,7 +105,8 @@ def _retry(call: Callable[[], T], what: str, attempts: int = 30) -> T:
     """Run ``call``, retrying while another process holds the SQLite store's write lock."""
     for attempt in range(attempts):
         try:
-            return call()
+            with deferred():  # an interrupt mid-write could leave the store locked for our own clean-up
+                return call()
         except Exception as exc:
             if "database is locked" not in str(exc) or attempt == attempts - 1:
                 raise
@@ -128,7 +130,7 @@ class Tracker:
         return str(db.parent / "artifacts") if db is not None else None
 
     def experiment(self, name: str, description: str | None = None) -> str:
-        found = self.client.get_experiment_by_name(name)
+        found = _retry(lambda: self.client.get_experiment_by_name(name), "get_experiment")
         if found is None:
             root = self._artifact_root()
             location = f"{root}/{name.replace('/', '_')}" if root else None
@@ -136,7 +138,7 @@ class Tracker:
                 experiment_id = _retry(lambda: self.client.create_experiment(
                     name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND}), "create_experiment")
             except Exception:  # another worker created it first
-                found = self.client.get_experiment_by_name(name)
+                found = _retry(lambda: self.client.get_experiment_by_name(name), "get_experiment")
                 if found is None:
                     raise
                 experiment_id = found.experiment_id
@@ -157,27 +159,34 @@ class Tracker:
     @contextlib.contextmanager
     def run(self, experiment_id: str, name: str, parent_run_id: str | None = None,
             tags: Mapping[str, str] | None = None, run_id: str | None = None,
-            end_states: EndStates = DEFAULT_END_STATES) -> Iterator[str]:
+            end_states: EndStates = DEFAULT_END_STATES, on_open: Callable[[str], Any] | None = None) -> Iterator[str]:
         """Create (or reopen) a run and always end it: FINISHED; the status ``end_states`` gives
         the exception that ended it (KILLED when interrupted); FAILED for any other (tag
-        ``state`` says which, tag ``error`` why)."""
-        if run_id is None:
-            run_id = self.create_run(experiment_id, name, parent_run_id, tags)
-        else:
-            self.reopen(run_id)
+        ``state`` says which, tag ``error`` why). ``on_open(run_id)`` records the run elsewhere
+        in the same step that creates it, which no interrupt splits."""
         status, state = "FINISHED", "finished"
+        opened: str | None = None
         try:
-            yield run_id
+            with deferred():  # an interrupt waits until the run is known here, so it is ended below
+                if run_id is None:
+                    opened = self.create_run(experiment_id, name, parent_run_id, tags)
+                else:
+                    self.reopen(run_id)
+                    opened = run_id
+                if on_open is not None:
+                    on_open(opened)
+            yield opened
         except BaseException as exc:
             status, state = next((v for k, v in end_states.items() if isinstance(exc, k)), ("FAILED", "failed"))
-            if status == "FAILED":
-                self.set_tags(run_id, {"error": f"{type(exc).__name__}: {exc}"[:4000]})
+            if status == "FAILED" and opened is not None:
+                self.set_tags(opened, {"error": f"{type(exc).__name__}: {exc}"[:4000]})
             raise
         finally:
             try:
-                self.end(run_id, status, state)
-            except Exception:  # never mask the original error
-                log.exception("could not end MLflow run %s", run_id)
+                if opened is not None:
+                    self.end(opened, status, state)
+            except Exception as exc:  # never mask the original error; `sweep status` ends it later
+                log.error("could not end MLflow run %s: %s", opened, exc)
 
     def reopen(self, run_id: str) -> None:
         _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen")
@@ -188,7 +197,7 @@ class Tracker:
         _retry(lambda: self.client.set_terminated(run_id, status=status), "set_terminated")
 
     def status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
+        return _retry(lambda: self.client.get_run(run_id), "get_run").info.status
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -229,6 +238,13 @@ class Tracker:
             parent = str(Path(artifact_file).parent)
             self.log_file(run_id, path, None if parent == "." else parent)
 
+    def running_children(self, parent_run_id: str) -> list[Any]:
+        experiment_id = _retry(lambda: self.client.get_run(parent_run_id), "get_run").info.experiment_id
+        return self._search(experiment_id, f"tags.{PARENT_TAG} = '{parent_run_id}' and attributes.status = 'RUNNING'")
+
     def children(self, experiment_id: str, parent_run_id: str) -> list[Any]:
-        return self.client.search_runs([experiment_id], filter_string=f"tags.{PARENT_TAG} = '{parent_run_id}'",
-                                       max_results=5000)
+        return self._search(experiment_id, f"tags.{PARENT_TAG} = '{parent_run_id}'")
+
+    def _search(self, experiment_id: str, filter_string: str) -> list[Any]:
+        return _retry(lambda: self.client.search_runs([experiment_id], filter_string=filter_string, max_results=5000),
+                      "search_runs")
