@@ -98,7 +98,8 @@ def test_killed_worker_is_failed_and_its_cell_rerun_by_the_same_run(tmp_path: Pa
     os.kill(owner["pid"], signal.SIGKILL)
     code, out, err = finish(proc)
     assert code == 0 and "Traceback" not in err, err[-3000:]
-    assert "most recent call first" in err and "in run_trial" in err, err[-3000:]
+    # Its stacks (faulthandler keeps the innermost 100 frames: a worker deep in an import shows only those).
+    assert "(most recent call first)" in err, err[-3000:]
     result = outcome(storage, [_tracking(tmp_path)])
     assert_every_cell_once(result)
     assert result["states"]["FAIL"] == 1 and "worker died" in result["errors"][0] and "is gone" in result["errors"][0]
