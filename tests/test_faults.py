@@ -172,9 +172,14 @@ def test_a_worker_whose_clean_up_hangs_leaves_by_its_deadline_and_status_repairs
     repaired = outcome(storage, [_tracking(tmp_path)])
     assert repaired["states"].get("RUNNING", 0) == 0 and repaired["running_runs"] == 0
     assert any(e.startswith("worker died:") and f"process {owner['pid']} " in e for e in repaired["errors"])
-    record("kill -9 the coordinator while the MLflow store is locked", storage, repaired, [code], [err], cells=None,
-           note=f"its workers left {gone:.1f} s later, at their deadline; `sweep status` failed their trials and "
-                "ended their runs")
+    code, _, rerun_err = finish(start(sweep_args, tmp_path, env))
+    assert code == 0 and "Traceback" not in rerun_err, rerun_err[-3000:]
+    result = outcome(storage, [_tracking(tmp_path)])
+    assert_every_cell_once(result)
+    assert result["running_runs"] == 0 and result["parents"][0].info.status == "FINISHED"
+    record("kill -9 the coordinator while the MLflow store is locked", storage, result, [code], [rerun_err],
+           note=f"its workers left {gone:.1f} s later, at their deadline, printing their stacks; `sweep status` "
+                "failed their trials and ended their runs; the rerun completed")
 
 
 def test_ctrl_c_fails_what_it_held_ends_every_run_and_says_one_line(tmp_path: Path, sweep_args: list[str],
