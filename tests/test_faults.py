@@ -87,6 +87,17 @@ def _fail_with_stacks(proc: subprocess.Popen[str], what: str) -> None:
     pytest.fail(f"{what}: processes {left} were left\n{err[-12000:]}")
 
 
+def _kill_coordinator(proc: subprocess.Popen[str]) -> float:
+    """kill -9 the sweep's coordinator; how long its workers took to follow it."""
+    os.kill(proc.pid, signal.SIGKILL)
+    killed = time.time()
+    try:
+        wait_for(lambda: not _session(proc.pid), 20, "the workers to exit after their coordinator died")
+    except pytest.fail.Exception:
+        _fail_with_stacks(proc, "workers outlived their coordinator by 20 s")
+    return time.time() - killed
+
+
 def test_killed_worker_is_failed_and_its_cell_rerun_by_the_same_run(tmp_path: Path, sweep_args: list[str],
                                                                     storage: str) -> None:
     proc = start([*sweep_args, "--workers", "2"], tmp_path, sweep_env(tmp_path))
@@ -115,13 +126,7 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
     env = sweep_env(tmp_path)
     proc = start([*sweep_args, "--workers", "2"], tmp_path, env)
     owner = wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
-    os.kill(proc.pid, signal.SIGKILL)
-    killed = time.time()
-    try:
-        wait_for(lambda: not _session(proc.pid), 20, "the workers to exit after their coordinator died")
-    except pytest.fail.Exception:
-        _fail_with_stacks(proc, "workers outlived their coordinator by 20 s")
-    gone = time.time() - killed
+    gone = _kill_coordinator(proc)
     assert not alive(owner["pid"]) and gone < 10
     proc.communicate()
     left = outcome(storage, [_tracking(tmp_path)])
@@ -154,13 +159,7 @@ def test_a_worker_whose_clean_up_hangs_leaves_by_its_deadline_and_status_repairs
     blocker = sqlite3.connect(tmp_path / "mlruns" / "mlflow.db", timeout=60, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
-        os.kill(proc.pid, signal.SIGKILL)
-        killed = time.time()
-        try:
-            wait_for(lambda: not _session(proc.pid), 20, "the workers to exit after their coordinator died")
-        except pytest.fail.Exception:
-            _fail_with_stacks(proc, "workers outlived their coordinator by 20 s")
-        gone = time.time() - killed
+        gone = _kill_coordinator(proc)
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
