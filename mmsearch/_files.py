@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmsearch.errors import ConfigError, Problem
 
 
 def named_yaml(name_or_path: str, folder: Path) -> Path:
@@ -15,3 +21,17 @@ def named_yaml(name_or_path: str, folder: Path) -> Path:
 
 def yaml_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.yaml")) if folder.exists() else []
+
+
+def read_mapping(path: Path, what: str, available: Sequence[str] = ()) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, or a ConfigError naming the file and what is wrong."""
+    if not path.exists():
+        listing = f"; available: {', '.join(available)} (or a path)" if available else ""
+        raise ConfigError(f"{what} not found", [Problem(str(path), f"no such {what}{listing}")])
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML", [Problem(str(path), str(exc))]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path}", [Problem(str(path), "top level must be a mapping")])
+    return raw

@@ -83,6 +83,7 @@ def test_data_synth_and_inspect(tmp_path: Path, capsys) -> None:  # type: ignore
     assert main(["data", "inspect", str(tmp_path / "d")]) == 0
     text = capsys.readouterr().out
     assert "40 train rows" in text and "images: 45 found, 0 missing, every one decoded" in text
+    assert "caption length (tokens after preprocessing): mean " in text and "fewer than k words: 6: " in text
 
 
 @needs_nltk

@@ -13,7 +13,6 @@ from mmsearch.text import (
     Preprocessor,
     Vocabulary,
     embedding_matrix,
-    length_stats,
     load_vectors,
     oov_report,
     resolve_corpus,
@@ -47,8 +46,6 @@ def test_vocabulary_and_sequences() -> None:
     assert vocab.words[:4] == ["<pad>", "<unk>", "dog", "cat"]
     ids, lengths = vocab.encode([["dog", "zebra", "cat"], []], seq_len=2)
     assert ids.tolist() == [[2, 1], [0, 0]] and lengths.tolist() == [2, 1]
-    stats = length_stats([["a"] * n for n in (3, 5, 5, 7, 12)])
-    assert stats.fewer_than((6, 8)) == {6: 3, 8: 4} and stats.histogram()[5] == 2 and stats.box()["median"] == 5
 
 
 @needs_glove

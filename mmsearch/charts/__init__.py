@@ -6,7 +6,6 @@ from mmsearch.charts._data import (
     best_level,
     bubble_data,
     curves_data,
-    history_data,
     length_data,
     mean_ci,
     oov_data,
@@ -25,7 +24,7 @@ from mmsearch.charts._plot import (
 )
 
 __all__ = [
-    "TrialRecord", "ablation_bars_data", "best_level", "bubble_data", "curves_data", "history_data", "length_data",
+    "TrialRecord", "ablation_bars_data", "best_level", "bubble_data", "curves_data", "length_data",
     "mean_ci", "oov_data", "verdict", "welch_diff", "ablation_figure", "bubble_figure", "curves_figure",
     "history_figure", "length_figure", "oov_figure", "page_html", "report_html",
 ]

@@ -173,13 +173,3 @@ def oov_data(reports: Sequence[Any]) -> list[dict[str, Any]]:
     return [{"corpus": r.corpus, "oov_words": r.oov_words, "vocab": r.vocab_size, "oov_tokens": r.oov_tokens,
              "available": r.error is None, "error": r.error} for r in reports]
 
-
-def history_data(history: Sequence[Any]) -> dict[str, list[float]]:
-    """Per-epoch curves of a single training run (train/val loss, train/val F1)."""
-    return {
-        "epoch": [h.epoch for h in history],
-        "train_loss": [h.train_loss for h in history],
-        "val_loss": [h.val_loss for h in history],
-        "train_f1": [h.train_f1 for h in history],
-        "val_f1": [h.val_f1 for h in history],
-    }

@@ -232,10 +232,10 @@ def _data_inspect(args: argparse.Namespace) -> int:
     print(f"labels per row {r.labels_per_row:.3f}; rows per label:")
     for label, count in zip(LABELS, r.rows_per_label):
         print(f"  {label:>2} {LABEL_NAMES[label]:<14} {count:>6}")
-    box = r.lengths.box()
+    box = r.lengths["box"]
     print(f"caption length (tokens after preprocessing): mean {box['mean']:.2f}, median {box['median']:.0f}, "
           f"q1 {box['q1']:.0f}, q3 {box['q3']:.0f}, max {box['max']:.0f}")
-    print("captions with fewer than k words: " + ", ".join(f"{k}: {n}" for k, n in r.lengths.fewer_than().items()))
+    print("captions with fewer than k words: " + ", ".join(f"{k}: {n}" for k, n in r.lengths["fewer_than"].items()))
     for o in r.oov:
         print(f"OOV {o.corpus}: unavailable ({o.error})" if o.error else
               f"OOV {o.corpus}: {o.oov_words} of {o.vocab_size} words, {o.oov_tokens} of {o.total_tokens} tokens; "
@@ -315,16 +315,14 @@ def _sweep_request(args: argparse.Namespace) -> Any:
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
-    from mmsearch.search import run_sweep
+    from mmsearch.search import run_sweep, versus_base
 
     s = run_sweep(_sweep_request(args))
-    states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s.mine.items())) or "none"
-    what = "cells complete" if s.spec.mode == "ablation" else "trials finished"
-    print(f"study {s.study_name}: {s.done}/{s.total} {what}; this run ran {s.ran} trial(s) ({states}) "
-          f"in {s.seconds:.0f}s")
+    print(f"study {s.study_name}: {s.progress}; this run ran {s.ran} trial(s) ({_states(s.mine)}) in {s.seconds:.0f}s")
     if s.best_level is not None:
         bar = next(b for b in s.levels if b["level"] == s.best_level)
-        print(f"best level {s.spec.factor}={s.best_level}: mean {s.best_value:.4f} {_ci(bar)}, {_vs_base(bar, s)}")
+        print(f"best level {s.spec.factor}={s.best_level}: mean {s.best_value:.4f} {_ci(bar)}, "
+              f"{versus_base(bar, s.spec.base)}")
     elif s.best_value is not None:
         print(f"best value {s.best_value:.4f} with {s.best_params}")
     from mmsearch.tracking import resolve_tracking_uri, ui_link
@@ -342,14 +340,8 @@ def _ci(bar: dict[str, Any]) -> str:
     return f"(95% CI {bar['ci_low']:.4f}..{bar['ci_high']:.4f}, n={bar['n']})"
 
 
-def _vs_base(bar: dict[str, Any], s: Any) -> str:
-    if bar["is_base"]:
-        return "the base level"
-    if s.spec.base is None:
-        return "no level of this sweep is the base experiment's own, so there is no base to compare with"
-    if bar["vs_base"] in ("better", "worse"):
-        return f"{bar['vs_base']} than the base level {s.spec.base} (95% CI of the difference excludes 0)"
-    return f"{bar['vs_base']} from the base level {s.spec.base}"
+def _states(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items())) or "none"
 
 
 def _sweep_status(args: argparse.Namespace) -> int:
@@ -376,9 +368,7 @@ def _status_json(s: Any, info: dict[str, Any]) -> dict[str, Any]:
 
 def _status_table(s: Any, info: dict[str, Any]) -> list[str]:
     spec = s.spec
-    what = "cells complete" if spec.mode == "ablation" else "trials finished"
-    states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s.counts.items()))
-    lines = [f"study {s.study_name} in {info['storage']}: {s.done}/{s.total} {what} (trials: {states or 'none'})",
+    lines = [f"study {s.study_name} in {info['storage']}: {s.progress} (trials: {_states(s.counts)})",
              f"MLflow parent run {s.parent_run_id or '-'}: {info['parent_status'] or '-'}; coordinators alive: "
              f"{info['coordinators_alive']}" + (f"; repaired {info['repaired']} dead trial(s)" if info["repaired"] else "")
              + (f"; ended {info['stray_runs']} MLflow run(s) a dead worker left RUNNING" if info["stray_runs"] else "")

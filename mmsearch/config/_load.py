@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mmsearch._files import named_yaml, yaml_files
+from mmsearch._files import named_yaml, read_mapping, yaml_files
 from mmsearch._settings import problems_from
 from mmsearch.config._schema import ExperimentConfig
 from mmsearch.errors import ConfigError, Problem
@@ -84,15 +84,7 @@ def available_experiments() -> list[str]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError("experiment not found", [
-            Problem(str(path), f"no such file; experiments available: {', '.join(available_experiments())} (or a path)")])
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"experiment {path} is not valid YAML", [Problem(str(path), str(exc))]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"experiment {path}", [Problem(str(path), "top level must be a mapping of sections")])
+    raw = read_mapping(path, "experiment", available_experiments())
     raw.setdefault("name", path.stem)
     return raw
 

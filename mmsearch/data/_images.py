@@ -57,7 +57,8 @@ def load_images(dataset: Dataset, size: int, events: Counter[str] | None = None)
     """The decoded images of every row (train.csv rows, then test.csv rows), read-only."""
     if not dataset.has_images:
         raise DataError(f"dataset {dataset.root}", [
-            Problem(str(dataset.root / "data"), "no image folder: this is a caption-only dataset")])
+            Problem(str(dataset.root / "data"), "missing image folder: the image and fusion stages need images "
+                                                "(text runs work without)")])
     key = stable_hash({"images": dataset.images_fingerprint, "ids": dataset.image_ids, "size": size, "v": 2})
     shape = (len(dataset.image_ids), size, size, 3)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmsearch.errors import MmsearchError
-from mmsearch.search import SweepRequest, find_study, load_sweep, summarize
+from mmsearch.search import SweepRequest, find_study, load_sweep, summarize, versus_base
 
 
 @dataclass
@@ -49,12 +49,9 @@ def sweep_decisions(request: SweepRequest, command: str) -> tuple[list[Decision]
     flags = {"experiment": attrs.get("experiment"), "data": attrs.get("data"), "overrides": attrs.get("set") or {}}
     if spec.mode == "ablation":
         bar = next(b for b in s.levels if b["level"] == s.best_level)
-        vs_base = ("it is the base level" if bar["is_base"] else
-                   f"{bar['vs_base']} than the base level {spec.base!r}" if bar["vs_base"] in ("better", "worse") else
-                   f"{bar['vs_base']} from the base level {spec.base!r} (95% CI of the difference "
-                   f"{bar['diff_low']:+.4f}..{bar['diff_high']:+.4f})" if spec.base else "no base level to compare with")
         return [Decision(k, v, spec.name, name, best.number, best.attrs.get("mlflow_run_id"), float(bar["mean"]),
-                         spec.metric, f"best level {s.best_level!r} (mean of {bar['n']})", float(best.value or 0), vs_base)
+                         spec.metric, f"best level {s.best_level!r} (mean of {bar['n']})", float(best.value or 0),
+                         versus_base(bar, spec.base))
                 for k, v in spec.level(str(s.best_level)).set.items()], flags
     return [Decision(k, v, spec.name, name, best.number, best.attrs.get("mlflow_run_id"), float(best.value or 0),
                      spec.metric, "best trial", float(best.value or 0)) for k, v in best.params.items()], flags

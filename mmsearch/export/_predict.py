@@ -46,35 +46,22 @@ def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path, tracking_u
     if not path.is_file():
         raise DataError("nothing to predict", [Problem(str(path), "file not found")])
     table, problems = read_table(path, ("ImageID", "Caption"))
-    if not problems and not len(table):
-        raise DataError("nothing to predict", [Problem(f"{path}:1", "no rows after the header")])
-    model = load_model(model_uri, tracking_uri)
-    needs_images = bool(model.metadata.metadata[NEEDS_IMAGES])
-    problems += _row_problems(table, data, needs_images)
     if problems:
         raise InputError(f"{path}: rows the model cannot predict", problems)
+    if not len(table):
+        raise DataError("nothing to predict", [Problem(f"{path}:1", "no rows after the header")])
+    model = load_model(model_uri, tracking_uri)
     frame = pd.DataFrame({"ImageID": table.image_ids, "Caption": table.captions})
-    if needs_images:
+    if model.metadata.metadata[NEEDS_IMAGES]:
         frame[IMAGE_COLUMN] = [str(data / "data" / i) for i in table.image_ids]
     try:
         predicted = model.predict(frame)
-    except InputError as exc:  # e.g. an image that exists but does not decode: name its line
+    except InputError as exc:  # the model's own checks (empty caption, missing or undecodable image): name the line
         located = [Problem(f"{path}:{table.lines[row]}", p.message) for row, p in zip(exc.rows, exc.problems)]
         raise InputError(f"{path}: rows the model cannot predict", located or exc.problems) from None
     labels = [[int(x) for x in s.split()] for s in predicted["Labels"]]
     write_submission(out, table.image_ids, labels)
     return PredictOutcome(len(labels), out, _score(table, data, labels))
-
-
-def _row_problems(table: CsvTable, data: Path, needs_images: bool) -> list[Problem]:
-    problems = []
-    for image_id, caption, line in zip(table.image_ids, table.captions, table.lines):
-        where = f"{table.path}:{line}"
-        if not caption.strip():
-            problems.append(Problem(where, f"Caption: empty caption for {image_id!r}"))
-        if needs_images and not (data / "data" / image_id).is_file():
-            problems.append(Problem(where, f"ImageID: image file {data / 'data' / image_id} not found"))
-    return problems
 
 
 def _score(table: CsvTable, data: Path, labels: list[list[int]]) -> float | None:

@@ -6,17 +6,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from mmsearch.charts import length_data
 from mmsearch.data import Dataset, check_images, demo_dataset
 from mmsearch.errors import DataError
-from mmsearch.text import (
-    LengthStats,
-    OovReport,
-    PreprocessConfig,
-    Preprocessor,
-    length_stats,
-    oov_report,
-)
+from mmsearch.text import OovReport, PreprocessConfig, Preprocessor, oov_report
 
 
 @dataclass
@@ -27,7 +22,7 @@ class DatasetReport:
     n_test: int
     labels_per_row: float
     rows_per_label: list[int]  # in the fixed label order
-    lengths: LengthStats  # tokens per train.csv caption after the paper's preprocessing
+    lengths: dict[str, Any]  # of train.csv captions' tokens after the paper's preprocessing (charts.length_data)
     oov: list[OovReport]
     has_images: bool
     images_found: int
@@ -48,5 +43,5 @@ def inspect_dataset(path: str | Path | None = None, corpora: Sequence[str] = ())
     found = len(set(os.listdir(ds.root / "data")) & set(ds.image_ids)) if ds.has_images else 0
     t = ds.targets
     return DatasetReport(ds.root, ds.fingerprint, ds.n_train, ds.n_test, float(t.sum(1).mean()),
-                         [int(c) for c in t.sum(0)], length_stats(tokens[: ds.n_train]), oov, ds.has_images, found,
+                         [int(c) for c in t.sum(0)], length_data([len(t) for t in tokens[: ds.n_train]]), oov, ds.has_images, found,
                          len(ds.image_ids) - found)

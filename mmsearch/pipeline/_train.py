@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mmsearch.charts import history_data, history_figure, report_html
+from mmsearch.charts import history_figure, report_html
 from mmsearch.config import STAGE_NAMES, dump_yaml, flatten, load_experiment, to_dict
 from mmsearch.pipeline._stages import STAGES, StageResult, run_stage
 from mmsearch.pipeline._workspace import Workspace
 from mmsearch.tracking import MlflowEpochLogger, Tracker
-from mmsearch.training import always_label1_f1
+from mmsearch.training import always_label1_f1, history_columns
 
 log = logging.getLogger("mmsearch.train")
 
@@ -48,7 +48,7 @@ def train_experiment(experiment: str, overrides: Mapping[str, Any] | None = None
             results[stage] = result
             tracker.log_metrics(run_id, {f"{stage}/final_{k}": v for k, v in result.metrics.items()})
             tracker.log_metrics(run_id, {f"{stage}/params": result.params, f"{stage}/size_mb": result.size_mb})
-            figures.append((f"{stage} stage", history_figure(history_data(result.fit.history), f"{stage} stage")))
+            figures.append((f"{stage} stage", history_figure(history_columns(result.fit.history), f"{stage} stage")))
             log.info("%s stage: val samples-F1 %.4f (baseline %.4f)", stage, result.metrics["val_f1"], baseline)
-        tracker.log_html(run_id, report_html(f"{cfg.name}: training curves", figures), "charts/curves.html")
+        tracker.log_text(run_id, report_html(f"{cfg.name}: training curves", figures), "charts/curves.html")
     return TrainOutcome(run_id, results, baseline)

@@ -14,7 +14,6 @@ import torch
 from mmsearch._cache import cached, entry
 from mmsearch.config import ExperimentConfig, with_overrides
 from mmsearch.data import Dataset, Split, demo_dataset, load_images
-from mmsearch.errors import DataError, Problem
 from mmsearch.text import EmbeddingMatrix, Preprocessor, Vocabulary, embedding_matrix
 from mmsearch.training import resolve_device
 
@@ -101,10 +100,6 @@ class Workspace:
 
     # -- image inputs ------------------------------------------------------------------------
     def images(self) -> np.memmap:
-        if not self.dataset.has_images:
-            raise DataError(f"dataset {self.dataset.root}", [Problem(
-                str(self.dataset.root / "data"),
-                "missing image folder: the image and fusion stages need images (text runs work without)")])
         return load_images(self.dataset, self.cfg.data.image_size, events=self.events)
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import Field, ValidationError
 
+from mmsearch._files import read_mapping
 from mmsearch._registry import Registry
 from mmsearch._settings import Settings, problems_from
 from mmsearch.charts import verdict, welch_diff
@@ -52,10 +52,7 @@ class Finding(Settings):
 
 
 def load_findings(path: Path = FINDINGS) -> list[Finding]:
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"findings file {path}", []) from exc
+    raw = read_mapping(path, "findings file")
     out, problems = [], []
     for i, item in enumerate(raw.get("findings") or []):
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsearch.charts import ablation_figure, oov_data, page_html
+from mmsearch.charts import ablation_figure, page_html
 from mmsearch.config import request_overrides, stage_needs_images
 from mmsearch.errors import MmsearchError
 from mmsearch.report._findings import NOT_RUN, VERDICTS, Finding, Verdict, load_findings
@@ -58,23 +58,16 @@ class Report:
 
 def _study(request: ReportRequest, sweep: str) -> tuple[Any, Any] | None:
     """(context, study) of the sweep's study for the request's profile and data, or None."""
-    import optuna
-
-    from mmsearch.search import SweepRequest, find_study, resolve
+    from mmsearch.search import SweepRequest, find_study, open_study
 
     sweep_request = SweepRequest(sweep=sweep, experiment=request.experiment, data=request.data,
                                  overrides=dict(request.overrides), storage=request.storage)
     try:
-        name, storage, _ = find_study(sweep_request, f"report (sweep {sweep})")
+        sweep_request.study_name = find_study(sweep_request, f"report (sweep {sweep})")[0]
     except MmsearchError:
         return None
-    study = optuna.load_study(study_name=name, storage=storage.optuna)
-    attrs = study.user_attrs
-    sweep_request.study_name = name
-    sweep_request.experiment = request.experiment or attrs.get("experiment")
-    sweep_request.data = request.data or attrs.get("data")
-    sweep_request.overrides = dict(request.overrides) or attrs.get("set") or {}
-    return resolve(sweep_request, storage), study
+    ctx, study, _ = open_study(sweep_request, "report")
+    return ctx, study
 
 
 def _first_sentence(message: str, limit: int = 160) -> str:
@@ -82,32 +75,15 @@ def _first_sentence(message: str, limit: int = 160) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
 
 
-def _oov(ctx: Any, tried: list[str]) -> list[dict[str, Any]]:
-    """Words of the study's captions without a vector, per corpus the sweep and the paper tried."""
-    from mmsearch.config import with_overrides
-    from mmsearch.pipeline import Workspace
-    from mmsearch.text import oov_report
-
-    ws = Workspace(ctx.base, ctx.dataset)
-    corpora = {}
-    for lv in ctx.spec.level_list:
-        t = with_overrides(ctx.base, lv.set).text
-        corpora[t.corpus] = t.embedding_dim
-    for corpus in tried:
-        corpora.setdefault(corpus, None)
-    return oov_data([oov_report(c, ws.tokens, dim=d, seed=ctx.base.run.seed, sentences_key=ws.sentences_key())
-                     for c, d in corpora.items()])
-
-
 def _command(request: ReportRequest, sweep: str) -> str:
-    flags = [f"--experiment {request.experiment}"] if request.experiment else []
-    flags += [f"--data {request.data}"] if request.data else []
-    flags += [f"--set {k}={v}" for k, v in request.overrides.items()]
-    return " ".join(["mmsearch sweep run", sweep, *flags])
+    from mmsearch.search import selecting_flags
+
+    flags = selecting_flags({"experiment": request.experiment, "data": request.data, "set": request.overrides})
+    return f"mmsearch sweep run {sweep} {flags}".rstrip()
 
 
 def reproduce(request: ReportRequest) -> Report:
-    from mmsearch.search import load_sweep, records, summarize
+    from mmsearch.search import load_sweep, records, summarize, sweep_oov
     from mmsearch.tracking import Tracker
 
     request.overrides = {**request.overrides, **request_overrides(data=request.data)}
@@ -131,7 +107,9 @@ def reproduce(request: ReportRequest) -> Report:
         s = summarize(ctx.spec, ctx.study_name, trials)
         extra: dict[str, Any] = {"maximize": ctx.spec.maximize}
         if finding.kind == "fewest_oov":
-            extra["oov"] = _oov(ctx, finding.tried)
+            from mmsearch.pipeline import Workspace
+
+            extra["oov"] = sweep_oov(ctx, Workspace(ctx.base, ctx.dataset), finding.tried)
         verdict = VERDICTS.get(finding.kind)(finding, s.levels, extra)
         if verdict.outcome == NOT_RUN:
             failed = [r.attrs.get("error", "") for r in records(trials) if r.state == "FAIL" and r.level == finding.value]
@@ -147,7 +125,7 @@ def reproduce(request: ReportRequest) -> Report:
                                                        "(mmsearch report)")
     with tracker.run(experiment_id, f"{request.experiment or 'studies found'} on {request.data or 'the demo data'}",
                      tags={"experiment": request.experiment or "", "data": request.data or "demo"}) as run_id:
-        tracker.log_html(run_id, page, "reproduction.html")
+        tracker.log_text(run_id, page, "reproduction.html")
         tracker.log_text(run_id, json.dumps([_row(s) for s in sections], indent=1, default=str), "verdicts.json")
         tracker.log_metrics(run_id, {k.replace(" ", "_"): v for k, v in Counter(s.verdict.outcome for s in sections).items()})
     return Report(sections, path, run_id)

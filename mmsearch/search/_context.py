@@ -4,7 +4,7 @@ storage and the study's name; and finding the studies a sweep already has in a s
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +124,16 @@ def find_study(request: SweepRequest, command: str) -> tuple[str, StudyStorage, 
         listing.append(Problem(name, f"mmsearch {command} {selecting_flags(attrs)}".rstrip() + f"  (or --study {name})"))
     what = "none matches those flags" if flagged else "say which"
     raise ConfigError(f"sweep {sweep} has {len(names)} studies in {storage}; {what}", listing)
+
+
+def open_study(request: SweepRequest, command: str) -> tuple[SweepContext, Any, str | None]:
+    """The study a command means (see ``find_study``), resolved with the experiment, data and
+    ``--set`` values it was run with wherever the request names none. Returns (context, study, note)."""
+    import optuna
+
+    name, storage, note = find_study(request, command)
+    study = optuna.load_study(study_name=name, storage=storage.optuna)
+    attrs = study.user_attrs
+    ran_with = replace(request, study_name=name, experiment=request.experiment or attrs.get("experiment"),
+                       data=request.data or attrs.get("data"), overrides=request.overrides or attrs.get("set") or {})
+    return resolve(ran_with, storage), study, note

@@ -22,10 +22,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from mmsearch._files import named_yaml, yaml_files
+from mmsearch._files import named_yaml, read_mapping, yaml_files
 from mmsearch._lazy import lazy_module
 from mmsearch._registry import Registry
 from mmsearch._settings import Settings, problems_from
@@ -205,15 +204,7 @@ def load_sweep(name_or_path: str, experiment: str | None = None, overrides: Mapp
     """Parse and validate a sweep and its base experiment; every level is checked against the
     config schema, so a bad level fails here, before any training."""
     path = sweep_path(name_or_path)
-    if not path.exists():
-        names = ", ".join(p.stem for p in available_sweeps())
-        raise ConfigError("sweep not found", [Problem(str(path), f"no such sweep; available: {names}")])
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep {path} is not valid YAML", [Problem(str(path), str(exc))]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"sweep {path}", [Problem(str(path), "top level must be a mapping")])
+    raw = read_mapping(path, "sweep", [p.stem for p in available_sweeps()])
     where = str(path)
     problems: list[Problem] = []
     exp_name = experiment or raw.get("experiment") or "paper"

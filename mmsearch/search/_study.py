@@ -7,11 +7,10 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 from mmsearch._interrupts import deferred
-from mmsearch.search._context import SweepContext, SweepRequest, find_study, resolve
+from mmsearch.search._context import SweepContext, SweepRequest, open_study
 from mmsearch.search._liveness import judge
 from mmsearch.search._summary import SweepSummary, summarize
 from mmsearch.tracking import Tracker
@@ -161,24 +160,17 @@ def sweep_status(request: SweepRequest, command: str) -> tuple[SweepSummary, dic
     """The study's summary, after repairing what dead processes left (their trials FAIL, their
     MLflow runs and a stale parent run ended). Also: parent run status, live coordinators, and a
     note when the study was found rather than named."""
-    import optuna
-
-    name, storage, note = find_study(request, command)
-    study = optuna.load_study(study_name=name, storage=storage.optuna)
-    attrs = study.user_attrs
-    ctx = resolve(replace(request, study_name=name, experiment=request.experiment or attrs.get("experiment"),
-                          data=request.data or attrs.get("data"), overrides=request.overrides or attrs.get("set") or {}),
-                  storage)
+    ctx, study, note = open_study(request, command)
     tracker = Tracker(request.tracking_uri)
     keeper = SweepStudy(ctx, study, tracker)
-    parent = attrs.get(PARENT_ATTR)
+    parent = study.user_attrs.get(PARENT_ATTR)
     with keeper.lock():
         repaired = keeper.repair(enqueue=False)
         strays = keeper.end_stray_runs(parent) if parent else 0
         closed = keeper.close_stale_parent(parent) if parent else False
         live = keeper.live_coordinators()
-    summary = summarize(ctx.spec, name, keeper.trials())
+    summary = summarize(ctx.spec, ctx.study_name, keeper.trials())
     summary.parent_run_id = parent or ""
     info = {"note": note, "repaired": repaired, "stray_runs": strays, "closed_parent": closed, "coordinators_alive": len(live),
-            "parent_status": tracker.status(parent) if parent else None, "storage": str(storage)}
+            "parent_status": tracker.status(parent) if parent else None, "storage": str(ctx.storage)}
     return summary, info

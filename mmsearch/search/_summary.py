@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,10 @@ class SweepSummary:
         return sum(self.mine.get(s, 0) for s in FINISHED)
 
     @property
+    def progress(self) -> str:
+        return f"{self.done}/{self.total} " + ("cells complete" if self.spec.mode == "ablation" else "trials finished")
+
+    @property
     def best_params(self) -> dict[str, Any]:
         if self.spec.mode == "ablation":
             return dict(self.spec.level(self.best_level).set) if self.best_level is not None else {}
@@ -110,10 +115,20 @@ def summarize(spec: SweepSpec, study_name: str, trials: list[Any], me: str | Non
     return SweepSummary(study_name, spec, counts, done, total, mine, levels, best_lv, best_value, best, errors, durations)
 
 
+def versus_base(bar: dict[str, Any], base: str | None) -> str:
+    """What the Welch 95% interval of a level's difference from the base level says, in words."""
+    if bar["is_base"]:
+        return "it is the base level"
+    if base is None:
+        return "no level of this sweep is the base experiment's own, so there is no base to compare with"
+    than = "than" if bar["vs_base"] in ("better", "worse") else "from"
+    ci = "" if math.isnan(bar["diff_low"]) else f" (95% CI of the difference {bar['diff_low']:+.4f}..{bar['diff_high']:+.4f})"
+    return f"{bar['vs_base']} {than} the base level {base}{ci}"
+
+
 def progress_line(s: SweepSummary, workers: int, started: float, now: float) -> str:
-    what = "cells complete" if s.spec.mode == "ablation" else "trials finished"
     mine = ", ".join(f"{s.mine[k]} {k.lower()}" for k in (*FINISHED, "RUNNING") if s.mine.get(k))
-    line = f"[{s.spec.name}] {s.done}/{s.total} {what}; this run: {mine or 'starting'}"
+    line = f"[{s.spec.name}] {s.progress}; this run: {mine or 'starting'}"
     others = s.counts.get("RUNNING", 0) - s.mine.get("RUNNING", 0)
     if others > 0:
         line += f"; {others} running elsewhere"
@@ -161,15 +176,7 @@ def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord]) -> tupl
             data["lengths"] = length_data([len(t) for t in ws.tokens[: ctx.dataset.n_train]])
             figures.append(("Caption lengths", length_figure(data["lengths"])))
         if "oov" in wanted:
-            from mmsearch.config import with_overrides
-            from mmsearch.text import oov_report
-
-            reports = []
-            for lv in spec.level_list:
-                t = with_overrides(ctx.base, lv.set).text
-                reports.append(oov_report(t.corpus, ws.tokens, dim=t.embedding_dim, seed=ctx.base.run.seed,
-                                          sentences_key=ws.sentences_key()))
-            data["oov"] = oov_data(reports)
+            data["oov"] = sweep_oov(ctx, ws)
             figures.append(("Words without embeddings", oov_figure(data["oov"])))
     if spec.mode == "search" and sum(r.state == "COMPLETE" for r in recs) >= 2:
         from optuna import visualization
@@ -181,6 +188,21 @@ def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord]) -> tupl
             except Exception as exc:  # importance needs variance among trials
                 log.info("chart %s skipped: %s", chart, exc)
     return figures, data
+
+
+def sweep_oov(ctx: SweepContext, ws: Any, also: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Words of the captions without a vector in each corpus the sweep's levels use (and ``also``)."""
+    from mmsearch.config import with_overrides
+    from mmsearch.text import oov_report
+
+    corpora: dict[str, int | None] = {}
+    for lv in ctx.spec.level_list:
+        t = with_overrides(ctx.base, lv.set).text
+        corpora[t.corpus] = t.embedding_dim
+    for corpus in also:
+        corpora.setdefault(corpus, None)
+    return oov_data([oov_report(c, ws.tokens, dim=d, seed=ctx.base.run.seed, sentences_key=ws.sentences_key())
+                     for c, d in corpora.items()])
 
 
 def level_metrics(summary: SweepSummary) -> dict[str, float]:
@@ -198,7 +220,7 @@ def level_metrics(summary: SweepSummary) -> dict[str, float]:
 def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary: SweepSummary) -> None:
     """The sweep's charts, their data and per-level statistics on its MLflow parent run."""
     figures, data = sweep_charts(ctx, study, records(study.get_trials(deepcopy=False)))
-    tracker.log_html(parent, report_html(f"{ctx.spec.name}: {ctx.spec.description}", figures,
+    tracker.log_text(parent, report_html(f"{ctx.spec.name}: {ctx.spec.description}", figures,
                                          f"<p>Paper {ctx.spec.paper}. Study {ctx.study_name}.</p>"), "charts/report.html")
     tracker.log_text(parent, json.dumps(data, indent=1, default=str), "charts/data.json")
     metrics = {f"trials_{k.lower()}": v for k, v in summary.counts.items()} | level_metrics(summary)

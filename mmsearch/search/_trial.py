@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from mmsearch.config import (
 from mmsearch.search._context import SweepContext
 from mmsearch.search._liveness import Heartbeat, ProcessIdentity
 from mmsearch.tracking import DEFAULT_END_STATES, MlflowEpochLogger, Tracker
-from mmsearch.training import Callback, EpochLog, FitState
+from mmsearch.training import Callback, EpochLog, FitState, history_columns
 
 log = logging.getLogger("mmsearch.sweep")
 
@@ -129,8 +129,8 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
                                          "trial/fit_seconds": result.fit.seconds, "trial/callback_seconds": bookkeeping,
                                          "trial/worker_peak_rss_mb": peak})
             finals = {f"final_{k}": v for k, v in result.metrics.items()}
-            history = {f.name: [round(getattr(e, f.name), 6) for e in result.fit.history] for f in fields(EpochLog)
-                       if f.name not in ("epoch", "seconds")}
+            history = {k: [round(v, 6) for v in values] for k, values in history_columns(result.fit.history).items()
+                       if k not in ("epoch", "seconds")}
             attrs = {"params": result.params, "size_mb": result.size_mb, "fit_seconds": result.fit.seconds,
                      "worker_peak_rss_mb": peak, "worker_pid": os.getpid(),
                      "callback_seconds": bookkeeping, "history": history, **finals,

@@ -81,18 +81,20 @@ class Predictor:
         if missing:
             raise InputError("wrong input columns", [Problem(
                 "input", f"missing column(s) {', '.join(missing)}; got {list(frame.columns)}, need {required}")])
-        problems = []
+        problems, rows = [], []  # rows: each problem's position, which a caller maps to a file line
         for pos, row in enumerate(frame.itertuples(index=False)):
             where = f"row {pos} (ImageID {row.ImageID!r})"
             caption = row.Caption
             if not isinstance(caption, str) or not caption.strip():
                 problems.append(Problem(where, f"Caption: empty caption {caption!r}"))
+                rows.append(pos)
             if self.bundle.needs_images:
                 path = getattr(row, IMAGE_COLUMN)
                 if not isinstance(path, str) or not Path(path).is_file():
                     problems.append(Problem(where, f"{IMAGE_COLUMN}: image file {path!r} not found"))
+                    rows.append(pos)
         if problems:
-            raise InputError("rows the model cannot predict", problems)
+            raise InputError("rows the model cannot predict", problems, rows)
 
     # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:

@@ -16,10 +16,9 @@ from mmsearch.text._vectors import (
     oov_report,
     resolve_corpus,
 )
-from mmsearch.text._vocab import LengthStats, Vocabulary, length_stats
+from mmsearch.text._vocab import Vocabulary
 
 __all__ = [
     "TOKENIZERS", "PreprocessConfig", "Preprocessor", "require_nltk", "CAPTIONS_WORD2VEC", "GENSIM_DATA",
-    "EmbeddingMatrix", "OovReport", "embedding_matrix", "load_vectors", "oov_report", "resolve_corpus",
-    "LengthStats", "Vocabulary", "length_stats",
+    "EmbeddingMatrix", "OovReport", "embedding_matrix", "load_vectors", "oov_report", "resolve_corpus", "Vocabulary",
 ]

@@ -1,4 +1,4 @@
-"""Vocabulary, fixed-length index sequences and caption-length statistics."""
+"""Vocabulary and fixed-length index sequences."""
 
 from __future__ import annotations
 
@@ -39,30 +39,3 @@ class Vocabulary:
             lengths[r] = max(1, len(kept))
         return ids, lengths
 
-
-@dataclass
-class LengthStats:
-    """Caption lengths in tokens: histogram, box plot and the paper's "fewer than k" counts."""
-
-    lengths: np.ndarray
-
-    def histogram(self) -> dict[int, int]:
-        values, counts = np.unique(self.lengths, return_counts=True)
-        return {int(v): int(c) for v, c in zip(values, counts)}
-
-    def box(self) -> dict[str, float]:
-        q1, median, q3 = np.percentile(self.lengths, [25, 50, 75])
-        iqr = q3 - q1
-        inside = self.lengths[(self.lengths >= q1 - 1.5 * iqr) & (self.lengths <= q3 + 1.5 * iqr)]
-        return {
-            "min": float(self.lengths.min()), "q1": float(q1), "median": float(median), "q3": float(q3),
-            "max": float(self.lengths.max()), "mean": float(self.lengths.mean()),
-            "whisker_low": float(inside.min()), "whisker_high": float(inside.max()),
-        }
-
-    def fewer_than(self, ks: Sequence[int] = (6, 7, 8, 9, 10)) -> dict[int, int]:
-        return {int(k): int((self.lengths < k).sum()) for k in ks}
-
-
-def length_stats(token_lists: Sequence[Sequence[str]]) -> LengthStats:
-    return LengthStats(np.array([len(t) for t in token_lists], dtype=np.int64))

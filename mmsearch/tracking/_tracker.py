@@ -13,7 +13,6 @@ import contextlib
 import functools
 import logging
 import os
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -227,16 +226,6 @@ class Tracker:
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         _retry(lambda: self.client.log_text(run_id, text, artifact_file), "log_text")
-
-    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), "log_artifact")
-
-    def log_html(self, run_id: str, html: str, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact_file).name
-            path.write_text(html, encoding="utf-8")
-            parent = str(Path(artifact_file).parent)
-            self.log_file(run_id, path, None if parent == "." else parent)
 
     def running_children(self, parent_run_id: str) -> list[Any]:
         experiment_id = _retry(lambda: self.client.get_run(parent_run_id), "get_run").info.experiment_id

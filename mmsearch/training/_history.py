@@ -4,6 +4,7 @@ writes callbacks, without loading torch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -22,6 +23,11 @@ class EpochLog:
 
     def metrics(self) -> dict[str, float]:
         return {k: v for k, v in self.__dict__.items() if k != "epoch"}
+
+
+def history_columns(history: Sequence[EpochLog]) -> dict[str, list[float]]:
+    """Each value the engine records per epoch, as a list by epoch (what charts draw and trials keep)."""
+    return {f.name: [getattr(e, f.name) for e in history] for f in fields(EpochLog)}
 
 
 # Per-epoch metrics a sweep may optimise or prune on, and which way is better for each.
