@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,7 @@ import numpy as np
 import torch
 
 from mmsearch.config import load_experiment
-from mmsearch.data import Dataset, build_transform, load_images
-from mmsearch.data._images import decode_image
+from mmsearch.data import Dataset, build_transform, decode_image, load_images
 from mmsearch.models import ImageNet
 from mmsearch.pipeline import STAGES, ImageRows, Workspace, run_stage
 from mmsearch.search import SweepRequest, run_sweep
@@ -29,7 +30,8 @@ from benchmarks._harness import Row, interleaved, interleaved_samples
 SHARED_CACHE_KINDS = ("images", "tokens", "vectors", "embeddings", "demo")
 
 
-def _fresh_stage_caches() -> str:
+@contextlib.contextmanager
+def _fresh_stage_caches() -> Iterator[None]:
     """A cache root sharing the decoded images, tokens and word vectors of the current one but
     with empty backbone/feature/stage caches: the upstream networks must run again."""
     current = Path(os.environ["MMSEARCH_CACHE_DIR"])
@@ -37,27 +39,27 @@ def _fresh_stage_caches() -> str:
     for kind in SHARED_CACHE_KINDS:
         if (current / kind).exists():
             (fresh / kind).symlink_to(current / kind)
-    return str(fresh)
+    os.environ["MMSEARCH_CACHE_DIR"] = str(fresh)
+    try:
+        yield
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+        os.environ["MMSEARCH_CACHE_DIR"] = str(current)
 
 
 def b1_stage_cache(cfg: Any, repeats: int, label: str = "B1 stage cache", note: str = "") -> Row:
     ws = Workspace(cfg)
     run_stage(ws, "fusion")  # warm every cache once
-    main_cache = os.environ["MMSEARCH_CACHE_DIR"]
 
     def cached() -> None:
         run_stage(Workspace(cfg, ws.dataset), "fusion")
 
     def rerun_upstream() -> None:
-        os.environ["MMSEARCH_CACHE_DIR"] = _fresh_stage_caches()
-        try:
+        with _fresh_stage_caches():
             fresh = Workspace(cfg, ws.dataset)
             run_stage(fresh, "image")
             run_stage(fresh, "text")
             run_stage(fresh, "fusion")
-        finally:
-            shutil.rmtree(os.environ["MMSEARCH_CACHE_DIR"], ignore_errors=True)
-            os.environ["MMSEARCH_CACHE_DIR"] = main_cache
 
     base, ours = interleaved(rerun_upstream, cached, repeats)
     return Row(label, "fusion trial re-running image + caption stages", "fusion trial on cached features",
@@ -212,7 +214,6 @@ def b6_extraction(cfg: Any, repeats: int) -> Row:
     # i.e. channels-last memory, which CPU convolutions run faster than contiguous NCHW.
     batches = [transform(torch.from_numpy(np.array(images[s : s + 128])).permute(0, 3, 1, 2))
                for s in range(0, len(images), 128)]
-    main_cache = os.environ["MMSEARCH_CACHE_DIR"]
 
     def bare() -> None:
         with torch.inference_mode():
@@ -220,12 +221,8 @@ def b6_extraction(cfg: Any, repeats: int) -> Row:
                 net.features(b)
 
     def ours() -> None:
-        os.environ["MMSEARCH_CACHE_DIR"] = _fresh_stage_caches()
-        try:
+        with _fresh_stage_caches():
             STAGES.get("image").features(Workspace(cfg, ws.dataset))
-        finally:
-            shutil.rmtree(os.environ["MMSEARCH_CACHE_DIR"], ignore_errors=True)
-            os.environ["MMSEARCH_CACHE_DIR"] = main_cache
 
     base, mine = interleaved(bare, ours, repeats)
     ratio = base / mine  # throughput ratio = inverse time ratio

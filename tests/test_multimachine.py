@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from _sweepproc import finish, fresh_postgres, sets, wait_for
+from _sweepproc import finish, free_port, fresh_postgres, sets, wait_until_serving
 from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +58,6 @@ def test_compose_file_is_valid_and_keeps_results_private(tmp_path: Path) -> None
     assert valid.returncode == 0, valid.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _localise(value: str, subs: dict[str, str]) -> str:
     for old, new in subs.items():
         value = value.replace(old, new)
@@ -85,7 +78,7 @@ def test_three_machines_share_one_study_behind_an_authenticated_server(tmp_path:
 
     data = synthesize(tmp_path / "data", SynthSpec(n_train=400, n_test=20, image_size=32, seed=4))
     with fresh_postgres() as mlflow_db, fresh_postgres() as optuna_db:
-        port = _free_port()
+        port = free_port()
         services = compose(ENV)["services"]
         server_dir = tmp_path / "mlflow"
         server_dir.mkdir()
@@ -103,14 +96,7 @@ def test_three_machines_share_one_study_behind_an_authenticated_server(tmp_path:
         uri = f"http://127.0.0.1:{port}"
         probe = f"{uri}/api/2.0/mlflow/experiments/search"
         try:
-            def up() -> bool:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:] if server.stderr else ""
-                try:
-                    return requests.get(f"{uri}/health", timeout=2).status_code == 200
-                except requests.RequestException:
-                    return False
-
-            wait_for(up, 120, "the MLflow server to start", every=1.0)
+            wait_until_serving(server, uri, "the MLflow server to start", every=1.0)
             auth = (ENV["MLFLOW_ADMIN_USERNAME"], ENV["MLFLOW_ADMIN_PASSWORD"])
             assert requests.post(probe, json={"max_results": 1}, timeout=10).status_code == 401  # no credentials
             assert requests.post(probe, json={"max_results": 1}, timeout=10, auth=("admin", "wrong")).status_code == 401

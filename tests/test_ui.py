@@ -7,13 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from _sweepproc import alive, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _sweepproc import alive, free_port, wait_for, wait_until_serving
 
 
 def _descendants(pid: int) -> set[int]:
@@ -37,21 +31,13 @@ def _open(port: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM])  # Ctrl-C takes the same handler
 def test_stopping_mmsearch_ui_stops_the_server_it_started(tmp_path: Path, sig: int) -> None:
-    requests = pytest.importorskip("requests")
-    port = _free_port()
+    pytest.importorskip("requests")
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "ui", "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
     try:
-        wait_for(healthy, 120, "the MLflow UI to answer", every=0.5)
+        wait_until_serving(proc, f"http://127.0.0.1:{port}", "the MLflow UI to answer")
         server = _descendants(proc.pid)
         assert server  # mlflow server and its web workers
         proc.send_signal(sig)  # `kill PID` (or Ctrl-C) on mmsearch ui, not on its children

@@ -16,6 +16,7 @@ beats both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,16 +167,22 @@ def synthesize(out: Path, spec: SynthSpec = SynthSpec(), from_csv: Path | None =
     images = [*zip(train_ids, train_labels), *((image_id, labels) for image_id, labels, _ in test_rows)]
     for image_id, labels in progress(images, total=len(images), what="rendering demo images", unit="img"):
         _save(out / "data" / image_id, render_image(labels, spec.image_size, rng, spec.draw_p))
-    write_table(out / "train.csv", train_ids, train_captions, train_labels)
-    if test_rows:
-        write_table(out / "test.csv", [r[0] for r in test_rows], [r[2] for r in test_rows])
-        # The answers to test.csv, which Kaggle keeps hidden; here they let predictions be scored.
-        write_table(out / "test_labels.csv", [r[0] for r in test_rows], [r[2] for r in test_rows], [r[1] for r in test_rows])
+    _write_csvs(out, list(zip(train_ids, train_labels, train_captions)), test_rows)
     return out
 
 
 def _save(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+
+
+def _write_csvs(out: Path, train: Sequence[tuple[str, list[int], str]], test: Sequence[tuple[str, list[int], str]]
+                ) -> None:
+    """train.csv, and test.csv with its answers in test_labels.csv: Kaggle keeps them hidden;
+    here they let a final model's predictions be scored. Rows are (ImageID, labels, caption)."""
+    write_table(out / "train.csv", [r[0] for r in train], [r[2] for r in train], [r[1] for r in train])
+    if test:
+        write_table(out / "test.csv", [r[0] for r in test], [r[2] for r in test])
+        write_table(out / "test_labels.csv", [r[0] for r in test], [r[2] for r in test], [r[1] for r in test])
 
 
 def holdout(source: Path, out: Path, fraction: float = 0.2, seed: int = 2026) -> tuple[int, int]:
@@ -188,11 +195,8 @@ def holdout(source: Path, out: Path, fraction: float = 0.2, seed: int = 2026) ->
     out.mkdir(parents=True, exist_ok=True)
     t = ds.train
     assert t.labels is not None
-    keep, held = split.train, split.val
-    write_table(out / "train.csv", [t.image_ids[i] for i in keep], [t.captions[i] for i in keep], [t.labels[i] for i in keep])
-    write_table(out / "test.csv", [t.image_ids[i] for i in held], [t.captions[i] for i in held])
-    write_table(out / "test_labels.csv", [t.image_ids[i] for i in held], [t.captions[i] for i in held],
-                [t.labels[i] for i in held])
+    rows = list(zip(t.image_ids, t.labels, t.captions))
+    _write_csvs(out, [rows[i] for i in split.train], [rows[i] for i in split.val])
     if ds.has_images and not (out / "data").exists():
         (out / "data").symlink_to((Path(source) / "data").resolve())
-    return len(keep), len(held)
+    return len(split.train), len(split.val)
