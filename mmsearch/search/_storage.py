@@ -48,9 +48,9 @@ class StudyStorage:
     url: str
     kind: str
     optuna: Any  # optuna.storages.BaseStorage
-    _lock: Callable[[str], contextlib.AbstractContextManager[None]]
+    _lock: Callable[[str], contextlib.AbstractContextManager[Any]]
 
-    def lock(self, study_name: str) -> contextlib.AbstractContextManager[None]:
+    def lock(self, study_name: str) -> contextlib.AbstractContextManager[Any]:
         """Serialise claiming and enqueueing trials of ``study_name`` across every process that
         can reach this storage (on one machine for a journal file, on all for the others)."""
         return self._lock(study_name)
@@ -109,10 +109,8 @@ def _journal(url: str) -> StudyStorage:
         raise StorageError(f"--storage {url}: {path if path.exists() else path.parent} is not writable (the study "
                            f"journal goes there; run from a writable folder or pass --storage)")
 
-    @contextlib.contextmanager
-    def lock(study_name: str) -> Iterator[None]:
-        with FileLock(str(path.with_name(f"{path.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"))):
-            yield
+    def lock(study_name: str) -> FileLock:
+        return FileLock(str(path.with_name(f"{path.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock")))
 
     return StudyStorage(str(path), "journal", JournalStorage(JournalFileBackend(str(path))), lock)
 
@@ -125,29 +123,28 @@ def _postgresql(url: str) -> StudyStorage:
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
                                       connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     try:
-        with engine.connect() as conn:
-            # Three processes creating Optuna's tables at once on a fresh database race on
-            # alembic_version; one at a time, the others find the tables made.
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
-            try:
-                storage = optuna.storages.RDBStorage(url, engine_kwargs={
-                    "pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+        # Three processes creating Optuna's tables at once on a fresh database race on
+        # alembic_version; one at a time, the others find the tables made.
+        with _session_lock(engine, SCHEMA_LOCK_KEY):
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={
+                "pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise StorageError(f"--storage {masked(url)}: cannot use the PostgreSQL database ({reason})") from None
+    return StudyStorage(url, "postgresql", storage, lambda study_name: _session_lock(engine, _key(study_name)))
 
-    @contextlib.contextmanager
-    def lock(study_name: str) -> Iterator[None]:
-        with engine.connect() as conn:  # the lock is the session's: a holder that dies releases it
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _key(study_name)})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _key(study_name)})
 
-    return StudyStorage(url, "postgresql", storage, lock)
+@contextlib.contextmanager
+def _session_lock(engine: Any, key: int) -> Iterator[None]:
+    """A PostgreSQL advisory lock held by a session of its own: a holder that dies releases it."""
+    import sqlalchemy
+
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
 
 @STORAGE_KINDS.register("redis")
@@ -170,12 +167,10 @@ def _redis(url: str) -> StudyStorage:
     except redis.RedisError as exc:
         raise StorageError(f"--storage {masked(url)}: cannot use the Redis server ({exc})") from None
 
-    @contextlib.contextmanager
-    def lock(study_name: str) -> Iterator[None]:
+    def lock(study_name: str) -> Any:
         # The time-out frees the lock of a holder that died; the sections it guards take well
         # under a second, so a live holder never loses it.
-        with client.lock(f"mmsearch:study-lock:{study_name}", timeout=60, blocking_timeout=None):
-            yield
+        return client.lock(f"mmsearch:study-lock:{study_name}", timeout=60, blocking_timeout=None)
 
     return StudyStorage(url, "redis", storage, lock)
 
