@@ -85,7 +85,13 @@ def small(demo_dir: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory, small: dict) -> dict:
+def speed(small: dict[str, object]) -> dict[str, object]:
+    """``small`` without the dataset: the ``--set`` values that go beside ``--data``."""
+    return {k: v for k, v in small.items() if k != "data.path"}
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, small: dict, speed: dict) -> dict:
     """A finished fusion-dropout-count sweep on the demo data and its exported champion model
     ``demo-model`` (an image + caption pipeline), shared by the export and bad-input tests."""
     from mmsearch.export import ExportRequest, export_model
@@ -93,10 +99,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory, small: dict) -> dict:
 
     root = tmp_path_factory.mktemp("export")
     storage = str(root / "journal.log")
-    overrides = {k: v for k, v in small.items() if k != "data.path"}
-    run_sweep(SweepRequest(sweep="fusion-dropout-count", experiment="cpu", overrides=overrides,
+    run_sweep(SweepRequest(sweep="fusion-dropout-count", experiment="cpu", overrides=dict(speed),
                            data=small["data.path"], storage=storage, trials=6, progress=False))
     result = export_model(ExportRequest(sweeps=["fusion-dropout-count"], name="demo-model", experiment="cpu",
-                                        data=small["data.path"], overrides=overrides, storage=storage,
+                                        data=small["data.path"], overrides=dict(speed), storage=storage,
                                         out_dir=root / "exports"))
     return {"root": root, "storage": storage, "result": result}

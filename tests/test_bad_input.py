@@ -15,6 +15,7 @@ import pytest
 
 from mmsearch.cli import main
 
+from _sweepproc import sets
 from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
@@ -55,11 +56,9 @@ def _truncated(folder: Path, fx: dict) -> bytes:
 
 def _sweep(storage: str | None = None, *extra: str) -> Callable[[Path, dict], list[str]]:
     def argv(folder: Path, fx: dict) -> list[str]:
-        small = fx["small"]
-        sets = [f"--set={k}={v}" for k, v in small.items() if k != "data.path"]
         where = storage.format(folder=folder) if storage else str(folder / "journal.log")
-        return ["sweep", "run", "fusion-dropout-count", "--experiment", "cpu", "--data", small["data.path"], *sets,
-                "--storage", where, *extra]
+        return ["sweep", "run", "fusion-dropout-count", "--experiment", "cpu", "--data", fx["small"]["data.path"],
+                *sets(fx["speed"]), "--storage", where, *extra]
     return argv
 
 
@@ -112,10 +111,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_message_and_exit_2(name: str, tmp_path: Path, small: dict, exported: dict,
+def test_bad_input_is_one_message_and_exit_2(name: str, tmp_path: Path, small: dict, speed: dict, exported: dict,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     case = CASES[name]
-    fixtures = {"small": small, "exported": exported}
+    fixtures = {"small": small, "speed": speed, "exported": exported}
     case.prepare(tmp_path, fixtures)
     started = time.time()
     try:
@@ -148,17 +147,16 @@ def test_argument_errors_are_one_line() -> None:
     assert "--workers" in proc.stderr and "mmsearch sweep run --help" in proc.stderr
 
 
-def test_a_read_only_working_folder_is_named(tmp_path: Path, small: dict) -> None:
+def test_a_read_only_working_folder_is_named(tmp_path: Path, small: dict, speed: dict) -> None:
     """The default journal and MLflow store go in the working folder; a read-only one is refused
     before anything runs (a bind mount makes it read-only even for root)."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
         pytest.skip("needs unshare(1) with mount namespaces to make a read-only folder")
     ro = tmp_path / "ro"
     ro.mkdir()
-    sets = " ".join(f"--set {k}={v}" for k, v in small.items() if k != "data.path")
     script = (f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && cd {ro} && env -u MLFLOW_TRACKING_URI "
               f"{sys.executable} -m mmsearch sweep run fusion-dropout-count --experiment cpu --data {small['data.path']} "
-              f"{sets}")
+              f"{' '.join(sets(speed))}")
     proc = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert str(ro) in proc.stderr and ("not writable" in proc.stderr or "Read-only file system" in proc.stderr)

@@ -9,6 +9,7 @@ import pytest
 from mmsearch.cli import build_parser, main
 from mmsearch.search import available_sweeps
 
+from _sweepproc import sets
 from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 
@@ -119,14 +120,13 @@ def test_train_records_an_mlflow_run(tmp_path: Path, small: dict, capsys) -> Non
 @needs_glove
 @needs_mobilenet
 @needs_nltk
-def test_status_finds_the_study_the_user_ran(tmp_path: Path, small: dict, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_status_finds_the_study_the_user_ran(tmp_path: Path, small: dict, speed: dict, capsys) -> None:  # type: ignore[no-untyped-def]
     storage = str(tmp_path / "journal.log")
-    sets = [f"--set={k}={v}" for k, v in small.items() if k != "data.path"]
     status = ["sweep", "status", "fusion-lr", "--storage", storage]
     assert main(status) == 2
     err = capsys.readouterr().err
     assert "has no study" in err and "mmsearch sweep run fusion-lr" in err
-    run = ["sweep", "run", "fusion-lr", "--experiment", "cpu", "--data", small["data.path"], *sets, "--storage", storage,
+    run = ["sweep", "run", "fusion-lr", "--experiment", "cpu", "--data", small["data.path"], *sets(speed), "--storage", storage,
            "--trials", "1"]
     assert main([*run, "--set", "fusion.optim.epochs=3"]) == 0
     capsys.readouterr()
@@ -139,5 +139,5 @@ def test_status_finds_the_study_the_user_ran(tmp_path: Path, small: dict, capsys
     assert main(status) == 2  # two studies now: each listed with the flags that select it
     err = capsys.readouterr().err
     assert err.count("mmsearch sweep status fusion-lr --experiment cpu") == 2 and "fusion.optim.epochs=3" in err
-    assert main([*status, "--experiment", "cpu", "--data", small["data.path"], *sets, "--set", "fusion.optim.epochs=4"]) == 0
+    assert main([*status, "--experiment", "cpu", "--data", small["data.path"], *sets(speed), "--set", "fusion.optim.epochs=4"]) == 0
     assert main([*status, "--json"]) == 2  # --json changes the output, not which study

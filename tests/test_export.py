@@ -23,10 +23,6 @@ from conftest import needs_glove, needs_mobilenet, needs_nltk
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
 
 
-def _sweep_overrides(small: dict) -> dict:
-    return {k: v for k, v in small.items() if k != "data.path"}
-
-
 def test_export_registers_champion_with_provenance(exported: dict) -> None:
     result = exported["result"]
     client = Tracker().client
@@ -107,14 +103,14 @@ def test_bad_rows_get_a_per_row_report(exported: dict, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def captions(tmp_path_factory: pytest.TempPathFactory, small: dict) -> dict:
+def captions(tmp_path_factory: pytest.TempPathFactory, small: dict, speed: dict) -> dict:
     """A caption-only copy of the demo data and a finished text-seq-len sweep on it."""
     root = tmp_path_factory.mktemp("captions")
     data = root / "captions"
     data.mkdir()
     for name in ("train.csv", "test.csv", "test_labels.csv"):
         shutil.copy(Path(small["data.path"]) / name, data / name)
-    overrides = {**_sweep_overrides(small), "text.optim.epochs": 8}
+    overrides = {**speed, "text.optim.epochs": 8}
     storage = str(root / "journal.log")
     run_sweep(SweepRequest(sweep="text-seq-len", experiment="cpu", overrides=overrides, data=str(data),
                            storage=storage, trials=2, progress=False))
@@ -177,8 +173,8 @@ def test_ensemble_export_averages_its_members(captions: dict, tmp_path: Path) ->
     assert "ensemble of 3 members" in (result.folder / "summary.md").read_text()
 
 
-def test_export_without_a_study_says_what_to_run(tmp_path: Path, small: dict) -> None:
+def test_export_without_a_study_says_what_to_run(tmp_path: Path, small: dict, speed: dict) -> None:
     with pytest.raises(MmsearchError) as err:
         export_model(ExportRequest(sweeps=["fusion-lr"], name="x", experiment="cpu", data=small["data.path"],
-                                   overrides=_sweep_overrides(small), storage=str(tmp_path / "none.log")))
+                                   overrides=dict(speed), storage=str(tmp_path / "none.log")))
     assert "mmsearch sweep run fusion-lr" in str(err.value)

@@ -50,9 +50,8 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def sweep_args(tmp_path: Path, small: dict, storage: str) -> list[str]:
-    trial = {**{k: v for k, v in small.items() if k != "data.path"}, "fusion.optim.epochs": 150,
-             "fusion.optim.early_stopping": None}
+def sweep_args(tmp_path: Path, small: dict, speed: dict, storage: str) -> list[str]:
+    trial = {**speed, "fusion.optim.epochs": 150, "fusion.optim.early_stopping": None}
     return ["sweep", "run", str(write_sweep(tmp_path)), "--experiment", "cpu", "--data", small["data.path"],
             *sets(trial), "--storage", storage]
 
@@ -214,11 +213,10 @@ def _other_machine(folder: Path) -> list[str]:
 LIVENESS = ["--heartbeat", "0.3", "--grace", "2"]
 
 
-def test_a_slow_epoch_is_alive_by_its_heartbeat(tmp_path: Path, small: dict, storage: str) -> None:
+def test_a_slow_epoch_is_alive_by_its_heartbeat(tmp_path: Path, small: dict, speed: dict, storage: str) -> None:
     """Epochs of about 3 s against a grace of 2 s: the heartbeat thread keeps the trials alive, so
     a coordinator joining from another machine fails none of them."""
-    slow = {**{k: v for k, v in small.items() if k != "data.path"}, "fusion.hidden_size": 16000,
-            "fusion.optim.epochs": 3, "fusion.optim.early_stopping": None, "fusion.optim.batch_size": 250}
+    slow = {**speed, "fusion.hidden_size": 16000, "fusion.optim.epochs": 3, "fusion.optim.early_stopping": None, "fusion.optim.batch_size": 250}
     sweep = write_sweep(tmp_path, "name: faults\ndescription: slow epochs\npaper: test\nstage: fusion\nmode: ablation\n"
                                   "factor: fusion.dropout_p\nlevels: [0.05, 0.2]\nrepeats: 1\n")
     args = ["sweep", "run", str(sweep), "--experiment", "cpu", "--data", small["data.path"], *sets(slow),

@@ -69,17 +69,16 @@ def test_no_effect_and_oov_verdicts() -> None:
 @needs_glove
 @needs_mobilenet
 @needs_nltk
-def test_report_renders_every_finding_and_logs_to_mlflow(tmp_path: Path, small: dict) -> None:
+def test_report_renders_every_finding_and_logs_to_mlflow(tmp_path: Path, small: dict, speed: dict) -> None:
     from mlflow import MlflowClient
 
     from mmsearch.report import ReportRequest, reproduce
     from mmsearch.search import SweepRequest, run_sweep
 
-    overrides = {k: v for k, v in small.items() if k != "data.path"}
     storage = str(tmp_path / "journal.log")
-    run_sweep(SweepRequest(sweep="fusion-dropout-count", experiment="cpu", overrides=overrides,
+    run_sweep(SweepRequest(sweep="fusion-dropout-count", experiment="cpu", overrides=dict(speed),
                            data=small["data.path"], storage=storage, progress=False))
-    report = reproduce(ReportRequest(experiment="cpu", data=small["data.path"], overrides=overrides, storage=storage,
+    report = reproduce(ReportRequest(experiment="cpu", data=small["data.path"], overrides=dict(speed), storage=storage,
                                      out=tmp_path / "reproduction.html"))
     by_sweep = {s.finding.sweep: s for s in report.sections}
     assert len(report.sections) == 17

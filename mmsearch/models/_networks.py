@@ -66,7 +66,6 @@ class CaptionNet(nn.Module):
         self.lstm = nn.LSTM(vectors.shape[1], hidden_size, num_layers=num_layers, batch_first=True,
                             bidirectional=True, dropout=dropout if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
-        self.pooling = pooling
         self.feature_dim = 2 * hidden_size
         self.head = nn.Linear(self.feature_dim, NUM_LABELS)
 
