@@ -13,7 +13,7 @@ import torch
 from mmsearch.data import LABELS, binarize, read_table
 from mmsearch.errors import MmsearchError
 from mmsearch.export import ExportRequest, export_model, predict_csv
-from mmsearch.pipeline import stage_features
+from mmsearch.pipeline import STAGES
 from mmsearch.search import SweepRequest, run_sweep
 from mmsearch.serving import IMAGE_COLUMN, InputError
 from mmsearch.tracking import Tracker
@@ -67,8 +67,8 @@ def test_fresh_process_predictions_match_the_training_pipeline(exported: dict) -
     assert served["training_modules"] == []
     # The same rows through the training path: cached stage features -> fusion network.
     rows = np.arange(ws.dataset.n_train, ws.dataset.n_train + len(frame))
-    image, _ = stage_features(ws, "image")
-    text, _ = stage_features(ws, "text")
+    image, _ = STAGES.get("image").features(ws)
+    text, _ = STAGES.get("text").features(ws)
     feats = np.concatenate([np.asarray(image)[rows], np.asarray(text)[rows]], 1)
     info = result.results["fusion"].info
     model = result.results["fusion"].model.eval()

@@ -3,11 +3,10 @@
 
 from mmsearch._lazy import lazy_exports
 
-__all__ = ["STAGES", "DatasetReport", "ImageRows", "Stage", "StageResult", "TrainOutcome", "Workspace", "eval_image_batches",
-           "run_stage", "stage_features", "stage_key", "train_experiment", "inspect_dataset", "uses_backbone_cache"]
+__all__ = ["STAGES", "DatasetReport", "ImageRows", "Stage", "StageResult", "TrainOutcome", "Workspace", "run_stage",
+           "train_experiment", "inspect_dataset"]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    **dict.fromkeys(["STAGES", "ImageRows", "Stage", "StageResult", "eval_image_batches", "run_stage",
-                     "stage_features", "stage_key", "uses_backbone_cache"], "._stages"),
+    **dict.fromkeys(["STAGES", "ImageRows", "Stage", "StageResult", "run_stage"], "._stages"),
     **dict.fromkeys(["TrainOutcome", "train_experiment"], "._train"),
     "Workspace": "._workspace",
     **dict.fromkeys(["DatasetReport", "inspect_dataset"], "._inspect"),

@@ -129,10 +129,6 @@ def run_stage(ws: Workspace, stage: str, callbacks: Sequence[Callback] = ()) -> 
     return STAGES.get(stage).train(ws, callbacks)
 
 
-def stage_features(ws: Workspace, stage: str) -> tuple[np.ndarray, dict[str, Any]]:
-    return STAGES.get(stage).features(ws)
-
-
 def _fit(ws: Workspace, stage: Stage, model: nn.Module, train: Any, val: Any, callbacks: Sequence[Callback],
          params: tuple[int, float] | None = None, info: dict[str, Any] | None = None) -> StageResult:
     """Train with the stage's optim settings and wrap the outcome; the one call every stage makes."""

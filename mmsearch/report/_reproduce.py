@@ -117,18 +117,19 @@ def reproduce(request: ReportRequest) -> Report:
                 verdict.why = f"{finding.value}'s trials failed: {_first_sentence(failed[0])}"
         figure = ablation_figure(s.levels, ctx.spec.factor or "level", ctx.spec.metric) if s.levels else None
         sections.append(Section(finding, verdict, ctx.study_name, s.levels, figure=figure))
-    path = Path(request.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page = _render(request, sections)
-    path.write_text(page, encoding="utf-8")
+    report = Report(sections, Path(request.out), "")
+    report.path.parent.mkdir(parents=True, exist_ok=True)
+    page = _render(request, report)
+    report.path.write_text(page, encoding="utf-8")
     experiment_id = tracker.experiment("reproduction", "The paper's findings beside what the platform measured "
                                                        "(mmsearch report)")
     with tracker.run(experiment_id, f"{request.experiment or 'studies found'} on {request.data or 'the demo data'}",
                      tags={"experiment": request.experiment or "", "data": request.data or "demo"}) as run_id:
         tracker.log_text(run_id, page, "reproduction.html")
         tracker.log_text(run_id, json.dumps([_row(s) for s in sections], indent=1, default=str), "verdicts.json")
-        tracker.log_metrics(run_id, {k.replace(" ", "_"): v for k, v in Counter(s.verdict.outcome for s in sections).items()})
-    return Report(sections, path, run_id)
+        tracker.log_metrics(run_id, {k.replace(" ", "_"): v for k, v in report.outcomes.items()})
+    report.run_id = run_id
+    return report
 
 
 def _row(s: Section) -> dict[str, Any]:
@@ -150,23 +151,22 @@ def verdict_table(sections: list[Section]) -> list[str]:
     return lines
 
 
-def _render(request: ReportRequest, sections: list[Section]) -> str:
+def _render(request: ReportRequest, report: Report) -> str:
     esc = html.escape
     colours = {"reproduced": "#2ca02c", "not reproduced": "#d62728", "not distinguishable": "#ff7f0e", "not run": "#7f7f7f"}
     rows = "".join(
         f"<tr><td>{esc(s.finding.section)}, {esc(s.finding.figure)}</td><td>{esc(s.finding.sweep)}</td>"
         f"<td>{esc(s.finding.value)}</td><td>{esc(s.verdict.measured or '-')}</td>"
-        f"<td style='color:{colours[s.verdict.outcome]}'><b>{esc(s.verdict.outcome)}</b></td></tr>" for s in sections)
-    counts = Counter(s.verdict.outcome for s in sections)
+        f"<td style='color:{colours[s.verdict.outcome]}'><b>{esc(s.verdict.outcome)}</b></td></tr>" for s in report.sections)
     intro = [f"<p>Profile <b>{esc(request.experiment or 'as each study ran')}</b>, data <b>"
              f"{esc(request.data or 'the demo dataset')}</b>, studies from <code>{esc(str(request.storage or 'the default journal'))}</code>. "
-             + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".</p>",
+             + ", ".join(f"{n} {k}" for k, n in sorted(report.outcomes.items())) + ".</p>",
              "<p>A level is better or worse than another only when the Welch 95% interval of the difference excludes "
              "zero; with fewer than two repeats there is no interval.</p>",
              "<table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>paper</th><th>sweep</th>"
              "<th>paper's value</th><th>measured here</th><th>verdict</th></tr>" + rows + "</table>"]
     blocks: list[tuple[str, str, Any]] = [("", "\n".join(intro), None)]
-    for s in sections:
+    for s in report.sections:
         f = s.finding
         text = (f"<p><i>“{esc(f.quote)}”</i> (section {esc(f.section)}, {esc(f.figure)}; tried "
                 f"{esc(', '.join(f.tried))}; metric: {esc(f.metric)})</p>")
