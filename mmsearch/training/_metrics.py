@@ -11,28 +11,25 @@ def samples_f1(truth: np.ndarray, pred: np.ndarray) -> float:
     return float(samples_f1_rows(truth, pred).mean()) if len(truth) else 0.0
 
 
+def _counts(truth: np.ndarray, pred: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """F1's true positives and (true + predicted) labels, summed along ``axis``: F1 = 2 tp / denom."""
+    truth, pred = truth.astype(bool), pred.astype(bool)
+    return (truth & pred).sum(axis), truth.sum(axis) + pred.sum(axis)
+
+
 def samples_f1_rows(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Each row's F1 (a row with no true and no predicted label scores 1)."""
-    truth = truth.astype(bool)
-    pred = pred.astype(bool)
-    tp = (truth & pred).sum(1)
-    denom = truth.sum(1) + pred.sum(1)
+    tp, denom = _counts(truth, pred, 1)
     return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
 
 
 def micro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
-    truth = truth.astype(bool)
-    pred = pred.astype(bool)
-    tp = (truth & pred).sum()
-    denom = truth.sum() + pred.sum()
+    tp, denom = _counts(truth, pred, None)
     return float(2 * tp / denom) if denom else 1.0
 
 
 def macro_f1(truth: np.ndarray, pred: np.ndarray) -> float:
-    truth = truth.astype(bool)
-    pred = pred.astype(bool)
-    tp = (truth & pred).sum(0)
-    denom = truth.sum(0) + pred.sum(0)
+    tp, denom = _counts(truth, pred, 0)
     present = denom > 0
     return float((2 * tp[present] / denom[present]).mean()) if present.any() else 1.0
 
