@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmsearch.errors import MmsearchError
-from mmsearch.search import SweepRequest, find_study, load_sweep, summarize, versus_base
+from mmsearch.search import SweepRequest, load_sweep, open_study, summarize, versus_base
 
 
 @dataclass
@@ -32,27 +32,22 @@ class Decision:
                 f"cited trial {self.trial} ({self.metric} {self.trial_score:.4f})")
 
 
-def sweep_decisions(request: SweepRequest, command: str) -> tuple[list[Decision], dict[str, Any]]:
+def sweep_decisions(request: SweepRequest, command: str) -> tuple[list[Decision], SweepRequest]:
     """The best setting of a finished sweep: for an ablation the level with the best mean over
     repeats (its best repeat's trial is cited, and whether it is distinguishable from the base
-    level is said), for a search the best trial. Also returns the flags its study was run with."""
-    import optuna
-
-    name, storage, _ = find_study(request, command)
-    study = optuna.load_study(study_name=name, storage=storage.optuna)
-    attrs = study.user_attrs
-    spec = load_sweep(request.sweep, request.experiment or attrs.get("experiment"))[0]
+    level is said), for a search the best trial. Also returns the request its study was run with."""
+    ran_with, study, _, _ = open_study(request, command)
+    spec, name = load_sweep(ran_with.sweep, ran_with.experiment)[0], str(ran_with.study_name)
     s = summarize(spec, name, study.get_trials(deepcopy=False))
     best = s.best_trial
     if best is None:
         raise MmsearchError(f"sweep {spec.name!r} (study {name}) has no completed trial to export from")
-    flags = {"experiment": attrs.get("experiment"), "data": attrs.get("data"), "overrides": attrs.get("set") or {}}
     if spec.mode == "ablation":
         bar = next(b for b in s.levels if b["level"] == s.best_level)
         return [Decision(k, v, spec.name, name, best.number, best.attrs.get("mlflow_run_id"), float(bar["mean"]),
                          spec.metric, f"best level {s.best_level!r} (mean of {bar['n']})", float(best.value or 0),
                          versus_base(bar, spec.base))
-                for k, v in spec.level(str(s.best_level)).set.items()], flags
+                for k, v in spec.level(str(s.best_level)).set.items()], ran_with
     return [Decision(k, v, spec.name, name, best.number, best.attrs.get("mlflow_run_id"), float(best.value or 0),
-                     spec.metric, "best trial", float(best.value or 0)) for k, v in best.params.items()], flags
+                     spec.metric, "best trial", float(best.value or 0)) for k, v in best.params.items()], ran_with
 

@@ -82,11 +82,11 @@ def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decisio
     cfg: ExperimentConfig | None = None
     decisions: list[Decision] = []
     for sweep in request.sweeps:
-        found, flags = sweep_decisions(SweepRequest(sweep=sweep, experiment=request.experiment, data=request.data,
-                                                    overrides=dict(request.overrides), storage=request.storage), command)
+        found, ran_with = sweep_decisions(SweepRequest(sweep=sweep, experiment=request.experiment, data=request.data,
+                                                       overrides=dict(request.overrides), storage=request.storage), command)
         if cfg is None:
-            request = replace(request, experiment=request.experiment or flags["experiment"] or load_sweep(sweep)[0].experiment,
-                              data=request.data or flags["data"], overrides=request.overrides or flags["overrides"])
+            request = replace(request, experiment=ran_with.experiment or load_sweep(sweep)[0].experiment,
+                              data=ran_with.data, overrides=ran_with.overrides)
             cfg = load_experiment(str(request.experiment), {**request.overrides, **request_overrides(data=request.data)})
         cfg = with_overrides(cfg, {d.key: d.value for d in found}, where=f"best of sweep {sweep}")
         decisions = [d for d in decisions if d.key not in {f.key for f in found}] + found

@@ -58,7 +58,7 @@ class Report:
 
 def _study(request: ReportRequest, sweep: str) -> tuple[Any, Any] | None:
     """(context, study) of the sweep's study for the request's profile and data, or None."""
-    from mmsearch.search import SweepRequest, find_study, open_study
+    from mmsearch.search import SweepRequest, find_study, open_study, resolve
 
     sweep_request = SweepRequest(sweep=sweep, experiment=request.experiment, data=request.data,
                                  overrides=dict(request.overrides), storage=request.storage)
@@ -66,8 +66,8 @@ def _study(request: ReportRequest, sweep: str) -> tuple[Any, Any] | None:
         sweep_request.study_name = find_study(sweep_request, f"report (sweep {sweep})")[0]
     except MmsearchError:
         return None
-    ctx, study, _ = open_study(sweep_request, "report")
-    return ctx, study
+    ran_with, study, storage, _ = open_study(sweep_request, "report")
+    return resolve(ran_with, storage), study
 
 
 def _first_sentence(message: str, limit: int = 160) -> str:

@@ -126,9 +126,10 @@ def find_study(request: SweepRequest, command: str) -> tuple[str, StudyStorage, 
     raise ConfigError(f"sweep {sweep} has {len(names)} studies in {storage}; {what}", listing)
 
 
-def open_study(request: SweepRequest, command: str) -> tuple[SweepContext, Any, str | None]:
-    """The study a command means (see ``find_study``), resolved with the experiment, data and
-    ``--set`` values it was run with wherever the request names none. Returns (context, study, note)."""
+def open_study(request: SweepRequest, command: str) -> tuple[SweepRequest, Any, StudyStorage, str | None]:
+    """The study a command means (see ``find_study``), and the request completed with the
+    experiment, data and ``--set`` values the study was run with wherever it names none.
+    Returns (that request, study, storage, note)."""
     import optuna
 
     name, storage, note = find_study(request, command)
@@ -136,4 +137,4 @@ def open_study(request: SweepRequest, command: str) -> tuple[SweepContext, Any, 
     attrs = study.user_attrs
     ran_with = replace(request, study_name=name, experiment=request.experiment or attrs.get("experiment"),
                        data=request.data or attrs.get("data"), overrides=request.overrides or attrs.get("set") or {})
-    return resolve(ran_with, storage), study, note
+    return ran_with, study, storage, note

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from mmsearch._interrupts import deferred
-from mmsearch.search._context import SweepContext, SweepRequest, open_study
+from mmsearch.search._context import SweepContext, SweepRequest, open_study, resolve
 from mmsearch.search._liveness import judge
 from mmsearch.search._summary import SweepSummary, summarize
 from mmsearch.tracking import Tracker
@@ -160,7 +160,8 @@ def sweep_status(request: SweepRequest, command: str) -> tuple[SweepSummary, dic
     """The study's summary, after repairing what dead processes left (their trials FAIL, their
     MLflow runs and a stale parent run ended). Also: parent run status, live coordinators, and a
     note when the study was found rather than named."""
-    ctx, study, note = open_study(request, command)
+    ran_with, study, storage, note = open_study(request, command)
+    ctx = resolve(ran_with, storage)
     tracker = Tracker(request.tracking_uri)
     keeper = SweepStudy(ctx, study, tracker)
     parent = study.user_attrs.get(PARENT_ATTR)
