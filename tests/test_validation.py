@@ -17,40 +17,28 @@ def _dataset(tmp_path: Path, body: str, images: list[str] | None = None, header:
     return tmp_path
 
 
-def _message(tmp_path: Path) -> str:
+# A train.csv body (and the images present, if any) -> what the one error must say.
+BAD_DATASETS = {
+    "unknown label": ("0.jpg,1 12,a cat\n", None, ["train.csv:2", "unknown label 12", "1..19 without 12"]),
+    "non-integer label": ("0.jpg,1 x,a cat\n", None, ["train.csv:2", "'x' is not an integer"]),
+    "empty label list": ("0.jpg,1,ok\n1.jpg,,a cat\n", None, ["train.csv:3", "empty label list"]),
+    "duplicate ImageID": ("0.jpg,1,a\n0.jpg,2,b\n", None, ["train.csv:3", "duplicate '0.jpg'", "train.csv:2"]),
+    "missing image file": ("0.jpg,1,a\n1.jpg,2,b\n", ["0.jpg"], ["train.csv:3", "1.jpg", "not found"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_DATASETS))
+def test_a_bad_dataset_names_the_line_and_the_problem(name: str, tmp_path: Path) -> None:
+    body, images, needles = BAD_DATASETS[name]
     with pytest.raises(DataError) as err:
-        Dataset.open(tmp_path)
-    return str(err.value)
-
-
-def test_unknown_label(tmp_path: Path) -> None:
-    msg = _message(_dataset(tmp_path, "0.jpg,1 12,a cat\n"))
-    assert "train.csv:2" in msg and "unknown label 12" in msg and "1..19 without 12" in msg
-
-
-def test_non_integer_label(tmp_path: Path) -> None:
-    msg = _message(_dataset(tmp_path, "0.jpg,1 x,a cat\n"))
-    assert "train.csv:2" in msg and "'x' is not an integer" in msg
-
-
-def test_empty_label_list(tmp_path: Path) -> None:
-    msg = _message(_dataset(tmp_path, "0.jpg,1,ok\n1.jpg,,a cat\n"))
-    assert "train.csv:3" in msg and "empty label list" in msg
-
-
-def test_duplicate_image_id(tmp_path: Path) -> None:
-    msg = _message(_dataset(tmp_path, "0.jpg,1,a\n0.jpg,2,b\n"))
-    assert "train.csv:3" in msg and "duplicate '0.jpg'" in msg and "train.csv:2" in msg
-
-
-def test_missing_image_file(tmp_path: Path) -> None:
-    msg = _message(_dataset(tmp_path, "0.jpg,1,a\n1.jpg,2,b\n", images=["0.jpg"]))
-    assert "train.csv:3" in msg and "1.jpg" in msg and "not found" in msg
+        Dataset.open(_dataset(tmp_path, body, images))
+    assert all(needle in str(err.value) for needle in needles), str(err.value)
 
 
 def test_missing_column(tmp_path: Path) -> None:
-    msg = _message(_dataset(tmp_path, "0.jpg,a cat\n", header="ImageID,Caption"))
-    assert "train.csv:1" in msg and "missing column(s) Labels" in msg
+    with pytest.raises(DataError) as err:
+        Dataset.open(_dataset(tmp_path, "0.jpg,a cat\n", header="ImageID,Caption"))
+    assert "train.csv:1" in str(err.value) and "missing column(s) Labels" in str(err.value)
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
