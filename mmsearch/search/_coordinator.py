@@ -14,6 +14,7 @@ logs the report and ends the parent run. Ctrl-C fails the trials this run holds 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -241,7 +242,8 @@ class Coordinator:
         """Stop everything this run started; fail what it held; end its runs KILLED."""
         live = [p for p in self.procs if p.is_alive()]
         for p in live:  # they may have had the terminal's SIGINT already: a second one is ignored
-            _signal(p.pid, signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGINT)
         deadline = time.time() + SHUTDOWN_WAIT_S
         for p in live:
             p.join(max(0.1, deadline - time.time()))
@@ -267,13 +269,6 @@ class Coordinator:
             f"interrupted: this run's unfinished trials are FAIL 'interrupted' ({failed} failed in this run) and "
             f"their MLflow runs KILLED; rerun `mmsearch sweep run {self.ctx.spec.name}` with the same options to resume",
             summary)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _describe(ctx: SweepContext) -> str:

@@ -9,6 +9,7 @@ without a chance to clean up.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -60,7 +61,5 @@ def serve_ui(uri: str, host: str, port: int) -> int:
 
 
 def _signal_group(server: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, sig)
-    except ProcessLookupError:
-        pass
