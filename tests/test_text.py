@@ -123,9 +123,10 @@ def test_unknown_corpus_lists_valid_names() -> None:
     assert "glove-twitter-100" in str(err.value) and "captions-word2vec" in str(err.value)
 
 
-def test_local_glove_text_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("header", ["", "2 3\n"])  # GloVe text has none; word2vec text starts with "rows dim"
+def test_local_vector_text_file(tmp_path: Path, header: str) -> None:
     path = tmp_path / "vecs.txt"
-    path.write_text("dog 0.1 0.2 0.3\ncat 0.3 0.2 0.1\n")
+    path.write_text(f"{header}dog 0.1 0.2 0.3\ncat 0.3 0.2 0.1\n")
     assert resolve_corpus(f"file:{path}").dim == 3
     kv = load_vectors(f"file:{path}")
     assert kv.vector_size == 3 and "cat" in kv.key_to_index

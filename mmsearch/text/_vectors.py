@@ -91,27 +91,27 @@ def _local_catalogue() -> dict[str, int]:
     return dims
 
 
+def _first_line(path: Path) -> list[str] | None:
+    """The fields of a text vector file's first line: a word2vec count header (rows, dimension)
+    or the first vector. None for the binary and gensim formats."""
+    if path.suffix in {".kv", ".model", ".bin"}:
+        return None
+    import gzip
+
+    with (gzip.open(path, "rt", encoding="utf-8", errors="replace") if path.suffix == ".gz"
+          else open(path, encoding="utf-8", errors="replace")) as handle:
+        return handle.readline().split()
+
+
+def _is_count_header(fields: list[str]) -> bool:
+    return len(fields) == 2 and all(p.isdigit() for p in fields)
+
+
 def _file_dim(path: Path) -> int | None:
-    if path.suffix in {".kv", ".model"}:
+    first = _first_line(path)
+    if not first:
         return None
-    opener = _open_text(path)
-    if opener is None:
-        return None
-    with opener as handle:
-        first = handle.readline().split()
-    if len(first) == 2 and all(p.isdigit() for p in first):
-        return int(first[1])
-    return len(first) - 1 if first else None
-
-
-def _open_text(path: Path):  # type: ignore[no-untyped-def]
-    if path.suffix == ".bin":
-        return None
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+    return int(first[1]) if _is_count_header(first) else len(first) - 1
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -180,10 +180,7 @@ def _load_file(spec: CorpusSpec, **_: Any):  # type: ignore[no-untyped-def]
         return KeyedVectors.load(str(path))
     if path.suffix == ".bin":
         return KeyedVectors.load_word2vec_format(str(path), binary=True)
-    opener = _open_text(path)
-    with opener as handle:
-        first = handle.readline().split()
-    no_header = not (len(first) == 2 and all(p.isdigit() for p in first))
+    no_header = not _is_count_header(_first_line(path) or [])
     return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=no_header)
 
 
