@@ -8,7 +8,7 @@ from mmsearch.config import OptimConfig, load_experiment
 from mmsearch.errors import AssetMissingError, ConfigError
 from mmsearch.models import BACKBONES, CaptionNet, FusionNet, ImageNet, build_backbone, swap_relu
 from mmsearch.optim import LOSSES, class_weight_vector
-from mmsearch.training import Callback, TensorBatches, fit, samples_f1
+from mmsearch.training import Callback, TensorBatches, fit, samples_f1, validation_scores
 
 from conftest import needs_mobilenet
 
@@ -112,6 +112,19 @@ def test_samples_f1_by_hand() -> None:
     truth = np.array([[1, 1, 0], [0, 1, 0]])
     pred = np.array([[1, 0, 0], [0, 1, 1]])
     assert samples_f1(truth, pred) == pytest.approx(np.mean([2 / 3, 2 / 3]))
+
+
+def test_validation_scores_tune_thresholds_only_when_asked() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.random((200, 18)) < 0.2
+    truth[np.arange(200), rng.integers(0, 18, 200)] = True
+    # Every row has one confident label; its other labels score 0.30-0.45, above every negative but under 0.5.
+    probs = np.where(truth, rng.uniform(0.30, 0.45, truth.shape), rng.uniform(0.0, 0.25, truth.shape))
+    probs[np.arange(200), truth.argmax(1)] = 0.9
+    fixed, plain = validation_scores(truth, probs, tune=False)
+    tuned, scored = validation_scores(truth, probs, tune=True)
+    assert (fixed == 0.5).all() and "val_f1_tuned" not in plain and plain["val_f1"] == scored["val_f1"]
+    assert scored["val_f1_tuned"] > scored["val_f1"] + 0.05 and (tuned < 0.5).any()
 
 
 def test_invalid_config_lists_every_problem() -> None:

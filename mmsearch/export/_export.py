@@ -34,7 +34,7 @@ from mmsearch.pipeline import STAGES, StageResult, Workspace, run_stage
 from mmsearch.search import SweepRequest, load_sweep
 from mmsearch.serving import BUNDLE_FILE, NEEDS_IMAGES
 from mmsearch.tracking import MlflowEpochLogger, Tracker
-from mmsearch.training import scores, tune_thresholds
+from mmsearch.training import validation_scores
 
 log = logging.getLogger("mmsearch.export")
 ALIAS = "champion"
@@ -167,9 +167,8 @@ def _combine(members: Sequence[Member], stages: Sequence[str]) -> tuple[np.ndarr
     truth = ws.targets[ws.split.val]
     probs = np.mean([m.results[last].fit.val_probs for m in members], axis=0)
     # The same rule as each member's: tuned thresholds only where the config asks for them.
-    thresholds = tune_thresholds(truth, probs) if ws.cfg.run.tune_thresholds else np.full(probs.shape[1], 0.5)
-    metrics.update({f"ensemble/final_val_{k}": v for k, v in scores(truth, probs).items()})
-    metrics["ensemble/final_val_f1_tuned"] = scores(truth, probs, thresholds)["f1"]
+    thresholds, found = validation_scores(truth, probs, ws.cfg.run.tune_thresholds)
+    metrics.update({f"ensemble/final_{k}": v for k, v in found.items()})
     return thresholds, metrics
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from mmsearch.data._labels import NUM_LABELS, binarize
 from mmsearch.optim import LOSSES, SCHEDULERS, class_weight_vector
 from mmsearch.training._history import Callback, EpochLog, FitState
-from mmsearch.training._metrics import samples_f1_rows, scores, tune_thresholds
+from mmsearch.training._metrics import samples_f1_rows, scores, validation_scores
 
 if TYPE_CHECKING:
     from mmsearch.config import OptimConfig
@@ -208,10 +208,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
     finally:
         run_hooks("on_fit_end")
     probs, val_loss = predict(model, val, device, loss_fn)
-    thresholds = tune_thresholds(val_targets, probs) if tune else np.full(probs.shape[1], 0.5)
-    metrics = {"val_loss": val_loss, **{f"val_{k}": v for k, v in scores(val_targets, probs).items()}}
-    if tune:
-        metrics["val_f1_tuned"] = scores(val_targets, probs, thresholds)["f1"]
+    thresholds, found = validation_scores(val_targets, probs, tune)
+    metrics = {"val_loss": val_loss, **found}
     restored = restorer is not None and restorer.best_state is not None
     if state.history:  # the training loss of the epoch whose weights the model holds
         kept = state.history[state.best_epoch - 1] if restored else state.history[-1]

@@ -55,6 +55,17 @@ def tune_thresholds(truth: np.ndarray, probs: np.ndarray, grid: np.ndarray | Non
     return thresholds
 
 
+def validation_scores(truth: np.ndarray, probs: np.ndarray, tune: bool) -> tuple[np.ndarray, dict[str, float]]:
+    """A model's decision thresholds (tuned per class on these rows when ``tune``, else 0.5) and
+    its validation metrics: ``val_f1``, ``val_f1_micro``, ``val_f1_macro`` (at 0.5), and
+    ``val_f1_tuned`` when tuned."""
+    thresholds = tune_thresholds(truth, probs) if tune else np.full(probs.shape[1], 0.5)
+    metrics = {f"val_{k}": v for k, v in scores(truth, probs).items()}
+    if tune:
+        metrics["val_f1_tuned"] = scores(truth, probs, thresholds)["f1"]
+    return thresholds, metrics
+
+
 def always_label1_f1(truth: np.ndarray) -> float:
     """The baseline every model must beat: predict label 1 (person) for every row."""
     pred = np.zeros_like(truth, dtype=bool)
