@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -21,21 +22,13 @@ LOSSES: Registry[Callable[[Any], LossFn]] = Registry("loss")
 @LOSSES.register("bce")
 def _bce(weights: Any) -> LossFn:
     """Binary cross-entropy with a weight per class on every element (the paper's weighted BCE)."""
-
-    def loss(logits: Any, targets: Any) -> Any:
-        return F.binary_cross_entropy_with_logits(logits, targets, weight=weights)
-
-    return loss
+    return functools.partial(F.binary_cross_entropy_with_logits, weight=weights)
 
 
 @LOSSES.register("bce_pos")
 def _bce_pos(weights: Any) -> LossFn:
     """BCE with the weights on positive examples only (pos_weight)."""
-
-    def loss(logits: Any, targets: Any) -> Any:
-        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights)
-
-    return loss
+    return functools.partial(F.binary_cross_entropy_with_logits, pos_weight=weights)
 
 
 @LOSSES.register("focal")
