@@ -49,15 +49,11 @@ AUGMENTATION_SETS.register("table1-test4", _FINAL + ("color_jitter", "affine"))
 AUGMENTATION_SETS.register("flips", ("horizontal_flip", "vertical_flip", "normalize"))
 
 
-def _to_float() -> Any:
-    return v2.ToDtype(torch.float32, scale=True)
-
-
 def build_transform(set_name: str, size: int, train: bool) -> Any:
     """The training pipeline of a set, or its evaluation pipeline (deterministic parts only)."""
     names = AUGMENTATION_SETS.get(set_name)
     kept = names if train else tuple(n for n in names if n in DETERMINISTIC)
-    return v2.Compose([_to_float(), *(TRANSFORMS.get(n)(size) for n in kept)])
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), *(TRANSFORMS.get(n)(size) for n in kept)])
 
 
 def is_deterministic(set_name: str) -> bool:
