@@ -58,15 +58,14 @@ class Report:
 
 def _study(request: ReportRequest, sweep: str) -> tuple[Any, Any] | None:
     """(context, study) of the sweep's study for the request's profile and data, or None."""
-    from mmsearch.search import SweepRequest, find_study, open_study, resolve
+    from mmsearch.search import SweepRequest, open_study, resolve
 
-    sweep_request = SweepRequest(sweep=sweep, experiment=request.experiment, data=request.data,
-                                 overrides=dict(request.overrides), storage=request.storage)
     try:
-        sweep_request.study_name = find_study(sweep_request, f"report (sweep {sweep})")[0]
+        ran_with, study, storage, _ = open_study(SweepRequest(
+            sweep=sweep, experiment=request.experiment, data=request.data, overrides=dict(request.overrides),
+            storage=request.storage), f"report (sweep {sweep})")
     except MmsearchError:
         return None
-    ran_with, study, storage, _ = open_study(sweep_request, "report")
     return resolve(ran_with, storage), study
 
 
