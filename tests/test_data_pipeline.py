@@ -5,9 +5,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from mmsearch.data import AUGMENTATION_SETS, Dataset, SynthSpec, build_transform, load_images, synthesize
+from mmsearch.data import AUGMENTATION_SETS, TRANSFORMS, Dataset, SynthSpec, build_transform, load_images, synthesize
+from mmsearch.data._augment import IMAGENET_MEAN, IMAGENET_STD
 from mmsearch.errors import UnknownNameError
 
 from conftest import COCO_MINI, needs_real_data
@@ -35,15 +37,50 @@ def test_real_coco_images_decode() -> None:
     assert pixels.shape == (97, 32, 32, 3) and pixels.std() > 10
 
 
-def test_augmentation_sets_run_on_tensors() -> None:
-    img = torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
+def _copies(n: int = 16, size: int = 32) -> torch.Tensor:
+    """One random image, ``n`` times: a batch whose rows differ only by their augmentation."""
+    img = torch.randint(0, 255, (1, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    return img.expand(n, -1, -1, -1).contiguous()
+
+
+def test_every_set_runs_on_whole_batches_and_evaluation_is_torchvisions_normalisation() -> None:
+    from torchvision.transforms import v2
+
+    batch = _copies()
     for name in AUGMENTATION_SETS.names():
-        out = build_transform(name, 32, train=True)(img)
-        assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+        out = build_transform(name, 32, train=True)(batch, torch.Generator().manual_seed(0))
+        assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32 and torch.isfinite(out).all()
     final = AUGMENTATION_SETS.get("paper-final")
     assert final == ("random_resized_crop", "horizontal_flip", "vertical_flip", "normalize")
-    evaluation = build_transform("paper-final", 32, train=False)(img)
-    assert torch.allclose(evaluation, build_transform("normalize", 32, train=False)(img))
+    evaluation = build_transform("paper-final", 32, train=False)(batch)
+    per_image = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    # Bit for bit what the per-image torchvision path gave: cached features keep their meaning.
+    assert torch.equal(evaluation, torch.stack([per_image(img) for img in batch]))
+
+
+@pytest.mark.parametrize("transform", ["random_crop", "random_resized_crop", "horizontal_flip", "vertical_flip",
+                                       "rotation", "erasing", "color_jitter", "affine"])
+def test_each_image_of_a_batch_draws_its_own_parameters(transform: str) -> None:
+    batch = _copies().float() / 255
+    out = TRANSFORMS.get(transform)(32)(batch, torch.Generator().manual_seed(0))
+    distinct = {tuple(row.flatten().tolist()) for row in out}
+    assert len(distinct) >= 2, f"{transform}: 16 copies of one image all came out the same"
+    again = TRANSFORMS.get(transform)(32)(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again), "the same seed gives the same draws"
+
+
+def test_flips_and_crops_move_pixels_without_changing_them() -> None:
+    batch = _copies().float() / 255
+    g = torch.Generator().manual_seed(3)
+    flipped = TRANSFORMS.get("horizontal_flip")(32)(batch, g)
+    mirrored = [torch.equal(row, batch[0].flip(-1)) for row in flipped]
+    kept = [torch.equal(row, batch[0]) for row in flipped]
+    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+    cropped = TRANSFORMS.get("random_crop")(32)(batch, g)
+    padded = torch.nn.functional.pad(batch[:1], (4, 4, 4, 4), mode="reflect")[0]
+    windows = {(dy, dx) for dy in range(9) for dx in range(9)}
+    for row in cropped:  # every crop is an exact 32 x 32 window of the reflect-padded image
+        assert any(torch.equal(row, padded[:, dy:dy + 32, dx:dx + 32]) for dy, dx in windows)
 
 
 def test_unknown_augmentation_lists_registered() -> None:

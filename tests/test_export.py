@@ -102,6 +102,38 @@ def test_bad_rows_get_a_per_row_report(exported: dict, tmp_path: Path) -> None:
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_the_shipped_networks_are_the_ones_whose_features_the_fusion_head_saw(
+        exported: dict, small: dict, speed: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU does not retrain a network bit for bit. Emulated here: from now on every training
+    starts from other initial weights, so an export that retrained its upstream stages would
+    ship networks other than the ones whose cached features its fusion head was trained on."""
+    import mlflow.pyfunc
+
+    from mmsearch.data import build_transform, image_input
+    from mmsearch.pipeline import _stages
+
+    seeded = _stages.seed_everything
+    monkeypatch.setattr(_stages, "seed_everything", lambda seed: seeded(seed + 1000))
+    result = export_model(ExportRequest(sweeps=["fusion-dropout-count"], name="shipped-check", experiment="cpu",
+                                        data=small["data.path"], overrides=dict(speed),
+                                        storage=str(exported["root"] / "journal.log"), out_dir=exported["root"] / "x"))
+    ws = result.workspace
+    shipped = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model().predictor.pipelines[0]
+    rows = np.arange(64)
+    ids, lengths = ws.sequences()
+    transform = build_transform(ws.cfg.image.augmentation, ws.cfg.data.image_size, train=False)
+    with torch.inference_mode():
+        text = shipped.text.features(ids[rows], lengths[rows]).numpy()
+        image = shipped.image.features(image_input(torch.from_numpy(np.asarray(ws.images()[rows])), transform,
+                                                   shipped.runtime)).numpy()
+    up = ws.upstream()
+    np.testing.assert_allclose(text, np.asarray(STAGES.get("text").features(up)[0])[rows], atol=1e-5)
+    np.testing.assert_allclose(image, np.asarray(STAGES.get("image").features(up)[0])[rows], atol=1e-4)
+    # The fusion head itself is new (it is what the export trains) and standardises as it was trained.
+    prepared, meta = STAGES.get("fusion").prepared_inputs(ws)
+    np.testing.assert_array_equal(result.results["fusion"].info["feature_mean"], np.asarray(meta["feature_mean"], np.float32))
+
+
 @pytest.fixture(scope="module")
 def captions(tmp_path_factory: pytest.TempPathFactory, small: dict, speed: dict) -> dict:
     """A caption-only copy of the demo data and a finished text-seq-len sweep on it."""

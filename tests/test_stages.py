@@ -32,7 +32,10 @@ def test_fusion_on_cached_features_runs_no_upstream_pass(trained: dict, small: d
     run_stage(Workspace(load_experiment("cpu", {**small, "fusion.dropout_p": 0.2}), events=events), "fusion")
     assert events["train:fusion"] == 1
     assert all(events[k] == 0 for k in ("train:image", "train:text", "extract:image", "extract:text", "extract:backbone"))
-    assert events["hit:features"] >= 1 and events["hit:backbone"] >= 1
+    # The standardised inputs were prepared once, by the first fusion training: this trial maps
+    # them and neither re-reads nor re-concatenates the upstream features.
+    assert events["hit:fusion-inputs"] == 1 and events["build:fusion-inputs"] == 0
+    assert events["hit:features"] == 0 and events["hit:backbone"] == 0
 
 
 def test_changed_upstream_config_invalidates_the_cache(trained: dict, small: dict) -> None:
@@ -54,3 +57,27 @@ def test_text_stage_on_caption_only_dataset(tmp_path: Path, demo_dir: Path, smal
     ws = Workspace(load_experiment("cpu", {**small, "data.path": str(tmp_path), "text.optim.epochs": 3}))
     assert not ws.dataset.has_images
     assert run_stage(ws, "text").metrics["val_f1"] > 0
+
+
+def test_where_a_stage_runs_is_not_part_of_its_cache_key_but_its_precision_is(trained: dict, small: dict) -> None:
+    from mmsearch.pipeline import STAGES
+
+    here = trained["ws"]
+    moved = Workspace(load_experiment("cpu", {**small, "run.threads": 1, "run.device": "cpu", "run.num_workers": 3}))
+    bf16 = Workspace(load_experiment("cpu", {**small, "run.precision": "bf16"}))
+    for stage in ("image", "text", "fusion"):
+        assert STAGES.get(stage).features_key(moved) == STAGES.get(stage).features_key(here)
+        assert STAGES.get(stage).features_key(bf16) != STAGES.get(stage).features_key(here)
+
+
+def test_bf16_autocast_trains_and_changes_the_arithmetic(trained: dict, small: dict) -> None:
+    events: Counter[str] = Counter()
+    ws = Workspace(load_experiment("cpu", {**small, "run.precision": "bf16"}), events=events)
+    assert ws.runtime.autocast_dtype is not None and str(ws.runtime.autocast_dtype) == "torch.bfloat16"
+    result = run_stage(ws, "fusion")
+    fp32 = trained["results"]["fusion"]
+    assert result.metrics["val_f1"] > trained["baseline"] + 0.05
+    # Another precision is another cache entry all the way up (backbone features included), and
+    # its probabilities differ from fp32's: autocast really ran.
+    assert events["build:backbone"] == 1 and events["train:text"] == 1
+    assert abs(result.fit.val_probs - fp32.fit.val_probs).max() > 1e-4

@@ -7,7 +7,7 @@ types, ranges and registered names are checked together and every problem is rep
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -18,6 +18,7 @@ from mmsearch.errors import MmsearchError
 from mmsearch.models._backbones import BACKBONES
 from mmsearch.models._pooling import POOLINGS
 from mmsearch.optim import LOSSES, SCHEDULERS
+from mmsearch.runtime._devices import PRECISIONS
 from mmsearch.text._preprocess import PreprocessConfig
 from mmsearch.text._vectors import resolve_corpus
 
@@ -174,15 +175,35 @@ class FusionConfig(StageConfig):
         return self
 
 
+def _device(name: str) -> str:
+    head, _, index = name.partition(":")
+    if head in ("auto", "cpu", "mps") and not index or head == "cuda" and (not index or index.isdigit()):
+        return name
+    raise ValueError(f"{name!r}: expected auto, cpu, cuda, cuda:N or mps")
+
+
 class RunConfig(Settings):
+    """How a run is reproduced (seed, repeat, precision) and where it runs (device, threads,
+    loader threads). Only the first kind is part of a study's identity and of the stage cache
+    keys: a sweep started on a laptop resumes on a GPU box when its other settings are the same."""
+
+    # Settings that say where a run happens, not what it computes (see search.study_name).
+    placement: ClassVar[tuple[str, ...]] = ("threads", "device", "num_workers")
+
     seed: int = Field(0, description="seed of weights, batches and augmentation; makes a CPU run reproducible")
     repeat: int = Field(
         0, ge=0, description="repeat index of a sweep cell: offsets the seed of the stage being trained, "
                              "not of cached upstream stages")
+    precision: Annotated[str, PRECISIONS.validator] = Field(
+        "fp32", description="forward-pass precision: fp32, bf16 (autocast) or fp16 (autocast + gradient scaler); "
+                            "it changes results, so it is part of a study's identity and the stage cache keys")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (null: torch's default; workers split them)")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto, cpu or cuda")
+    device: Annotated[str, AfterValidator(_device)] = Field(
+        "auto", description="auto (the GPU a sweep worker was given, else cpu), cpu, cuda, cuda:N or mps")
     tune_thresholds: bool = Field(False, description="tune one decision threshold per class on the validation split")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes for image batches")
+    num_workers: int | None = Field(
+        None, ge=0, description="background threads slicing and pinning the next image batches from the decoded "
+                                "cache while the device trains (null: 1 on a GPU, 0 on cpu)")
 
 
 class ExperimentConfig(Settings):

@@ -18,6 +18,7 @@ import yaml
 
 import mmsearch
 from mmsearch.config import (
+    STAGE_INPUTS,
     STAGE_NAMES,
     ExperimentConfig,
     dump_yaml,
@@ -152,8 +153,15 @@ def _train_member(cfg: ExperimentConfig, dataset: Dataset, index: int, size: int
         cfg = with_overrides(cfg, {"run.seed": cfg.run.seed + index}, where=f"ensemble member {index}")
     ws = Workspace(cfg, dataset)
     prefix = _member_prefix(index, size)
-    results = {s: run_stage(ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")]) for s in stages}
+    results = {s: run_stage(ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")], reuse=s in _feeding(stages))
+               for s in stages}
     return Member(ws, results, results[stages[-1]].fit.thresholds)
+
+
+def _feeding(stages: Sequence[str]) -> set[str]:
+    """The stages whose features another exported stage trains on: those ship the cached network
+    the features came from (see ``run_stage(reuse=True)``), never a second training of it."""
+    return {s for later in stages for s in STAGE_INPUTS[later]}
 
 
 def _combine(members: Sequence[Member], stages: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
@@ -184,7 +192,8 @@ def _refit(member: Member, stages: Sequence[str], tracker: Tracker, run_id: str,
     full_cfg = with_overrides(member.workspace.cfg, overrides, where="--full refit")
     full_ws = Workspace(full_cfg, member.workspace.dataset, refit=True)
     prefix = f"full/{_member_prefix(index, size)}"
-    refit = {s: run_stage(full_ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")]) for s in stages}
+    refit = {s: run_stage(full_ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")], reuse=s in _feeding(stages))
+             for s in stages}
     return Member(full_ws, refit, member.thresholds)
 
 

@@ -9,7 +9,12 @@ exported bundle. Everything else is written once, for every stage:
   row are extracted once, in eval mode, on first demand, and cached the same way;
 * a frozen backbone with a deterministic augmentation set has its pooled features cached, so
   image trials train only the head and the fusion stage needs no image training at all;
-* the fusion stage trains on cached features only: it never re-runs the upstream networks.
+* the fusion stage trains on cached features only: it never re-runs the upstream networks;
+  they are concatenated and standardised once per (inputs, split), not once per trial;
+* features are always extracted from the cached weights, and a pipeline that ships a network
+  (export) loads that same cached network rather than training it again: on a GPU, whose
+  kernels are not bit-reproducible, a retrained network would not be the one whose features the
+  fusion head was trained on.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,13 +35,15 @@ from mmsearch._cache import cached, entry, stable_hash
 from mmsearch._progress import progress
 from mmsearch._registry import Registry
 from mmsearch.config import STAGE_INPUTS, STAGE_NAMES, ExperimentConfig
-from mmsearch.data import NUM_LABELS, build_transform, is_deterministic
+from mmsearch.data import ImageBatches, build_transform, is_deterministic
 from mmsearch.models import build_networks, model_size
 from mmsearch.pipeline._workspace import Workspace
+from mmsearch.runtime import Runtime
 from mmsearch.training import (
     Callback,
+    EpochLog,
     FitResult,
-    LoaderBatches,
+    FitState,
     TensorBatches,
     fit,
     seed_everything,
@@ -104,7 +111,7 @@ class Stage(ABC):
 
         def build() -> tuple[np.ndarray, dict[str, Any]]:
             model = _load_or_train(ws, self)
-            model.to(ws.device).eval()
+            ws.runtime.prepare(model).eval()
             feats = self.extract(ws, model)
             ws.events[f"extract:{self.name}"] += 1
             return feats, {"feature_dim": int(feats.shape[1])}
@@ -119,14 +126,33 @@ class Stage(ABC):
 STAGES: Registry[Stage] = Registry("stage")
 
 
+def precision_key(ws: Workspace) -> dict[str, str]:
+    """Precision changes what a network learns and extracts, so it is part of every stage key;
+    fp32 adds nothing, which keeps the keys of caches built before precision was a setting."""
+    precision = ws.cfg.run.precision
+    return {} if precision == "fp32" else {"precision": precision}
+
+
 def stage_key(ws: Workspace, stage: Stage) -> str:
     parts = {"stage": stage.name, "split": ws.split_key(), "seed": ws.seed, "settings": stage.settings(ws),
-             "inputs": [STAGES.get(s).features_key(ws.upstream()) for s in stage.inputs], "v": 2}
+             "inputs": [STAGES.get(s).features_key(ws.upstream()) for s in stage.inputs], "v": 2, **precision_key(ws)}
     return stable_hash(parts)
 
 
-def run_stage(ws: Workspace, stage: str, callbacks: Sequence[Callback] = ()) -> StageResult:
-    return STAGES.get(stage).train(ws, callbacks)
+def run_stage(ws: Workspace, stage: str, callbacks: Sequence[Callback] = (), reuse: bool = False) -> StageResult:
+    """Train a stage. With ``reuse``, a stage whose trained weights are cached is loaded instead
+    (its recorded history is replayed to ``callbacks``): the network a pipeline ships is then the
+    very one whose cached features its downstream stages were trained on."""
+    owner = STAGES.get(stage)
+    if reuse:
+        result = cached_result(ws, owner)
+        if result is not None:
+            state = FitState(result.model)
+            for entry in result.fit.history:
+                for cb in callbacks:
+                    cb.on_epoch_end(state, entry)
+            return result
+    return owner.train(ws, callbacks)
 
 
 def _fit(ws: Workspace, stage: Stage, model: nn.Module, train: Any, val: Any, callbacks: Sequence[Callback],
@@ -134,7 +160,7 @@ def _fit(ws: Workspace, stage: Stage, model: nn.Module, train: Any, val: Any, ca
     """Train with the stage's optim settings and wrap the outcome; the one call every stage makes."""
     split = ws.split
     result = fit(model, train, val, getattr(ws.cfg, stage.name).optim, train_targets=ws.targets[split.train],
-                 val_targets=ws.targets[split.val], callbacks=callbacks, device=ws.device,
+                 val_targets=ws.targets[split.val], callbacks=callbacks, runtime=ws.runtime,
                  tune=ws.cfg.run.tune_thresholds)
     ws.events[f"train:{stage.name}"] += 1
     count, size = params if params is not None else model_size(model)
@@ -150,24 +176,60 @@ def _weights_path(stage: str, key: str) -> Path:
 
 
 def _save_weights(result: StageResult) -> None:
+    """Cache a trained stage: its weights and what its training recorded (the first to finish
+    wins; a concurrent training of the same key keeps its own network out of the cache)."""
+    f = result.fit
+
     def write(tmp: Path) -> None:
-        torch.save({"state_dict": result.model.state_dict(), "metrics": result.metrics}, tmp)
+        torch.save({"state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+                    "metrics": result.metrics, "history": [vars(e) for e in f.history], "best_epoch": f.best_epoch,
+                    "restored": f.restored, "thresholds": torch.from_numpy(np.asarray(f.thresholds, np.float32)),
+                    "val_probs": torch.from_numpy(np.asarray(f.val_probs, np.float32)), "seconds": f.seconds,
+                    "params": result.params, "size_mb": result.size_mb,
+                    "info": {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}}, tmp)
 
     path = _weights_path(result.stage, result.key)
     if not path.exists():
         cached(path, write, kind="stages", what=f"{result.stage} weights")
 
 
+def _cached_network(ws: Workspace, stage: Stage, path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    saved = torch.load(path, map_location="cpu")
+    model = stage.fresh_network(ws)
+    model.load_state_dict(saved["state_dict"])
+    return model, saved
+
+
+def cached_result(ws: Workspace, stage: Stage) -> StageResult | None:
+    """The cached trained stage as a result (weights and recorded training), or None when its
+    weights are not cached (or were cached before the training record was kept with them)."""
+    key = stage_key(ws, stage)
+    path = _weights_path(stage.name, key)
+    if not path.exists():
+        return None
+    model, saved = _cached_network(ws, stage, path)
+    if "history" not in saved:
+        return None
+    ws.events[f"hit:{stage.name}-weights"] += 1
+    fitted = FitResult([EpochLog(**e) for e in saved["history"]], int(saved["best_epoch"]), bool(saved["restored"]),
+                       dict(saved["metrics"]), saved["thresholds"].numpy(), saved["val_probs"].numpy(),
+                       float(saved["seconds"]))
+    return StageResult(stage.name, model, fitted, int(saved["params"]), float(saved["size_mb"]), key,
+                       dict(saved["info"]))
+
+
 def _load_or_train(ws: Workspace, stage: Stage) -> nn.Module:
+    """The network a stage's features come from: the cached one, trained first when missing.
+    Always the cached copy, even right after training it here: when two processes train the
+    same key at once, only one network is cached, and features must come from that one."""
     path = _weights_path(stage.name, stage_key(ws, stage))
     if path.exists():
         log.info("cache hit: %s weights", stage.name)
         ws.events[f"hit:{stage.name}-weights"] += 1
-        model = stage.fresh_network(ws)
-        model.load_state_dict(torch.load(path, map_location="cpu")["state_dict"])
-        return model
+        return _cached_network(ws, stage, path)[0]
     log.info("no cached %s stage for this config: training it first", stage.name)
-    return stage.train(ws, ()).model
+    model = stage.train(ws, ()).model
+    return _cached_network(ws, stage, path)[0] if path.exists() else model
 
 
 def _array_cache(kind: str, key: str, build: Callable[[], tuple[np.ndarray, dict[str, Any]]], what: str,
@@ -183,35 +245,20 @@ def _array_cache(kind: str, key: str, build: Callable[[], tuple[np.ndarray, dict
 
 
 @torch.inference_mode()
-def _extract(fn: Callable[..., torch.Tensor], batches: Any, device: torch.device, total: int, what: str) -> np.ndarray:
+def _extract(fn: Callable[..., torch.Tensor], batches: Any, runtime: Runtime, total: int, what: str) -> np.ndarray:
     """Features in eval mode (BatchNorm running statistics, no dropout): the caller's module
     must already be in eval mode, which is asserted because batch statistics would make a
-    row's features depend on its batch."""
+    row's features depend on its batch. They stay on the device until the last batch."""
     owner = getattr(fn, "__self__", None)
     assert owner is None or not owner.training, "feature extraction needs a module in eval mode"
-    out = [fn(*(t.to(device) for t in inputs)).float().cpu().numpy()
-           for inputs, _ in progress(batches, total=total, what=what, unit="batch")]
-    return np.concatenate(out).astype(np.float32)
+    out = []
+    for inputs, _ in progress(batches, total=total, what=what, unit="batch"):
+        with runtime.autocast():
+            out.append(fn(*(runtime.to_device(t) for t in inputs)).float())
+    return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)
 
 
 # -- image -----------------------------------------------------------------------------------
-class ImageRows(torch.utils.data.Dataset):
-    """Rows of the decoded-image cache through a transform, with their targets (zeros for
-    test.csv rows): what an image DataLoader iterates."""
-
-    def __init__(self, images: np.ndarray, rows: np.ndarray, targets: np.ndarray | None, transform: Any) -> None:
-        self.images, self.rows, self.targets, self.transform = images, rows, targets, transform
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = int(self.rows[i])
-        pixels = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1)
-        target = torch.from_numpy(self.targets[row]) if self.targets is not None else torch.zeros(NUM_LABELS)
-        return self.transform(pixels), target
-
-
 def uses_backbone_cache(cfg: ExperimentConfig) -> bool:
     return cfg.image.freeze_backbone and is_deterministic(cfg.image.augmentation)
 
@@ -227,7 +274,7 @@ class ImageStage(Stage):
 
     def features_key(self, ws: Workspace) -> str:
         if uses_backbone_cache(ws.cfg):
-            return "backbone-" + stable_hash(self._backbone_key(ws))
+            return "backbone-" + stable_hash({**self._backbone_key(ws), **precision_key(ws)})
         return super().features_key(ws)
 
     def _backbone_key(self, ws: Workspace) -> dict[str, Any]:
@@ -236,30 +283,28 @@ class ImageStage(Stage):
                 "pretrained": i.pretrained, "leaky": i.leaky_relu, "slope": i.leaky_slope, "size": ws.cfg.data.image_size,
                 "aug": i.augmentation, "v": 2}
 
-    def _loader(self, ws: Workspace, rows: np.ndarray, train: bool, batch_size: int) -> LoaderBatches:
+    def batches(self, ws: Workspace, rows: np.ndarray, train: bool, batch_size: int) -> ImageBatches:
+        """Image batches of ``rows`` on the workspace's device: augmented and shuffled for
+        training, else through the deterministic part of the set, in row order."""
         cfg = ws.cfg
         transform = build_transform(cfg.image.augmentation, cfg.data.image_size, train=train)
         targets = ws.targets if rows.max(initial=-1) < ws.dataset.n_train else None
-        loader = torch.utils.data.DataLoader(ImageRows(ws.images(), rows, targets, transform), batch_size=batch_size,
-                                             shuffle=train, generator=torch.Generator().manual_seed(ws.seed),
-                                             num_workers=cfg.run.num_workers)
-        return LoaderBatches(loader)
+        return ImageBatches(ws.images(), rows, targets, batch_size, transform, ws.runtime, shuffle=train, seed=ws.seed,
+                            prefetch=ws.prefetch)
 
     def backbone_features(self, ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
         """Pooled features of the frozen backbone for every row, computed once and cached."""
 
         def build() -> tuple[np.ndarray, dict[str, Any]]:
             seed_everything(ws.seed)
-            net = self.network(ws, pretrained=ws.cfg.image.pretrained).to(ws.device).eval()
+            net = ws.runtime.prepare(self.network(ws, pretrained=ws.cfg.image.pretrained)).eval()
             params, size = model_size(net)
-            images = ws.images()
-            batches = eval_image_batches(ws.cfg, images, 128)
-            feats = _extract(net.features, batches, ws.device, -(-len(images) // 128),
-                             f"{ws.cfg.image.backbone} features")
+            batches = self.batches(ws, np.arange(len(ws.images())), False, 128)
+            feats = _extract(net.features, batches, ws.runtime, len(batches), f"{ws.cfg.image.backbone} features")
             ws.events["extract:backbone"] += 1
             return feats, {"params": params, "size_mb": size, "feature_dim": net.feature_dim}
 
-        return _array_cache("backbone", stable_hash(self._backbone_key(ws)), build,
+        return _array_cache("backbone", stable_hash({**self._backbone_key(ws), **precision_key(ws)}), build,
                             f"{ws.cfg.image.backbone} backbone features", ws)
 
     def features(self, ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
@@ -269,9 +314,8 @@ class ImageStage(Stage):
         return self.network(ws, pretrained=False)  # every weight comes from the cached state dict
 
     def extract(self, ws: Workspace, model: nn.Module) -> np.ndarray:
-        rows = np.arange(len(ws.dataset.image_ids))
-        return _extract(model.features, self._loader(ws, rows, False, 128), ws.device, -(-len(rows) // 128),
-                        "image features")
+        batches = self.batches(ws, np.arange(len(ws.dataset.image_ids)), False, 128)
+        return _extract(model.features, batches, ws.runtime, len(batches), "image features")
 
     def train(self, ws: Workspace, callbacks: Sequence[Callback]) -> StageResult:
         o, split = ws.cfg.image.optim, ws.split
@@ -285,8 +329,8 @@ class ImageStage(Stage):
             return _fit(ws, self, self.network(ws, head_only=True), train, val, callbacks,
                         (meta["params"], meta["size_mb"]), {"backbone_cache": True})
         model = self.network(ws)
-        train = self._loader(ws, split.train, True, o.batch_size)
-        val = self._loader(ws, split.val, False, max(o.batch_size, 128))
+        train = self.batches(ws, split.train, True, o.batch_size)
+        val = self.batches(ws, split.val, False, max(o.batch_size, 128))
         return _fit(ws, self, model, train, val, callbacks, info={"backbone_cache": False})
 
     def export(self, ws: Workspace, result: StageResult) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -296,18 +340,6 @@ class ImageStage(Stage):
         net = self.network(ws, pretrained=ws.cfg.image.pretrained)
         net.head.load_state_dict(result.model.head.state_dict())
         return net.state_dict(), {}
-
-
-def eval_image_batches(cfg: ExperimentConfig, images: np.ndarray, batch_size: int
-                       ) -> Iterator[tuple[tuple[torch.Tensor], torch.Tensor]]:
-    """Every row's image through the evaluation transform, a whole batch at a time: that
-    transform is deterministic and batch-safe (dtype scaling, normalisation), so one slice of
-    the cache per batch replaces per-image copies, calls and collation. The cache's HWC rows
-    are viewed as NCHW (channels-last memory), as serving does, so both give the same features."""
-    transform = build_transform(cfg.image.augmentation, cfg.data.image_size, train=False)
-    for start in range(0, len(images), batch_size):
-        pixels = torch.from_numpy(np.array(images[start : start + batch_size])).permute(0, 3, 1, 2)
-        yield (transform(pixels),), torch.zeros(len(pixels), NUM_LABELS)
 
 
 # -- text ------------------------------------------------------------------------------------
@@ -320,7 +352,7 @@ class TextStage(Stage):
     def extract(self, ws: Workspace, model: nn.Module) -> np.ndarray:
         ids, lengths = ws.sequences()
         batches = TensorBatches([ids, lengths], torch.zeros(len(ids)), 2048)
-        return _extract(model.features, batches, ws.device, len(batches), "caption features")
+        return _extract(model.features, batches, ws.runtime, len(batches), "caption features")
 
     def train(self, ws: Workspace, callbacks: Sequence[Callback]) -> StageResult:
         t, split = ws.cfg.text, ws.split
@@ -350,18 +382,38 @@ class FusionStage(Stage):
         up = ws.upstream()
         return np.concatenate([np.asarray(STAGES.get(s).features(up)[0]) for s in self.inputs], axis=1)
 
+    def prepared_inputs(self, ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:
+        """The upstream features of every row, concatenated and standardised with training-row
+        statistics, built once per (upstream features, split) and memory-mapped by every trial
+        (at the paper's scale a per-trial concatenation costs each worker about a gigabyte).
+        CNN features are an order of magnitude larger than the Bi-LSTM's, and unscaled they drown
+        the caption half at the paper's learning rate."""
+        up = ws.upstream()
+        key = stable_hash({"inputs": [STAGES.get(s).features_key(up) for s in self.inputs], "split": ws.split_key(),
+                           "v": 1})
+
+        def build() -> tuple[np.ndarray, dict[str, Any]]:
+            x_all = self.inputs_of(ws).astype(np.float32, copy=False)
+            train = x_all[: ws.dataset.n_train][ws.split.train]
+            mean, std = train.mean(0), train.std(0) + 1e-6
+            x_all -= mean
+            x_all /= std
+            return x_all, {"feature_mean": mean.tolist(), "feature_std": std.tolist()}
+
+        return _array_cache("fusion-inputs", key, build, "standardised fusion inputs", ws)
+
     def train(self, ws: Workspace, callbacks: Sequence[Callback]) -> StageResult:
         f, split = ws.cfg.fusion, ws.split
-        x_all = np.asarray(self.inputs_of(ws)[: ws.dataset.n_train], dtype=np.float32)
-        # Standardise with training-row statistics: CNN features are an order of magnitude larger
-        # than the Bi-LSTM's, and unscaled they drown the caption half at the paper's learning rate.
-        mean, std = x_all[split.train].mean(0), x_all[split.train].std(0) + 1e-6
-        x, y = torch.from_numpy((x_all - mean) / std), torch.from_numpy(ws.targets)
+        x_all, meta = self.prepared_inputs(ws)
+        # Fancy indexing copies only the rows each split needs out of the memory map.
+        x_train, x_val = torch.from_numpy(x_all[split.train]), torch.from_numpy(x_all[split.val])
+        y = torch.from_numpy(ws.targets)
         seed_everything(ws.seed)
-        model = self.network(ws, fusion_inputs=x.shape[1])
-        train = TensorBatches([x[split.train]], y[split.train], f.optim.batch_size, shuffle=True, seed=ws.seed)
-        val = TensorBatches([x[split.val]], y[split.val], 4096)
-        info = {"input_dim": int(x.shape[1]), "feature_mean": mean, "feature_std": std}
+        model = self.network(ws, fusion_inputs=x_all.shape[1])
+        train = TensorBatches([x_train], y[split.train], f.optim.batch_size, shuffle=True, seed=ws.seed)
+        val = TensorBatches([x_val], y[split.val], 4096)
+        info = {"input_dim": int(x_all.shape[1]), "feature_mean": np.asarray(meta["feature_mean"], np.float32),
+                "feature_std": np.asarray(meta["feature_std"], np.float32)}
         return _fit(ws, self, model, train, val, callbacks, info=info)
 
     def export(self, ws: Workspace, result: StageResult) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""A resolved experiment: its dataset, split and device, with the shared inputs every stage
+"""A resolved experiment: its dataset, split and runtime, with the shared inputs every stage
 reads (tokens, vocabulary, embedding matrix, decoded images) built lazily and cached."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from mmsearch._cache import cached, entry
 from mmsearch.config import ExperimentConfig, with_overrides
 from mmsearch.data import Dataset, Split, demo_dataset, load_images
+from mmsearch.runtime import Runtime, runtime_for
 from mmsearch.text import EmbeddingMatrix, Preprocessor, Vocabulary, embedding_matrix
-from mmsearch.training import resolve_device
 
 
 class Workspace:
@@ -30,9 +30,19 @@ class Workspace:
         if dataset is None:
             dataset = Dataset.open(Path(cfg.data.path) if cfg.data.path else demo_dataset())
         self.dataset = dataset
-        self.device = resolve_device(cfg.run.device)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        """Where this workspace's networks run (one per device and precision in a process)."""
+        return runtime_for(self.cfg.run)
+
+    @property
+    def prefetch(self) -> int:
+        """Image batches sliced ahead in a background thread (``run.num_workers``; auto: 1 on a GPU)."""
+        workers = self.cfg.run.num_workers
+        return workers if workers is not None else int(self.runtime.is_cuda)
 
     # -- rows ----------------------------------------------------------------------------
     @cached_property

@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 
 from mmsearch.config import ExperimentConfig, PreprocessConfig
-from mmsearch.data import LABELS, binarize, build_transform, decode_image
+from mmsearch.data import LABELS, binarize, build_transform, decode_image, image_input
 from mmsearch.errors import MmsearchError, Problem, ValidationError
 from mmsearch.models import build_networks
+from mmsearch.runtime import Runtime, runtime_for
 from mmsearch.text import Preprocessor, Vocabulary
 
 BUNDLE_FILE = "bundle.json"
@@ -66,13 +67,15 @@ class Predictor:
     """Probabilities and label sets for a DataFrame of ImageID, Caption (and image paths),
     averaged over the bundle's members when it is an ensemble."""
 
-    def __init__(self, bundle: Bundle, batch_size: int = 256) -> None:
+    def __init__(self, bundle: Bundle, batch_size: int = 256, device: str = "cpu") -> None:
+        """``device``: where the networks run (a served model on CPU by default, whatever device
+        trained it); the precision is the one the model was trained with."""
         self.bundle = bundle
         if tuple(bundle.meta["labels"]) != LABELS:
             raise MmsearchError(f"bundle label order {bundle.meta['labels']} differs from this mmsearch's {list(LABELS)}")
         self.batch_size = batch_size
         self.thresholds = np.asarray(bundle.meta["thresholds"], dtype=np.float32)
-        self.pipelines = [_Pipeline(member) for member in bundle.members]
+        self.pipelines = [_Pipeline(member, device) for member in bundle.members]
 
     # -- input checks ---------------------------------------------------------------------
     def check(self, frame: pd.DataFrame) -> None:
@@ -155,10 +158,11 @@ class _Batch:
 class _Pipeline:
     """One trained set of networks (a format-1 bundle): a checked batch in, probabilities out."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
         self.bundle = bundle
         meta = bundle.meta
         cfg = ExperimentConfig.model_validate(meta["config"])
+        self.runtime: Runtime = runtime_for(cfg.run.model_copy(update={"device": device}))
         self.preprocessor = Preprocessor(cfg.text.preprocess)
         self.vocab = Vocabulary(meta["vocab"])
         self.seq_len = cfg.text.seq_len
@@ -169,7 +173,7 @@ class _Pipeline:
                               fusion_inputs=len(mean), pretrained=False)
         for stage, net in nets.items():
             net.load_state_dict(torch.load(bundle.folder / f"{stage}.pt", map_location="cpu"))
-            net.eval()
+            self.runtime.prepare(net).eval()
         self.text, self.image, self.fusion = nets["text"], nets.get("image"), nets.get("fusion")
         if self.image is not None:
             self.transform = build_transform(cfg.image.augmentation, self.image_size, train=False)
@@ -178,14 +182,17 @@ class _Pipeline:
 
     @torch.inference_mode()
     def predict_batch(self, batch: _Batch) -> np.ndarray:
+        run = self.runtime
         ids, lengths = self.vocab.encode(batch.tokens(self.preprocessor), self.seq_len)
-        ids_t, len_t = torch.from_numpy(ids), torch.from_numpy(lengths)
-        if self.image is None:
-            return torch.sigmoid(self.text(ids_t, len_t)).numpy()
-        # The same memory layout as training's feature extraction (HWC rows viewed as NCHW,
-        # channels-last), so served features equal the cached ones bit for bit.
-        pixels = self.transform(torch.from_numpy(batch.pixels(self.image_size)).permute(0, 3, 1, 2))
-        if self.fusion is None:
-            return torch.sigmoid(self.image(pixels)).numpy()
-        feats = np.concatenate([self.image.features(pixels).numpy(), self.text.features(ids_t, len_t).numpy()], 1)
-        return torch.sigmoid(self.fusion(torch.from_numpy((feats - self.mean) / self.std))).numpy()
+        ids_t, len_t = run.to_device(torch.from_numpy(ids)), torch.from_numpy(lengths)
+        with run.autocast():
+            if self.image is None:
+                return torch.sigmoid(self.text(ids_t, len_t).float()).cpu().numpy()
+            # The image path of training's feature extraction (the same function), so served
+            # features equal the cached ones bit for bit on the same device and precision.
+            pixels = image_input(torch.from_numpy(batch.pixels(self.image_size)), self.transform, run)
+            if self.fusion is None:
+                return torch.sigmoid(self.image(pixels).float()).cpu().numpy()
+            feats = torch.cat([self.image.features(pixels).float(), self.text.features(ids_t, len_t).float()], 1)
+            scaled = (feats - run.to_device(torch.from_numpy(self.mean))) / run.to_device(torch.from_numpy(self.std))
+            return torch.sigmoid(self.fusion(scaled).float()).cpu().numpy()

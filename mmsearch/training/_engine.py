@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsearch.data._labels import NUM_LABELS, binarize
+from mmsearch.data._labels import NUM_LABELS
 from mmsearch.optim import LOSSES, SCHEDULERS, class_weight_vector
+from mmsearch.runtime import Runtime
 from mmsearch.training._history import Callback, EpochLog, FitState
-from mmsearch.training._metrics import samples_f1_rows, scores, validation_scores
+from mmsearch.training._metrics import scores, validation_scores
 
 if TYPE_CHECKING:
     from mmsearch.config import OptimConfig
@@ -123,36 +124,58 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _cpu_runtime() -> Runtime:
+    return Runtime(torch.device("cpu"), "fp32")
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, batches: Batches, device: torch.device, loss_fn: Any = None) -> tuple[np.ndarray, float]:
-    """Sigmoid probabilities for every row, and the mean loss when ``loss_fn`` is given."""
+def predict(model: nn.Module, batches: Batches, runtime: Runtime | None = None, loss_fn: Any = None
+            ) -> tuple[np.ndarray, float]:
+    """Sigmoid probabilities for every row, and the mean loss when ``loss_fn`` is given. Both
+    stay on the device until the last batch: one copy to the host, not one per batch."""
+    runtime = runtime or _cpu_runtime()
     model.eval()
-    probs, total, count = [], 0.0, 0
+    probs: list[torch.Tensor] = []
+    total, count = torch.zeros((), device=runtime.device), 0
     for inputs, targets in batches:
-        logits = model(*(t.to(device) for t in inputs))
+        with runtime.autocast():
+            logits = model(*(runtime.to_device(t) for t in inputs))
+        logits = logits.float()
         if loss_fn is not None:
-            total += float(loss_fn(logits, targets.to(device))) * len(targets)
+            total += loss_fn(logits, runtime.to_device(targets)) * len(targets)
             count += len(targets)
-        probs.append(torch.sigmoid(logits).float().cpu().numpy())
-    return np.concatenate(probs) if probs else np.zeros((0, NUM_LABELS), np.float32), total / max(count, 1)
+        probs.append(torch.sigmoid(logits))
+    if not probs:
+        return np.zeros((0, NUM_LABELS), np.float32), 0.0
+    return torch.cat(probs).cpu().numpy(), float(total) / max(count, 1)
+
+
+def _samples_f1_sum(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The sum over rows of samples-F1 at 0.5, every row given its most likely label when none
+    passes (``binarize`` and ``samples_f1_rows`` on the device, so the step loop never waits)."""
+    probs = torch.sigmoid(logits)
+    pred = probs >= 0.5
+    top = torch.zeros_like(pred).scatter_(1, probs.argmax(1, keepdim=True), True)
+    pred = torch.where(pred.any(1, keepdim=True), pred, top)
+    truth = targets.bool()
+    tp = (truth & pred).sum(1)
+    denom = truth.sum(1) + pred.sum(1)
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.ones_like(tp, dtype=torch.float32)).sum()
 
 
 def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, train_targets: np.ndarray,
-        val_targets: np.ndarray, callbacks: Sequence[Callback] = (), device: torch.device | None = None,
+        val_targets: np.ndarray, callbacks: Sequence[Callback] = (), runtime: Runtime | None = None,
         tune: bool = False) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs (fewer when ``cfg.early_stopping`` stops it) and
     return its history and the validation metrics of the model it ends with (the best epoch's
-    weights when ``cfg.restore_best``, else the last epoch's)."""
-    device = device or torch.device("cpu")
-    model.to(device)
+    weights when ``cfg.restore_best``, else the last epoch's). Where and in what precision it
+    runs is ``runtime``'s (default: cpu, fp32)."""
+    runtime = runtime or _cpu_runtime()
+    device = runtime.device
+    runtime.prepare(model)
     weights = class_weight_vector(cfg.class_weights, train_targets)
     loss_fn = LOSSES.get(cfg.loss)(weights.to(device) if weights is not None else None)
+    scaler = runtime.grad_scaler()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = SCHEDULERS.get(cfg.scheduler)(optimizer, cfg)
@@ -175,24 +198,31 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            total, count, train_f1 = 0.0, 0, 0.0
+            # Summed on the device and read once per epoch: no host sync inside the step loop.
+            total = torch.zeros((), device=device)
+            train_f1 = torch.zeros((), device=device)
+            count = 0
             for inputs, targets in train:
-                targets = targets.to(device)
+                targets = runtime.to_device(targets)
                 optimizer.zero_grad(set_to_none=True)
-                logits = model(*(t.to(device) for t in inputs))
+                with runtime.autocast():
+                    logits = model(*(runtime.to_device(t) for t in inputs))
+                logits = logits.float()  # the loss and the metric in float32, whatever the forward ran in
                 loss = loss_fn(logits, targets)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                total += float(loss.detach()) * len(targets)
-                count += len(targets)
+                scaler.step(optimizer)
+                scaler.update()
                 with torch.no_grad():
-                    pred = binarize(torch.sigmoid(logits).float().cpu().numpy())
-                    train_f1 += float(samples_f1_rows(targets.cpu().numpy(), pred).sum())
-            probs, val_loss = predict(model, val, device, loss_fn)
+                    total += loss.detach() * len(targets)
+                    train_f1 += _samples_f1_sum(targets, logits.detach())
+                count += len(targets)
+            probs, val_loss = predict(model, val, runtime, loss_fn)
             s = scores(val_targets, probs)
-            entry = EpochLog(epoch, total / max(count, 1), train_f1 / max(count, 1), val_loss, s["f1"], s["f1_micro"],
+            entry = EpochLog(epoch, float(total) / max(count, 1), float(train_f1) / max(count, 1), val_loss, s["f1"],
+                             s["f1_micro"],
                              s["f1_macro"], optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
             state.history.append(entry)
             if entry.val_f1 > state.best_f1:
@@ -207,7 +237,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
                 break
     finally:
         run_hooks("on_fit_end")
-    probs, val_loss = predict(model, val, device, loss_fn)
+    probs, val_loss = predict(model, val, runtime, loss_fn)
     thresholds, found = validation_scores(val_targets, probs, tune)
     metrics = {"val_loss": val_loss, **found}
     restored = restorer is not None and restorer.best_state is not None

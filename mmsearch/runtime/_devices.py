@@ -1,0 +1,66 @@
+"""What needs no torch: the precision names a config may use, and the GPUs a coordinator can
+hand to its workers. A coordinator never initialises CUDA (a CUDA context and its cached memory
+would sit in it for the whole sweep), so GPUs are counted from the environment and the driver's
+own files, not through torch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmsearch._registry import Registry
+
+VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """How the forward pass runs: an autocast dtype (None: plain float32) and whether the loss
+    is scaled (fp16's small range underflows small gradients without it)."""
+
+    autocast: str | None
+    grad_scaler: bool
+    description: str
+
+
+PRECISIONS: Registry[PrecisionSpec] = Registry("precision")
+PRECISIONS.register("fp32", PrecisionSpec(None, False, "float32 everywhere (TF32 matmuls on CUDA)"))
+PRECISIONS.register("bf16", PrecisionSpec("bfloat16", False, "bfloat16 autocast: float32 range, no loss scaling"))
+PRECISIONS.register("fp16", PrecisionSpec("float16", True, "float16 autocast with a gradient scaler"))
+
+
+def visible_gpus(environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries: that variable's own
+    list when it is set, else one entry per GPU the NVIDIA driver lists. Empty without GPUs."""
+    if VISIBLE_ENV in environ:
+        entries = [e.strip() for e in environ[VISIBLE_ENV].split(",") if e.strip()]
+        # CUDA stops at the first invalid entry; "-1" is the usual way to hide every GPU.
+        out = []
+        for e in entries:
+            if e.startswith("-"):
+                break
+            out.append(e)
+        return out
+    driver = Path("/proc/driver/nvidia/gpus")
+    if driver.is_dir():
+        return [str(i) for i in range(len(list(driver.iterdir())))]
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []
+        return [str(i) for i, line in enumerate(x for x in listing.splitlines() if x.startswith("GPU "))]
+    return []
+
+
+def assign_gpus(workers: int, gpus: Sequence[str]) -> list[str | None]:
+    """The GPU of each worker: one each while there are enough, then round-robin (workers
+    sharing a GPU share its memory). ``None`` for every worker when there is no GPU."""
+    if not gpus:
+        return [None] * workers
+    return [gpus[i % len(gpus)] for i in range(workers)]

@@ -1,0 +1,175 @@
+"""The runtime object: one per process, from ``run.device`` and ``run.precision``."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmsearch.runtime._devices import PRECISIONS, VISIBLE_ENV
+
+log = logging.getLogger("mmsearch.runtime")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Device, precision and memory layout of everything that runs a network in this process.
+
+    * ``autocast()`` wraps forward passes (bf16/fp16 autocast, or nothing in fp32); losses are
+      computed in float32 on its output, as autocast itself would.
+    * ``grad_scaler()`` is a no-op except for fp16.
+    * host batches are pinned and copied with ``non_blocking`` on CUDA, so the copy of batch
+      k+1 overlaps the step of batch k; models and image batches are channels-last there
+      (convolutions' fast layout on tensor cores).
+    """
+
+    device: torch.device
+    precision: str = "fp32"
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def non_blocking(self) -> bool:
+        return self.is_cuda
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.is_cuda
+
+    @property
+    def channels_last(self) -> bool:
+        return self.device.type in ("cuda", "mps")
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        name = PRECISIONS.get(self.precision).autocast
+        return getattr(torch, name) if name else None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = self.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=PRECISIONS.get(self.precision).grad_scaler)
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, non_blocking=self.non_blocking)
+
+    def host(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor ready for an asynchronous copy to the device (pinned on CUDA)."""
+        return tensor.pin_memory() if self.pin_memory else tensor
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # changes 4-d weights only (convolutions)
+        return model
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A random generator on the device: augmentation parameters are drawn where they are used."""
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    # -- memory ------------------------------------------------------------------------------
+    def reset_peak_memory(self) -> None:
+        if self.is_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_mb(self) -> float:
+        """The most device memory tensors held since the last reset (0 off CUDA)."""
+        return torch.cuda.max_memory_allocated(self.device) / 2**20 if self.is_cuda else 0.0
+
+    def describe(self) -> str:
+        """The device in words, e.g. ``cuda:0 (NVIDIA H200, 139.8 GiB, CUDA_VISIBLE_DEVICES=3)``."""
+        if not self.is_cuda:
+            return str(self.device)
+        props = torch.cuda.get_device_properties(self.device)
+        visible = os.environ.get(VISIBLE_ENV)
+        where = f", {VISIBLE_ENV}={visible}" if visible is not None else ""
+        return f"{self.device} ({props.name}, {props.total_memory / 2**30:.1f} GiB{where})"
+
+    def memory_report(self) -> str:
+        if not self.is_cuda:
+            return f"{self.device}"
+        try:
+            free, total = torch.cuda.mem_get_info(self.device)
+        except RuntimeError:  # a broken context cannot answer; say what is known
+            return self.describe()
+        return f"{self.describe()}: {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", 0)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from mmsearch.errors import MmsearchError
+
+        raise MmsearchError(f"run.device {name!r}: this machine has no usable CUDA GPU "
+                            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use run.device=cpu or auto")
+    return device
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+@functools.cache
+def _runtime(device: str, precision: str) -> Runtime:
+    runtime = Runtime(resolve_device(device), precision)
+    if runtime.is_cuda:
+        torch.cuda.set_device(runtime.device)
+        # TF32 tensor-core matmuls and convolutions in fp32, and cuDNN's autotuner: image batches
+        # keep one shape a trial, so the tuned kernel is picked once.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        log.info("runtime: %s, %s", runtime.describe(), precision)
+    return runtime
+
+
+def runtime_for(run: Any) -> Runtime:
+    """The process's runtime for a config's ``run`` section (built once per device and precision)."""
+    return _runtime(str(run.device), str(run.precision))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device or host allocation that failed (CUDA OOM, CPU allocator refused, MemoryError)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def is_cuda_error(exc: BaseException) -> bool:
+    """An error after which this process's CUDA context cannot be trusted (OOM included: its
+    allocator is fragmented and the failed step's tensors may be held by a traceback)."""
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(s in text for s in ("CUDA error", "CUBLAS_STATUS", "cuDNN error",
+                                                                     "CUDNN_STATUS"))
+
+
+@contextlib.contextmanager
+def no_grad_inference(runtime: Runtime) -> Iterator[None]:
+    with torch.inference_mode(), runtime.autocast():
+        yield
