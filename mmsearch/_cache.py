@@ -17,14 +17,16 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from mmsearch._paths import cache_dir
+from mmsearch._paths import cache_dir, cache_root
 
 log = logging.getLogger("mmsearch.cache")
 
@@ -52,6 +54,7 @@ def cached(target: Path, write: Callable[[Path], None], *, kind: str, what: str 
     if target.exists():
         log.debug("cache hit: %s", label)
         _count(events, f"hit:{kind}")
+        _touch(target)
         return target
     with FileLock(str(target.with_name(target.name + ".lock"))):
         if target.exists():
@@ -71,6 +74,61 @@ def cached(target: Path, write: Callable[[Path], None], *, kind: str, what: str 
             raise
         _count(events, f"build:{kind}")
     return target
+
+
+def _touch(target: Path) -> None:
+    """Mark an entry as used now (its mtime), which ``prune`` reads as its last use."""
+    try:
+        os.utime(target)
+    except OSError:  # a read-only cache is still a cache
+        pass
+
+
+@dataclass
+class CacheUsage:
+    kind: str
+    entries: int
+    bytes: int
+    folder: Path
+
+
+def _entries(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not p.name.endswith(".lock") and not p.name.startswith(".")]
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def cache_usage() -> list[CacheUsage]:
+    """Each kind of cached value under the cache root: how many entries, how many bytes."""
+    root = cache_root()
+    return [CacheUsage(d.name, len(entries := _entries(d)), sum(_size(e) for e in entries), d)
+            for d in sorted(root.iterdir()) if d.is_dir()]
+
+
+def prune(kinds: list[str] | None, unused_days: float, dry_run: bool = False) -> tuple[int, int]:
+    """Remove entries of ``kinds`` (all when None) not used for ``unused_days`` days; returns
+    (entries, bytes). An entry another process is building is never touched: builds happen in a
+    temporary path under the entry's lock, and a removed entry is simply built again when needed."""
+    cutoff = time.time() - unused_days * 86400
+    removed = freed = 0
+    for usage in cache_usage():
+        if kinds and usage.kind not in kinds:
+            continue
+        for path in _entries(usage.folder):
+            if path.stat().st_mtime > cutoff:
+                continue
+            with FileLock(str(path.with_name(path.name + ".lock"))):
+                size = _size(path)
+                if not dry_run:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if not dry_run:
+                path.with_name(path.name + ".lock").unlink(missing_ok=True)
+            removed, freed = removed + 1, freed + size
+    return removed, freed
 
 
 def _count(events: Counter[str] | None, name: str) -> None:

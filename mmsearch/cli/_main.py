@@ -132,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a running trial silent this long is judged dead (default 600)")
         if name == "run":
             p.add_argument("--trials", type=positive_int, help="ablation: run at most N missing cells now; search: total trials")
-            p.add_argument("--workers", type=positive_int, default=1, help="worker processes sharing the study (default 1)")
+            p.add_argument("--workers", type=positive_int, default=None,
+                           help="worker processes sharing the study (default: one per GPU given by --gpus, else 1)")
+            p.add_argument("--gpus", metavar="LIST",
+                           help="GPUs for the workers, e.g. 0,1,2,3 (CUDA_VISIBLE_DEVICES entries; more workers than "
+                                "GPUs share them round-robin; 'none': no GPU). Default: every visible GPU when "
+                                "run.device is auto or cuda")
             p.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
                            help="how often a running trial says it is alive (default 10)")
         else:
@@ -175,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=positive_int, default=5000, help="port (default 5000)")
     ui.add_argument("--tracking-uri", help="MLflow store to serve (default: ./mlruns)")
+    cache = _cmd(sub, "cache", "Show what the cache holds (decoded images, features, stage weights, ...) and prune it.",
+                 "mmsearch cache prune --kind stages --unused-days 14", _cache)
+    csub = cache.add_subparsers(dest="cache_command", parser_class=_Parser)
+    _cmd(csub, "show", "Entries and size of each kind of cached value (the default).", "mmsearch cache show", _cache)
+    prune = _cmd(csub, "prune", "Remove cached values not used for a number of days (they are rebuilt when needed).",
+                 "mmsearch cache prune --kind stages --kind features --unused-days 14 --dry-run", _cache_prune)
+    prune.add_argument("--unused-days", type=float, required=True, metavar="DAYS",
+                       help="remove entries not used for this many days (0: every entry)")
+    prune.add_argument("--kind", action="append", default=[], help="only this kind (repeatable; see `mmsearch cache`)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     _cmd(sub, "models", "List registered backbones, augmentation sets, corpora, poolings, losses, samplers, pruners "
          "and storages.", "mmsearch models", _models)
     return parser
@@ -202,6 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if "torch" not in sys.modules:
+            raise
+        from mmsearch.runtime import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"error: out of memory ({type(exc).__name__}: {first}); lower the batch size of the stage it was "
+              f"training (--set STAGE.optim.batch_size=...) or use --set run.precision=bf16 on a GPU", file=sys.stderr)
+        return 2
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -308,6 +334,7 @@ def _sweep_request(args: argparse.Namespace) -> Any:
 
     overrides = request_overrides(args.overrides)
     options = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("trials", getattr(args, "trials", None)),
+                                 ("gpus", getattr(args, "gpus", None)),
                                  ("grace_s", args.grace), ("heartbeat_s", getattr(args, "heartbeat", None)))
                if v is not None}
     return SweepRequest(sweep=args.name, experiment=args.experiment, overrides=overrides, data=args.data,
@@ -468,3 +495,39 @@ def _models(args: argparse.Namespace) -> int:
 
 
 __all__ = ["main", "build_parser"]
+
+
+# -- cache -------------------------------------------------------------------------------------------
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from mmsearch._cache import cache_usage
+    from mmsearch._paths import cache_root
+
+    usage = cache_usage()
+    print(f"cache {cache_root()} (MMSEARCH_CACHE_DIR): {_size(sum(u.bytes for u in usage))} in all")
+    for u in usage:
+        print(f"  {u.kind:<15} {u.entries:>6} entries  {_size(u.bytes):>10}")
+    print("prune with `mmsearch cache prune --unused-days DAYS [--kind KIND]`; what is removed is rebuilt when needed")
+    return 0
+
+
+def _cache_prune(args: argparse.Namespace) -> int:
+    from mmsearch._cache import cache_usage, prune
+
+    known = {u.kind for u in cache_usage()}
+    unknown = [k for k in args.kind if k not in known]
+    if unknown:
+        raise MmsearchError(f"unknown cache kind(s) {', '.join(unknown)}; the cache holds: {', '.join(sorted(known))}")
+    if args.unused_days < 0:
+        raise MmsearchError(f"--unused-days {args.unused_days}: must be 0 or more")
+    entries, freed = prune(args.kind or None, args.unused_days, args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {entries} entries not used for {args.unused_days:g} days, {_size(freed)}")
+    return 0

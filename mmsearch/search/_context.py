@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch._cache import stable_hash
-from mmsearch.config import ExperimentConfig, request_overrides, stage_needs_images, to_dict
+from mmsearch.config import ExperimentConfig, RunConfig, request_overrides, stage_needs_images, to_dict
 from mmsearch.data import Dataset, demo_dataset
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.search._liveness import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S
@@ -37,17 +37,20 @@ class SweepRequest:
     data: str | None = None
     storage: str | None = None
     tracking_uri: str | None = None
-    workers: int = 1
+    workers: int | None = 1  # None: one per GPU given to the sweep (see ``placed``), else 1
     trials: int | None = None  # ablation: at most this many missing cells now; search: total trials
     study_name: str | None = None
     progress: bool = True
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     grace_s: float = DEFAULT_GRACE_S  # a RUNNING trial silent this long is judged dead
+    # GPUs the workers share, as CUDA_VISIBLE_DEVICES entries ("0,1"); None: every visible GPU
+    # when run.device is auto or cuda; "" or "none": no GPU.
+    gpus: str | None = None
 
     def check(self) -> None:
         """Refuse counts that cannot mean anything before a study or a run is created."""
         problems = []
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             problems.append(Problem("--workers", f"{self.workers}: must be 1 or more"))
         if self.trials is not None and self.trials < 1:
             problems.append(Problem("--trials", f"{self.trials}: must be 1 or more"))
@@ -77,14 +80,50 @@ def resolve(request: SweepRequest, storage: StudyStorage | None = None) -> Sweep
     root = Path(base.data.path) if base.data.path else demo_dataset()
     dataset = Dataset.open(root, require_images=True if stage_needs_images(spec.stage) else None)
     base.data.path = str(root)
-    name = request.study_name or study_name(spec, base, dataset)
-    return SweepContext(request, spec, base, dataset, name, storage or open_storage(request.storage))
+    storage = storage or open_storage(request.storage)
+    name = request.study_name or _existing_or_new(storage, spec, base, dataset)
+    return SweepContext(request, spec, base, dataset, name, storage)
+
+
+def _identity(base: ExperimentConfig) -> dict[str, Any]:
+    """What a study measures: the base config less where its trials run (device, threads, loader
+    threads), which a user changes to move a sweep, not to ask another question."""
+    config = to_dict(base)
+    config["run"] = {k: v for k, v in config["run"].items() if k not in RunConfig.placement}
+    return config
 
 
 def study_name(spec: SweepSpec, base: ExperimentConfig, dataset: Dataset) -> str:
-    identity = {"base": to_dict(base), "data": dataset.fingerprint, "stage": spec.stage, "mode": spec.mode,
+    identity = {"base": _identity(base), "data": dataset.fingerprint, "stage": spec.stage, "mode": spec.mode,
                 "metric": spec.metric}
     return f"{spec.name}@{spec.experiment}-{stable_hash(identity, 6)}"
+
+
+def legacy_study_name(spec: SweepSpec, base: ExperimentConfig, dataset: Dataset) -> str | None:
+    """The name an fp32 study had before placement left the identity and precision joined it
+    (mmsearch 0.1's first studies), so that those resume instead of starting over."""
+    if base.run.precision != "fp32":
+        return None
+    config = to_dict(base)
+    config["run"].pop("precision", None)
+    if config["run"].get("num_workers") is None:
+        config["run"]["num_workers"] = 0  # that version's default
+    identity = {"base": config, "data": dataset.fingerprint, "stage": spec.stage, "mode": spec.mode,
+                "metric": spec.metric}
+    return f"{spec.name}@{spec.experiment}-{stable_hash(identity, 6)}"
+
+
+def _existing_or_new(storage: StudyStorage, spec: SweepSpec, base: ExperimentConfig, dataset: Dataset) -> str:
+    import optuna
+
+    name, legacy = study_name(spec, base, dataset), legacy_study_name(spec, base, dataset)
+    if legacy is None or legacy == name:
+        return name
+    names = set(optuna.study.get_all_study_names(storage.optuna))
+    if name not in names and legacy in names:
+        log.info("resuming %s, named as before device, threads and loader threads left the study identity", legacy)
+        return legacy
+    return name
 
 
 def selecting_flags(attrs: dict[str, Any]) -> str:

@@ -23,12 +23,16 @@ import threading
 import time
 import uuid
 import warnings
+from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 from mmsearch._interrupts import interrupt_once
-from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, to_dict
+from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict
+from mmsearch.data import load_images
+from mmsearch.errors import ConfigError, MmsearchError, Problem
+from mmsearch.runtime import assign_gpus, visible_gpus
 from mmsearch.search._context import (
     SweepContext,
     SweepInterrupted,
@@ -44,7 +48,7 @@ from mmsearch.search._study import (
     cells_of,
 )
 from mmsearch.search._summary import SweepSummary, log_report, progress_line, summarize
-from mmsearch.search._worker import WorkerArgs, load_study, spawn, warm_workers
+from mmsearch.search._worker import EXIT_CUDA_ERROR, WorkerArgs, load_study, spawn, warm_workers
 from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.sweep")
@@ -56,16 +60,42 @@ def run_sweep(request: SweepRequest) -> SweepSummary:
     request.check()
     warm_workers()  # the workers' imports (torch) overlap with the coordinator's (MLflow) and its checks
     tracker = Tracker(request.tracking_uri)  # an unusable store fails here, before a study exists
-    return Coordinator(resolve(request), tracker).run(started)
+    ctx = resolve(request)
+    gpus = sweep_gpus(ctx)
+    workers = request.workers or max(1, len(gpus))
+    ctx.request = request = replace(request, workers=workers)
+    if gpus:
+        log.info("%d worker(s) on GPU(s) %s", workers, ", ".join(g for g in assign_gpus(workers, gpus) if g))
+    if stage_needs_images(ctx.spec.stage):
+        # Decoded with every core before the first trial, and a corrupt image named now, not in
+        # the middle of one trial's MLflow run (and not once per worker).
+        load_images(ctx.dataset, ctx.base.data.image_size)
+    return Coordinator(ctx, tracker, gpus).run(started)
+
+
+def sweep_gpus(ctx: SweepContext) -> list[str]:
+    """The GPUs this sweep's workers share: ``--gpus``, else every visible GPU, when the base
+    config lets a worker choose (run.device auto or cuda); none for cpu, mps or a pinned cuda:N."""
+    device, asked = ctx.base.run.device, ctx.request.gpus
+    wanted = None if asked is None else [g.strip() for g in asked.split(",") if g.strip() and g.strip() != "none"]
+    if device not in ("auto", "cuda"):
+        if wanted:
+            raise ConfigError("invalid sweep options", [Problem(
+                "--gpus", f"{asked}: run.device is {device!r}, which places every worker itself; use run.device=auto "
+                          f"or cuda to spread workers over GPUs")])
+        return []
+    return visible_gpus() if wanted is None else wanted
 
 
 class Coordinator:
-    def __init__(self, ctx: SweepContext, tracker: Tracker) -> None:
+    def __init__(self, ctx: SweepContext, tracker: Tracker, gpus: list[str] | None = None) -> None:
         self.ctx = ctx
         self.request = ctx.request
         self.token = uuid.uuid4().hex[:12]
         self.tracker = tracker
+        self.gpus = gpus or []
         self.procs: list[Any] = []
+        self.placed: dict[int, str | None] = {}  # live worker pid -> its GPU
         self._stop_progress = threading.Event()
 
     # -- the run ---------------------------------------------------------------------------
@@ -102,6 +132,10 @@ class Coordinator:
         except KeyboardInterrupt:
             self._stop_progress.set()
             raise self._interrupted() from None
+        except BaseException as exc:
+            self._stop_progress.set()
+            self._abandon(exc)
+            raise
         finally:
             self._stop_progress.set()
             self.heartbeat.stop()
@@ -166,8 +200,25 @@ class Coordinator:
         return len(missing)
 
     # -- supervising workers ------------------------------------------------------------------
-    def _args(self, index: int) -> WorkerArgs:
-        return WorkerArgs(self.request, self.ctx.study_name, self.experiment_id, self.parent, self.token, index)
+    def _args(self, index: int, gpu: str | None = None) -> WorkerArgs:
+        return WorkerArgs(self.request, self.ctx.study_name, self.experiment_id, self.parent, self.token, index, gpu)
+
+    def _next_gpu(self) -> str | None:
+        """The GPU with the fewest live workers (one each first, then shared round-robin)."""
+        if not self.gpus:
+            return None
+        load = {g: 0 for g in self.gpus}
+        for gpu in self.placed.values():
+            if gpu in load:
+                load[gpu] += 1
+        return min(self.gpus, key=lambda g: (load[g], self.gpus.index(g)))
+
+    def _spawn(self, index: int, job: str = "trials") -> Any:
+        gpu = self._next_gpu()
+        process = spawn(self._args(index, gpu), job)
+        self.procs.append(process)
+        self.placed[process.pid] = gpu
+        return process
 
     def _wait_for_others(self) -> bool:
         """Nothing left to claim: wait while other processes run this sweep's trials, taking over
@@ -189,8 +240,11 @@ class Coordinator:
         while True:
             for p in [p for p in self.procs if not p.is_alive()]:
                 self.procs.remove(p)
+                self.placed.pop(p.pid, None)
                 p.join()
-                if p.exitcode != 0:  # its parent knows at once: repair now, not after a grace
+                if p.exitcode == EXIT_CUDA_ERROR:
+                    log.warning("worker process %d left after a CUDA error; a fresh one takes its place", p.pid)
+                elif p.exitcode != 0:  # its parent knows at once: repair now, not after a grace
                     why = f"signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0 else f"exit code {p.exitcode}"
                     log.warning("worker process %d died (%s)", p.pid, why)
                 with keeper.lock():
@@ -200,7 +254,7 @@ class Coordinator:
             with keeper.lock():
                 pending = keeper.claimable()
             for _ in range(max(0, min(workers - len(self.procs), pending, budget - spawned))):
-                self.procs.append(spawn(self._args(spawned)))
+                self._spawn(spawned)
                 spawned += 1
             if self.procs:
                 wait([p.sentinel for p in self.procs], timeout=min(2.0, self.request.heartbeat_s))
@@ -211,16 +265,29 @@ class Coordinator:
                 return
 
     def _prepare_upstream(self) -> None:
-        """Train/extract the base configuration's upstream features once, before any worker
-        starts, so no fusion trial trains an upstream network (and workers never race)."""
-        from mmsearch.pipeline import STAGES, Workspace
+        """The upstream features, built once in a worker process on a GPU of the sweep's (see
+        ``_worker.prepare_upstream``) before any trial is claimed."""
+        process = self._spawn(-1, "upstream")
+        while process.is_alive():
+            wait([process.sentinel], timeout=1.0)
+        process.join()
+        self.procs.remove(process)
+        self.placed.pop(process.pid, None)
+        if process.exitcode != 0:
+            raise MmsearchError(f"preparing the upstream features of {self.ctx.spec.name} failed (worker exit code "
+                                f"{process.exitcode}; its message is above); no trial ran")
 
-        ws = Workspace(self.ctx.base, self.ctx.dataset)
-        t0 = time.perf_counter()
-        for name in STAGES.get(self.ctx.spec.stage).inputs:
-            feats, _ = STAGES.get(name).features(ws)
-            self.tracker.set_tags(self.parent, {f"upstream.{name}.features": f"{feats.shape[0]}x{feats.shape[1]}"})
-        self.tracker.log_metrics(self.parent, {"upstream_seconds": time.perf_counter() - t0})
+    def _abandon(self, exc: BaseException) -> None:
+        """A failure outside any trial (upstream preparation, a storage that went away): the
+        coordinator record and, when no other coordinator is running, the parent run end FAILED
+        with the reason, so nothing stays RUNNING."""
+        try:
+            with self.keeper.lock():
+                self._end_record("failed")
+                if not self.keeper.live_coordinators(exclude=self.token):
+                    self.tracker.end(self.parent, "FAILED", "failed", f"{type(exc).__name__}: {exc}"[:4000])
+        except Exception as cleanup:  # report the first error, never a second traceback
+            log.error("clean-up after the failure failed: %s", cleanup)
 
     # -- ending ------------------------------------------------------------------------------
     def _end_record(self, state: str) -> None:

@@ -29,6 +29,62 @@ from mmsearch.training import Callback, EpochLog, FitState, history_columns
 log = logging.getLogger("mmsearch.sweep")
 
 
+class TrialResourceError(Exception):
+    """A trial that ran out of memory or hit a CUDA error, with a message that says where and
+    which setting to lower. ``cuda``: this process's CUDA context is no longer trusted."""
+
+    def __init__(self, message: str, kind: str, cuda: bool) -> None:
+        super().__init__(message)
+        self.kind, self.cuda = kind, cuda
+
+
+def _placed_error(exc: Exception, ws: Any, stage: str) -> Exception:
+    """``exc`` as a :class:`TrialResourceError` when it is an OOM or a CUDA error, else itself."""
+    from mmsearch.runtime import is_cuda_error, is_out_of_memory
+
+    runtime, cfg = ws.runtime, ws.cfg
+    oom, cuda = is_out_of_memory(exc), runtime.is_cuda and is_cuda_error(exc)
+    if not (oom or cuda):
+        return exc
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    if not oom:
+        return TrialResourceError(f"CUDA error on {runtime.describe()} training the {stage} stage: "
+                                  f"{type(exc).__name__}: {first}", "cuda error", True)
+    batch = getattr(cfg, stage).optim.batch_size
+    key = f"{stage}.optim.batch_size"
+    hint = f"lower {key} (e.g. --set {key}={max(1, batch // 2)})"
+    if runtime.is_cuda and cfg.run.precision == "fp32":
+        hint += " or use run.precision=bf16, which halves activation memory"
+    return TrialResourceError(f"out of memory on {runtime.memory_report()} training the {stage} stage with "
+                              f"{key}={batch} ({cfg.run.precision}): {hint}. {type(exc).__name__}: {first}",
+                              "out of memory", runtime.is_cuda)
+
+
+def retry_once(setup: TrialSetup, trial: Any, kind: str) -> bool:
+    """Enqueue a failed trial's cell again unless this run already saw it fail the same way:
+    an OOM next to a busy neighbour may pass on a second try; the same OOM twice is the
+    configuration's, and stays FAIL with its reason (never an endless loop)."""
+    ctx, spec = setup.ctx, setup.ctx.spec
+    level, repeat = trial.user_attrs.get("level", trial.params.get("level")), trial.user_attrs.get("repeat")
+    with ctx.storage.lock(ctx.study_name), deferred():
+        trials = setup.study.get_trials(deepcopy=False)
+        same = [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("failure") == kind
+                and t.user_attrs.get("coordinator") == setup.coordinator
+                and (t.user_attrs.get("level", t.params.get("level")), t.user_attrs.get("repeat")) == (level, repeat)
+                and (spec.mode == "ablation" or t.params == trial.params)]
+        if len(same) >= 2:
+            log.warning("trial %d: its cell failed the same way twice in this run (%s); not retried", trial.number, kind)
+            return False
+        if spec.mode == "ablation":
+            taken = {(t.params.get("level", t.user_attrs.get("level")), t.user_attrs.get("repeat")) for t in trials
+                     if t.state.name in ("COMPLETE", "RUNNING", "WAITING")}
+            if (level, repeat) not in taken:
+                setup.study.enqueue_trial({"level": level}, user_attrs={"level": level, "repeat": repeat})
+        elif trial.params:
+            setup.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+    return True
+
+
 class TrialRevoked(Exception):
     """Another coordinator judged this trial dead (it was silent longer than the grace) and
     failed it; its cell may already be running elsewhere, so this result is discarded."""
@@ -114,25 +170,31 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
                          _TrialReporter(trial, spec.metric, spec.mode == "search", revoked)]
             from mmsearch.pipeline import Workspace, run_stage  # torch: only a process that trains loads it
 
+            ws = Workspace(cfg, ctx.dataset)
+            ws.runtime.reset_peak_memory()
             try:
-                result = run_stage(Workspace(cfg, ctx.dataset), spec.stage, callbacks)
+                result = run_stage(ws, spec.stage, callbacks)
             except optuna.TrialPruned:
                 tell(state=optuna.trial.TrialState.PRUNED)
                 raise
+            except Exception as exc:
+                raise _placed_error(exc, ws, spec.stage) from exc
             # What this trial's bookkeeping cost inside the engine (our callbacks, not the engine's own).
             bookkeeping = sum(v for k, v in result.fit.callback_seconds.items() if k not in ("EarlyStopping", "RestoreBest"))
             peak = peak_rss_mb()
+            gpu_peak = ws.runtime.peak_memory_mb()
             # Sections in the MLflow UI, in this order: "epoch/" (the curves, what a run's page opens on),
             # "final/" (the model the trial ended with), "trial/" (what the trial cost).
             tracker.log_metrics(run_id, {**{f"final/{k}": v for k, v in result.metrics.items()},
                                          "trial/params": result.params, "trial/size_mb": result.size_mb,
                                          "trial/fit_seconds": result.fit.seconds, "trial/callback_seconds": bookkeeping,
-                                         "trial/worker_peak_rss_mb": peak})
+                                         "trial/worker_peak_rss_mb": peak, "trial/gpu_peak_mb": gpu_peak})
             finals = {f"final_{k}": v for k, v in result.metrics.items()}
             history = {k: [round(v, 6) for v in values] for k, values in history_columns(result.fit.history).items()
                        if k not in ("epoch", "seconds")}
             attrs = {"params": result.params, "size_mb": result.size_mb, "fit_seconds": result.fit.seconds,
-                     "worker_peak_rss_mb": peak, "worker_pid": os.getpid(),
+                     "worker_peak_rss_mb": peak, "worker_pid": os.getpid(), "gpu_peak_mb": gpu_peak,
+                     "device": ws.runtime.describe(), "precision": cfg.run.precision,
                      "callback_seconds": bookkeeping, "history": history, **finals,
                      **{k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}}
             # From here until its run has ended, an interrupt waits: the trial and its run end as one.
@@ -150,6 +212,13 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
     except (TrialRevoked, UpdateFinishedTrialError) as exc:  # writing to a trial someone else finished
         log.warning("trial %d: result discarded: %s", trial.number, exc)
         return "REVOKED"
+    except TrialResourceError as exc:
+        # Out of memory, or a CUDA error: not the configuration's fault alone, so the cell gets
+        # one more try in this run, in a fresh process where CUDA is concerned.
+        fail_claimed(setup, trial, str(exc), failure=exc.kind)
+        log.warning("trial %d failed: %s", trial.number, exc)
+        retry_once(setup, trial, exc.kind)
+        return "CUDA_ERROR" if exc.cuda else "FAIL"
     except Exception as exc:
         # A failed trial is recorded with its reason; the sweep goes on.
         message = f"{type(exc).__name__}: {exc}"
@@ -175,12 +244,15 @@ def peak_rss_mb() -> float:
     return 0.0
 
 
-def fail_claimed(setup: TrialSetup, trial: Any, reason: str) -> None:
-    """Fail a trial this process holds, with its reason; a no-op when someone else finished it."""
+def fail_claimed(setup: TrialSetup, trial: Any, reason: str, failure: str | None = None) -> None:
+    """Fail a trial this process holds, with its reason (and the kind of failure, for the
+    retry rule); a no-op when someone else finished it."""
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
 
     try:
+        if failure:
+            trial.set_user_attr("failure", failure)
         trial.set_user_attr("error", reason[:4000])
         setup.study.tell(trial, state=optuna.trial.TrialState.FAIL)
     except (UpdateFinishedTrialError, ValueError):

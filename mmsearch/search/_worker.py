@@ -21,6 +21,7 @@ from typing import Any
 from mmsearch._interrupts import deferred, interrupt_once
 from mmsearch.config import with_overrides
 from mmsearch.errors import MmsearchError
+from mmsearch.runtime._devices import VISIBLE_ENV
 from mmsearch.search._context import SweepContext, SweepRequest, resolve
 from mmsearch.search._liveness import Heartbeat
 from mmsearch.search._spec import PRUNERS, SAMPLERS
@@ -32,6 +33,7 @@ log = logging.getLogger("mmsearch.sweep")
 # A child whose coordinator died gets this long to clean up, then leaves anyway: what it could
 # not end, the next `sweep run` or `sweep status` repairs (its trial, its MLflow run).
 WORKER_EXIT_DEADLINE_S = 8.0
+EXIT_CUDA_ERROR = 3  # a worker's exit code after a CUDA error: not a death, a request for a fresh process
 
 
 @dataclass
@@ -44,6 +46,7 @@ class WorkerArgs:
     parent_run_id: str
     coordinator: str
     index: int
+    gpu: str | None = None  # this worker's CUDA_VISIBLE_DEVICES, set before torch can touch CUDA
 
 
 def load_study(ctx: SweepContext, seed_offset: int = 0) -> Any:
@@ -86,6 +89,11 @@ def work(setup: TrialSetup) -> int:
         if state == "REVOKED":
             log.warning("stopping this worker: another coordinator judged it dead")
             break
+        if state == "CUDA_ERROR":
+            # A CUDA error can poison every later kernel of this process (and an OOM leaves its
+            # allocator fragmented): leave, and the coordinator starts a fresh worker.
+            log.warning("leaving after a CUDA error; the coordinator starts a fresh worker")
+            sys.exit(EXIT_CUDA_ERROR)
     return ran
 
 
@@ -95,7 +103,7 @@ def worker_setup(args: WorkerArgs) -> TrialSetup:
     request = replace(args.request, study_name=args.study_name)
     ctx = resolve(request)
     total_threads = ctx.base.run.threads or os.cpu_count() or 1
-    base = with_overrides(ctx.base, {"run.threads": max(1, total_threads // max(1, request.workers))})
+    base = with_overrides(ctx.base, {"run.threads": max(1, total_threads // max(1, request.workers or 1))})
     study = load_study(ctx, seed_offset=args.index)
     heartbeat = Heartbeat(ctx.storage.optuna, ctx.storage.optuna.get_study_id_from_name(ctx.study_name),
                           request.heartbeat_s)
@@ -126,10 +134,34 @@ def warm_workers() -> None:
     forkserver.ensure_running()
 
 
-def spawn(args: WorkerArgs) -> Any:
-    process = _context().Process(target=_worker_main, args=(args, dict(os.environ)), name=f"mmsearch-worker-{args.index}")
+def spawn(args: WorkerArgs, job: str = "trials") -> Any:
+    """A worker process: ``trials`` claims and runs trials; ``upstream`` builds the base
+    configuration's upstream features once and exits (the coordinator itself never runs torch,
+    so it never holds a CUDA context)."""
+    process = _context().Process(target=_worker_main, args=(args, dict(os.environ), job),
+                                 name=f"mmsearch-{job}-{args.index}")
     process.start()
     return process
+
+
+def prepare_upstream(args: WorkerArgs) -> None:
+    """Train/extract the base configuration's upstream features once, before any trial, so no
+    fusion trial trains an upstream network (and workers never race for it)."""
+    import time
+
+    from mmsearch.pipeline import STAGES, Workspace
+
+    request = replace(args.request, study_name=args.study_name)
+    ctx = resolve(request)
+    tracker = Tracker(request.tracking_uri)
+    ws = Workspace(ctx.base, ctx.dataset)
+    t0 = time.perf_counter()
+    for name in STAGES.get(ctx.spec.stage).inputs:
+        feats, _ = STAGES.get(name).features(ws)
+        tracker.set_tags(args.parent_run_id, {f"upstream.{name}.features": f"{feats.shape[0]}x{feats.shape[1]}"})
+    STAGES.get(ctx.spec.stage).prepared_inputs(ws)  # standardised once per sweep, not per trial
+    tracker.set_tags(args.parent_run_id, {"upstream.device": ws.runtime.describe()})
+    tracker.log_metrics(args.parent_run_id, {"upstream_seconds": time.perf_counter() - t0})
 
 
 def _watch_coordinator() -> None:
@@ -151,10 +183,12 @@ def _leave_anyway() -> None:
     os._exit(1)
 
 
-def _worker_main(args: WorkerArgs, environ: dict[str, str]) -> None:
+def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials") -> None:
     # The fork server was started with the environment of its time; use the coordinator's now.
     os.environ.clear()
     os.environ.update(environ)
+    if args.gpu is not None:  # read by CUDA when it initialises, which nothing here has done yet
+        os.environ[VISIBLE_ENV] = args.gpu
     os.environ["MMSEARCH_PROGRESS"] = "0"  # the coordinator's progress line reports the trials
     interrupt_once()
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a worker is, e.g. one that seems stuck
@@ -163,6 +197,9 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str]) -> None:
     threading.Thread(target=_watch_coordinator, daemon=True, name="mmsearch-watchdog").start()
     setup = None
     try:
+        if job == "upstream":
+            prepare_upstream(args)
+            return
         setup = worker_setup(args)
         work(setup)
     except KeyboardInterrupt:
@@ -170,6 +207,18 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str]) -> None:
     except MmsearchError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    except Exception as exc:
+        from mmsearch.runtime import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        log.error("out of memory preparing the upstream features of %s: %s", args.study_name, _first_line(exc))
+        sys.exit(2)
     finally:
         if setup is not None:
             setup.heartbeat.stop()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
