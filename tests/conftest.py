@@ -41,6 +41,17 @@ needs_mobilenet = pytest.mark.skipif(
 needs_real_data = pytest.mark.skipif(not REAL_CAPTIONS.exists(), reason="../shared/data absent")
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# End-to-end cases that need a CUDA GPU: in the default run wherever one exists, skipped (with
+# this line) elsewhere.
+gpu = [pytest.mark.gpu, pytest.mark.skipif(not _cuda(), reason="no CUDA GPU on this machine")]
+
+
 PROJECT = Path(__file__).resolve().parents[1]
 # What running the suite may leave in the project folder: the environment it runs in and
 # Python's bytecode caches. Anything else (./mlruns, a journal, exports/) is a test writing

@@ -85,7 +85,6 @@ def load_images(dataset: Dataset, size: int, events: Counter[str] | None = None)
                             what=f"decoding images at {size}px", unit="img")
             problems = [p for p in done if p is not None]
         out.flush()
-        del out
         if events is not None:
             events["decode:images"] += shape[0]
         if problems:

@@ -195,6 +195,7 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
             attrs = {"params": result.params, "size_mb": result.size_mb, "fit_seconds": result.fit.seconds,
                      "worker_peak_rss_mb": peak, "worker_pid": os.getpid(), "gpu_peak_mb": gpu_peak,
                      "device": ws.runtime.describe(), "precision": cfg.run.precision,
+                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                      "callback_seconds": bookkeeping, "history": history, **finals,
                      **{k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}}
             # From here until its run has ended, an interrupt waits: the trial and its run end as one.
