@@ -4,9 +4,10 @@ COPY pyproject.toml README.md ./
 COPY mmsearch mmsearch
 COPY experiments experiments
 COPY sweeps sweeps
-# The CPU build of torch (about 200 MB instead of several GB of CUDA libraries); drop the index
-# URL for a GPU image.
-RUN pip install --no-cache-dir torch torchvision --index-url https://download.pytorch.org/whl/cpu \
+# The CPU build of torch by default (about 200 MB instead of several GB of CUDA libraries); the
+# compose file's worker-gpu service builds with a CUDA index instead.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install --no-cache-dir torch torchvision --index-url ${TORCH_INDEX} \
  && pip install --no-cache-dir -e '.[postgres,redis]'
 ENV MLFLOW_DISABLE_TELEMETRY=true
 CMD ["mmsearch", "--help"]

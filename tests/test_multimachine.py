@@ -45,6 +45,11 @@ def test_compose_file_is_valid_and_keeps_results_private(tmp_path: Path) -> None
                if "PASSWORD" in k or "SECRET" in k}
     assert secrets and all(str(v).startswith("${") for v in secrets.values())  # every secret comes from .env
     assert "--app-name=basic-auth" in spec["services"]["mlflow"]["command"]
+    gpu = spec["services"]["worker-gpu"]  # beside the CPU workers, started only with --profile gpu
+    assert gpu["profiles"] == ["gpu"] and "cu" in gpu["build"]["args"]["TORCH_INDEX"].rsplit("/", 1)[-1]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert "TORCH_INDEX" in (ROOT / "Dockerfile").read_text()
     assert (ROOT / "deploy" / "env.example").exists() and "/.env" in (ROOT / ".gitignore").read_text()
     client = shutil.which("docker-compose")
     if client is None:
