@@ -45,6 +45,21 @@ def replace_section(path: Path, name: str, content: str) -> None:
     path.write_text(text)
 
 
+GPU_SKIPPED: list[str] = []
+
+
+def _gpu_cases(workdir: Path) -> list:  # type: ignore[type-arg]
+    """G1 and G2 where a CUDA GPU is visible; elsewhere one line saying why, in the table's notes."""
+    from benchmarks import gpu
+
+    why = gpu.cuda_or_none()
+    if why:
+        GPU_SKIPPED.append(f"G1/G2 (GPU input pipeline, workers per GPU) could not run here: {why}.")
+        print(GPU_SKIPPED[-1], flush=True)
+        return []
+    return gpu.g1_input_pipeline() + gpu.g2_sweep_workers(workdir)
+
+
 def _table(rows: list) -> str:  # type: ignore[type-arg]
     lines = ["| case | baseline | mmsearch | ratio | target | met | notes |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -103,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "B9": lambda: c.b9_pruners(data, workdir, 8 if quick else 20, rounds),
         "S1": lambda: c.s1_startup(data, workdir, 2 if quick else 5),
         "C1": lambda: c.c1_cli(2 if quick else 5),
+        "G": lambda: _gpu_cases(workdir),
         "M1": lambda: c.m1_memory(workdir, data, ("fusion-dropout-count",) if quick else
                                   ("fusion-dropout-count", "cnn-augmentation")),
     }
@@ -126,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f} s in all.", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, Python {platform.python_version()}; "
         f"{versions}.", "",
-        "Both sides of each case ran in this one run, alternating, several times; times are medians.", "", table])
+        "Both sides of each case ran in this one run, alternating, several times; times are medians.", "", table,
+        *(["", *GPU_SKIPPED] if GPU_SKIPPED else [])])
     if not quick or args.out != parser.get_default("out"):
         replace_section(args.out, "harness", report)
         print(f"wrote {args.out}")

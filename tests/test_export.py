@@ -71,7 +71,7 @@ def test_fresh_process_predictions_match_the_training_pipeline(exported: dict) -
     text, _ = STAGES.get("text").features(ws)
     feats = np.concatenate([np.asarray(image)[rows], np.asarray(text)[rows]], 1)
     info = result.results["fusion"].info
-    model = result.results["fusion"].model.eval()
+    model = result.results["fusion"].model.cpu().eval()  # wherever it trained (a GPU under device: auto)
     with torch.inference_mode():
         probs = torch.sigmoid(model(torch.from_numpy((feats - info["feature_mean"]) / info["feature_std"]))).numpy()
     pred = binarize(probs, result.results["fusion"].fit.thresholds)
@@ -178,7 +178,7 @@ def test_ensemble_export_averages_its_members(captions: dict, tmp_path: Path) ->
     members = result.members
     assert [m.workspace.cfg.run.seed for m in members] == [0, 1, 2]
     # Different seeds give different networks, or averaging them would be pointless.
-    first, second = (m.results["text"].model.head.weight for m in members[:2])
+    first, second = (m.results["text"].model.head.weight.cpu() for m in members[:2])
     assert not torch.equal(first, second)
     ws = members[0].workspace
     truth = ws.targets[ws.split.val]
@@ -196,7 +196,7 @@ def test_ensemble_export_averages_its_members(captions: dict, tmp_path: Path) ->
     for m in members:
         ids, lengths = m.workspace.sequences()
         with torch.inference_mode():
-            expected.append(torch.sigmoid(m.results["text"].model.eval()(ids[n:], lengths[n:])).numpy())
+            expected.append(torch.sigmoid(m.results["text"].model.cpu().eval()(ids[n:], lengths[n:])).numpy())
     frame = pd.DataFrame({"ImageID": ws.dataset.test.image_ids, "Caption": ws.dataset.test.captions})
     served = predictor.predict_proba(frame)
     np.testing.assert_allclose(served, np.mean(expected, axis=0), atol=1e-5)

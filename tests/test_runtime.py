@@ -125,7 +125,8 @@ def test_an_out_of_memory_cell_is_retried_once_then_stays_failed_saying_what_to_
     sweep = tmp_path / "oom.yaml"
     sweep.write_text("name: oom\ndescription: one level does not fit\npaper: test\nstage: fusion\nmode: ablation\n"
                      "factor: fusion.hidden_size\nlevels: [16, 40000000]\nrepeats: 1\n")
-    summary = run_sweep(_request(tmp_path, small, str(sweep), overrides={"fusion.optim.epochs": 3}))
+    # The cpu twin of test_gpu's OOM case: pinned to the cpu, whatever this machine has.
+    summary = run_sweep(_request(tmp_path, small, str(sweep), overrides={"fusion.optim.epochs": 3, "run.device": "cpu"}))
     trials = _trials(tmp_path, summary.study_name)
     failed = [t for t in trials if t.state.name == "FAIL"]
     assert [t.params["level"] for t in trials if t.state.name == "COMPLETE"] == ["16"]
@@ -137,6 +138,26 @@ def test_an_out_of_memory_cell_is_retried_once_then_stays_failed_saying_what_to_
     from mmsearch.tracking import Tracker
 
     assert Tracker().running_children(summary.parent_run_id) == []
+
+
+def test_an_upstream_stage_that_runs_out_of_memory_ends_the_sweep_with_one_message_and_nothing_running(
+        tmp_path: Path, small: dict) -> None:
+    """The upstream Bi-LSTM of a fusion sweep cannot be allocated (a 40-million-unit hidden
+    state): it fails in the worker that builds it, the coordinator says so, and the parent run
+    ends FAILED instead of staying RUNNING."""
+    from mmsearch.errors import MmsearchError
+    from mmsearch.tracking import Tracker
+
+    request = _request(tmp_path, small, "fusion-dropout-count", overrides={"text.hidden_size": 40_000_000,
+                                                                           "run.device": "cpu"})
+    with pytest.raises(MmsearchError) as err:
+        run_sweep(request)
+    assert "upstream features" in str(err.value) and "no trial ran" in str(err.value)
+    name = resolve(request).study_name
+    study = optuna.load_study(study_name=name, storage=open_storage(request.storage).optuna)
+    assert study.trials and all(t.state.name == "WAITING" for t in study.trials)  # nothing claimed, nothing lost
+    parent = Tracker().client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FAILED" and "upstream" in parent.data.tags["ended_because"]
 
 
 def test_a_corrupt_image_is_reported_before_any_study_or_run_exists(tmp_path: Path, small: dict) -> None:

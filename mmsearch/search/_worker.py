@@ -193,7 +193,8 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
     interrupt_once()
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a worker is, e.g. one that seems stuck
     logging.basicConfig(level=logging.WARNING, force=True,
-                        format=f"%(asctime)s [worker {args.index}] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+                        format=f"%(asctime)s [{'upstream' if job == 'upstream' else f'worker {args.index}'}] %(levelname)s "
+                               "%(name)s: %(message)s", datefmt="%H:%M:%S")
     threading.Thread(target=_watch_coordinator, daemon=True, name="mmsearch-watchdog").start()
     setup = None
     try:
@@ -212,7 +213,8 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
 
         if not is_out_of_memory(exc):
             raise
-        log.error("out of memory preparing the upstream features of %s: %s", args.study_name, _first_line(exc))
+        log.error("out of memory preparing the upstream features of %s: %s (lower the upstream stages' batch or "
+                  "network size with --set, or use run.precision=bf16 on a GPU)", args.study_name, _first_line(exc))
         sys.exit(2)
     finally:
         if setup is not None:
