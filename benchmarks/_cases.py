@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mmsearch.config import load_experiment
-from mmsearch.data import Dataset, ImageBatches, build_transform, decode_image, load_images
+from mmsearch.data import Dataset, ImageBatches, build_transform, load_images
 from mmsearch.models import ImageNet
 from mmsearch.pipeline import STAGES, Workspace, run_stage
 from mmsearch.search import SweepRequest, run_sweep
@@ -101,8 +101,11 @@ class _DecodeEveryEpoch(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = torch.from_numpy(decode_image(self.paths[i], self.size)).permute(2, 0, 1)
-        return self.transform(pixels), torch.from_numpy(self.targets[i])
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as img:  # a full decode, as torchvision's ImageFolder does
+            pixels = np.array(img.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR))
+        return self.transform(torch.from_numpy(pixels).permute(2, 0, 1)), torch.from_numpy(self.targets[i])
 
 
 def b2_image_cache(coco: Path, repeats: int, copies: int) -> list[Row]:

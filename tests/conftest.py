@@ -90,9 +90,11 @@ def demo_dir(session_env: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def small(demo_dir: Path) -> dict[str, object]:
-    """Overrides of the cpu experiment that keep every stage to seconds."""
+    """Overrides of the cpu experiment that keep every stage to seconds. Pinned to the cpu, so the
+    default suite asserts the same bit-reproducible outcomes on a machine with a GPU; the ``gpu``
+    cases (test_gpu.py) are where CUDA runs."""
     return {"data.path": str(demo_dir), "data.image_size": 48, "image.optim.epochs": 25, "text.optim.epochs": 30,
-            "fusion.optim.epochs": 25, "run.threads": 2}
+            "fusion.optim.epochs": 25, "run.threads": 2, "run.device": "cpu"}
 
 
 @pytest.fixture(scope="session")

@@ -99,7 +99,8 @@ def test_each_worker_gets_its_own_gpu_and_trials_record_where_they_ran(tmp_path:
     """Two GPUs as CUDA_VISIBLE_DEVICES lists them (on a machine without CUDA the workers then run
     on the cpu, but each still gets only its own GPU's entry before torch could initialise CUDA)."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,9")
-    summary = run_sweep(_request(tmp_path, small, "fusion-dropout-count", trials=6, workers=None))
+    auto = {"run.device": "auto"}  # a worker may choose: the GPU it is given, else the cpu
+    summary = run_sweep(_request(tmp_path, small, "fusion-dropout-count", trials=6, workers=None, overrides=auto))
     trials = [t for t in _trials(tmp_path, summary.study_name) if t.state.name == "COMPLETE"]
     assert len(trials) == 6
     # --workers not given: one worker per GPU, each on its own.
@@ -107,7 +108,7 @@ def test_each_worker_gets_its_own_gpu_and_trials_record_where_they_ran(tmp_path:
     assert sorted(set(seen.values())) == ["7", "9"] and len(seen) == 2
     assert all(t.user_attrs["device"] == "cpu" and t.user_attrs["gpu_peak_mb"] == 0.0 for t in trials)
     # More workers than GPUs share them round-robin; --gpus picks among them.
-    again = run_sweep(_request(tmp_path, small, "fusion-dropout-p", trials=6, workers=3, gpus="9"))
+    again = run_sweep(_request(tmp_path, small, "fusion-dropout-p", trials=6, workers=3, gpus="9", overrides=auto))
     assert {t.user_attrs["cuda_visible_devices"] for t in _trials(tmp_path, again.study_name)} == {"9"}
 
 

@@ -26,8 +26,7 @@ class Runtime:
       computed in float32 on its output, as autocast itself would.
     * ``grad_scaler()`` is a no-op except for fp16.
     * host batches are pinned and copied with ``non_blocking`` on CUDA, so the copy of batch
-      k+1 overlaps the step of batch k; models and image batches are channels-last there
-      (convolutions' fast layout on tensor cores).
+      k+1 overlaps the step of batch k; models and image batches are channels-last.
     """
 
     device: torch.device
@@ -47,7 +46,9 @@ class Runtime:
 
     @property
     def channels_last(self) -> bool:
-        return self.device.type in ("cuda", "mps")
+        # Convolutions' fast layout on tensor cores and in oneDNN's CPU kernels alike (a CPU
+        # training step of mobilenet_v3_small at 64 px: 0.38 s against 0.56 s contiguous).
+        return True
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

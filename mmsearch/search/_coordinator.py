@@ -204,9 +204,10 @@ class Coordinator:
         return WorkerArgs(self.request, self.ctx.study_name, self.experiment_id, self.parent, self.token, index, gpu)
 
     def _next_gpu(self) -> str | None:
-        """The GPU with the fewest live workers (one each first, then shared round-robin)."""
+        """The GPU with the fewest live workers (one each first, then shared round-robin); ""
+        (no GPU at all) after ``--gpus none``; None (the environment as it is) without GPUs."""
         if not self.gpus:
-            return None
+            return "" if self.request.gpus is not None and self.request.gpus.strip() in ("", "none") else None
         load = {g: 0 for g in self.gpus}
         for gpu in self.placed.values():
             if gpu in load:
