@@ -1,4 +1,5 @@
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -40,6 +41,28 @@ def test_every_command_has_an_example_that_runs_that_command() -> None:
         assert argv[0] == "mmsearch" and tuple(argv[1 : 1 + len(path)]) == path, (path, example)
         args = parser.parse_args(argv[1:])
         assert args.func is sub.get_default("func") and args.func is not None, path
+
+
+def test_every_parser_nested_ones_included_answers_help(capsys) -> None:  # type: ignore[no-untyped-def]
+    parser = build_parser()
+    for path in [(), *(p for p, _ in _commands(parser))]:
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args([*path, "--help"])
+        assert done.value.code == 0, path
+        assert "usage: mmsearch" in capsys.readouterr().out, path
+
+
+def test_output_cut_short_by_its_reader_is_no_error(tmp_path: Path) -> None:
+    # `true` exits before mmsearch has started: every write meets a closed pipe.
+    proc = subprocess.run(f"set -o pipefail; {sys.executable} -m mmsearch sweep show fusion-dropout-count | true",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_a_port_out_of_range_is_refused() -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["ui", "--port", "99999"])
+    assert done.value.code == 2
 
 
 def test_user_error_prints_message_without_traceback(tmp_path: Path) -> None:
@@ -141,3 +164,12 @@ def test_status_finds_the_study_the_user_ran(tmp_path: Path, small: dict, speed:
     assert err.count("mmsearch sweep status fusion-lr --experiment cpu") == 2 and "fusion.optim.epochs=3" in err
     assert main([*status, "--experiment", "cpu", "--data", small["data.path"], *sets(speed), "--set", "fusion.optim.epochs=4"]) == 0
     assert main([*status, "--json"]) == 2  # --json changes the output, not which study
+    capsys.readouterr()
+    chosen = [*status, "--experiment", "cpu", "--data", small["data.path"], *sets(speed), "--set", "fusion.optim.epochs=4"]
+    assert main([*chosen, "--json"]) == 0
+
+    def not_json(constant: str) -> None:
+        raise AssertionError(f"--json printed {constant}, which JSON does not have")
+
+    data = json.loads(capsys.readouterr().out, parse_constant=not_json)
+    assert data["done"] == 1 and any(level["ci_low"] is None for level in data["levels"])  # one repeat: no interval

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,8 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 def _cmd(sub: Any, name: str, help_text: str, example: str, func: Callable[[argparse.Namespace], int] | None = None
          ) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=f"{help_text}\n\nexample:\n  {example}",
+    # argparse %-formats help strings (not descriptions): a literal "95%" must be "95%%" there.
+    parser = sub.add_parser(name, help=help_text.replace("%", "%%"), description=f"{help_text}\n\nexample:\n  {example}",
                             formatter_class=_formatter)
     parser.set_defaults(func=func, example=example)
     return parser
@@ -52,6 +54,13 @@ def _positive(convert: Callable[[str], float], what: str, least: str) -> Callabl
 
 
 positive_int = _positive(int, "a whole number", "1 or more")
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value}: a TCP port is 1..65535")
+    return value
 positive_seconds = _positive(float, "a number of seconds", "more than 0 seconds")
 
 
@@ -178,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlruns); stopping it stops the server.",
               "mmsearch ui --port 5000", _ui)
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=positive_int, default=5000, help="port (default 5000)")
+    ui.add_argument("--port", type=port, default=5000, help="port, 1..65535 (default 5000)")
     ui.add_argument("--tracking-uri", help="MLflow store to serve (default: ./mlruns)")
     cache = _cmd(sub, "cache", "Show what the cache holds (decoded images, features, stage weights, ...) and prune it.",
                  "mmsearch cache prune --kind stages --unused-days 14", _cache)
@@ -207,10 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm():  # log lines above the progress bars, not through them
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at interpreter exit
+        return code
     except SweepInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mmsearch sweep show NAME | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MmsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -379,11 +393,22 @@ def _sweep_status(args: argparse.Namespace) -> int:
     if info["note"]:
         print(info["note"], file=sys.stderr)
     if args.json:
-        print(json.dumps(_status_json(summary, info), indent=2, default=str))
+        print(json.dumps(_finite(_status_json(summary, info)), indent=2, default=str))
         return 0
     for line in _status_table(summary, info):
         print(line)
     return 0
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: a value that has none (a one-repeat level's interval) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _status_json(s: Any, info: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,9 +167,3 @@ def is_cuda_error(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(s in text for s in ("CUDA error", "CUBLAS_STATUS", "cuDNN error",
                                                                      "CUDNN_STATUS"))
-
-
-@contextlib.contextmanager
-def no_grad_inference(runtime: Runtime) -> Iterator[None]:
-    with torch.inference_mode(), runtime.autocast():
-        yield
