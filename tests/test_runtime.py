@@ -82,11 +82,18 @@ def test_the_coordinator_never_imports_torch_so_never_holds_a_cuda_context(tmp_p
         "import json, sys\n"
         "from mmsearch.search import SweepRequest, run_sweep\n"
         f"s = run_sweep(SweepRequest(sweep='fusion-dropout-count', experiment='cpu', data={small['data.path']!r},"
-        f" overrides={{'data.image_size': 40, 'fusion.optim.epochs': 3}}, storage={str(tmp_path / 'j.log')!r},"
+        f" overrides={{'data.image_size': 32, 'text.optim.epochs': 2, 'fusion.optim.epochs': 2}},"
+        f" storage={str(tmp_path / 'j.log')!r},"
         " trials=2, progress=False))\n"
         "print(json.dumps({'done': s.done, 'torch': sorted(m for m in sys.modules if m.split('.')[0] == 'torch')}))\n")
-    env = {**os.environ, "MMSEARCH_CACHE_DIR": str(tmp_path / "fresh-cache"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    # Fresh stage caches (backbone, features, stages, fusion inputs), shared word vectors and
+    # tokens: what must be built is the networks, not gensim's text-to-binary conversion.
+    shared, fresh = Path(os.environ["MMSEARCH_CACHE_DIR"]), tmp_path / "fresh-cache"
+    fresh.mkdir()
+    for kind in ("vectors", "tokens", "embeddings", "images"):
+        (shared / kind).mkdir(parents=True, exist_ok=True)
+        (fresh / kind).symlink_to(shared / kind)
+    env = {**os.environ, "MMSEARCH_CACHE_DIR": str(fresh), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -108,7 +115,7 @@ def test_each_worker_gets_its_own_gpu_and_trials_record_where_they_ran(tmp_path:
     assert sorted(set(seen.values())) == ["7", "9"] and len(seen) == 2
     assert all(t.user_attrs["device"] == "cpu" and t.user_attrs["gpu_peak_mb"] == 0.0 for t in trials)
     # More workers than GPUs share them round-robin; --gpus picks among them.
-    again = run_sweep(_request(tmp_path, small, "fusion-dropout-p", trials=6, workers=3, gpus="9", overrides=auto))
+    again = run_sweep(_request(tmp_path, small, "fusion-dropout-p", trials=3, workers=3, gpus="9", overrides=auto))
     assert {t.user_attrs["cuda_visible_devices"] for t in _trials(tmp_path, again.study_name)} == {"9"}
 
 
