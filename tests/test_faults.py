@@ -137,8 +137,11 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
     assert repaired["parents"][0].info.status == "KILLED" and repaired["running_runs"] == 0
     assert repaired["states"].get("RUNNING", 0) == 0 and repaired["errors"]
     # A worker fails its own trial "interrupted"; one whose clean-up ran past its deadline left
-    # that to `sweep status`, which found its process gone.
-    assert all(e == "interrupted" or (e.startswith("worker died:") and "is gone" in e) for e in repaired["errors"])
+    # that to `sweep status`, which found its process gone, or found a claim the deadline cut
+    # between Optuna's ask() and the owner it writes (see SweepStudy.repair).
+    repairs = ("interrupted", "worker died: its claim was cut short")
+    assert all(e in repairs or (e.startswith("worker died:") and "is gone" in e) for e in repaired["errors"]), \
+        repaired["errors"]
     code, out, err = finish(start(sweep_args, tmp_path, env))
     assert code == 0 and "Traceback" not in err, err[-3000:]
     result = outcome(storage, [_tracking(tmp_path)])
