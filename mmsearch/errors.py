@@ -52,3 +52,10 @@ class UnknownNameError(MmsearchError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``: what one log line says of an error whose message
+    (a CUDA or allocator error) may run to pages."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit] if lines else ''}"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mmsearch.errors import MmsearchError
+from mmsearch.errors import MmsearchError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -238,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not is_out_of_memory(exc):
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        print(f"error: out of memory ({type(exc).__name__}: {first}); lower the batch size of the stage it was "
+        print(f"error: out of memory ({first_line(exc)}); lower the batch size of the stage it was "
               f"training (--set STAGE.optim.batch_size=...) or use --set run.precision=bf16 on a GPU", file=sys.stderr)
         return 2
 

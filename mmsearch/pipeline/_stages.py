@@ -274,14 +274,14 @@ class ImageStage(Stage):
 
     def features_key(self, ws: Workspace) -> str:
         if uses_backbone_cache(ws.cfg):
-            return "backbone-" + stable_hash({**self._backbone_key(ws), **precision_key(ws)})
+            return "backbone-" + stable_hash(self._backbone_key(ws))
         return super().features_key(ws)
 
     def _backbone_key(self, ws: Workspace) -> dict[str, Any]:
         i = ws.cfg.image
         return {"images": ws.dataset.images_fingerprint, "ids": stable_hash(ws.dataset.image_ids), "backbone": i.backbone,
                 "pretrained": i.pretrained, "leaky": i.leaky_relu, "slope": i.leaky_slope, "size": ws.cfg.data.image_size,
-                "aug": i.augmentation, "v": 2}
+                "aug": i.augmentation, "v": 2, **precision_key(ws)}
 
     def batches(self, ws: Workspace, rows: np.ndarray, train: bool, batch_size: int) -> ImageBatches:
         """Image batches of ``rows`` on the workspace's device: augmented and shuffled for
@@ -304,7 +304,7 @@ class ImageStage(Stage):
             ws.events["extract:backbone"] += 1
             return feats, {"params": params, "size_mb": size, "feature_dim": net.feature_dim}
 
-        return _array_cache("backbone", stable_hash({**self._backbone_key(ws), **precision_key(ws)}), build,
+        return _array_cache("backbone", stable_hash(self._backbone_key(ws)), build,
                             f"{ws.cfg.image.backbone} backbone features", ws)
 
     def features(self, ws: Workspace) -> tuple[np.ndarray, dict[str, Any]]:

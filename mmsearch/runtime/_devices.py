@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +56,3 @@ def visible_gpus(environ: dict[str, str] | os._Environ[str] = os.environ) -> lis
         return [str(i) for i, line in enumerate(x for x in listing.splitlines() if x.startswith("GPU "))]
     return []
 
-
-def assign_gpus(workers: int, gpus: Sequence[str]) -> list[str | None]:
-    """The GPU of each worker: one each while there are enough, then round-robin (workers
-    sharing a GPU share its memory). ``None`` for every worker when there is no GPU."""
-    if not gpus:
-        return [None] * workers
-    return [gpus[i % len(gpus)] for i in range(workers)]

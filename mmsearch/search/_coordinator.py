@@ -32,7 +32,7 @@ from mmsearch._interrupts import interrupt_once
 from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict
 from mmsearch.data import load_images
 from mmsearch.errors import ConfigError, MmsearchError, Problem
-from mmsearch.runtime import assign_gpus, visible_gpus
+from mmsearch.runtime import visible_gpus
 from mmsearch.search._context import (
     SweepContext,
     SweepInterrupted,
@@ -65,7 +65,7 @@ def run_sweep(request: SweepRequest) -> SweepSummary:
     workers = request.workers or max(1, len(gpus))
     ctx.request = request = replace(request, workers=workers)
     if gpus:
-        log.info("%d worker(s) on GPU(s) %s", workers, ", ".join(g for g in assign_gpus(workers, gpus) if g))
+        log.info("%d worker(s) sharing GPU(s) %s, the least loaded first", workers, ", ".join(gpus))
     if stage_needs_images(ctx.spec.stage):
         # Decoded with every core before the first trial, and a corrupt image named now, not in
         # the middle of one trial's MLflow run (and not once per worker).

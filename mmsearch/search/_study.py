@@ -138,21 +138,37 @@ class SweepStudy:
         return ended
 
     def _retry(self, t: Any) -> None:
-        key = (t.user_attrs.get("level"), t.user_attrs.get("repeat")) if self.ctx.spec.mode == "ablation" else \
-            tuple(sorted(t.params.items()))
+        key = cell_key(self.ctx, t)
         self.retries[key] = self.retries.get(key, 0) + 1
         if self.retries[key] > MAX_RETRIES:
             log.warning("trial %d's cell %s died %d times in this run; not retried again", t.number, key, MAX_RETRIES)
             return
-        if self.ctx.spec.mode == "ablation":
-            if key not in cells_of(self.trials("COMPLETE", "RUNNING", "WAITING")):
-                self.study.enqueue_trial({"level": key[0]}, user_attrs={"level": key[0], "repeat": key[1]})
-        elif t.params:
-            self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        requeue(self.ctx, self.study, t)
 
 
 def cells_of(trials: list[Any]) -> set[tuple[Any, Any]]:
     return {(t.params.get("level", t.user_attrs.get("level")), t.user_attrs.get("repeat")) for t in trials}
+
+
+def cell_key(ctx: SweepContext, t: Any) -> tuple[Any, ...]:
+    """What a trial measures: its (level, repeat) cell in an ablation, its parameters in a search."""
+    if ctx.spec.mode == "ablation":
+        return next(iter(cells_of([t])))
+    return tuple(sorted(t.params.items()))
+
+
+def requeue(ctx: SweepContext, study: Any, t: Any) -> None:
+    """Put a failed trial's cell (or a search trial's parameters) back in the queue; an ablation
+    cell only when no trial holds it already. Call under the study lock."""
+    import optuna
+
+    if ctx.spec.mode == "ablation":
+        level, repeat = cell_key(ctx, t)
+        held = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        if (level, repeat) not in cells_of(study.get_trials(deepcopy=False, states=held)):
+            study.enqueue_trial({"level": level}, user_attrs={"level": level, "repeat": repeat})
+    elif t.params:
+        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
 
 
 # -- status ------------------------------------------------------------------------------------

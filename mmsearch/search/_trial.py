@@ -21,8 +21,10 @@ from mmsearch.config import (
     to_dict,
     with_overrides,
 )
+from mmsearch.errors import first_line
 from mmsearch.search._context import SweepContext
 from mmsearch.search._liveness import Heartbeat, ProcessIdentity
+from mmsearch.search._study import cell_key, requeue
 from mmsearch.tracking import DEFAULT_END_STATES, MlflowEpochLogger, Tracker
 from mmsearch.training import Callback, EpochLog, FitState, history_columns
 
@@ -46,17 +48,17 @@ def _placed_error(exc: Exception, ws: Any, stage: str) -> Exception:
     oom, cuda = is_out_of_memory(exc), runtime.is_cuda and is_cuda_error(exc)
     if not (oom or cuda):
         return exc
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    first = first_line(exc)
     if not oom:
         return TrialResourceError(f"CUDA error on {runtime.describe()} training the {stage} stage: "
-                                  f"{type(exc).__name__}: {first}", "cuda error", True)
+                                  f"{first}", "cuda error", True)
     batch = getattr(cfg, stage).optim.batch_size
     key = f"{stage}.optim.batch_size"
     hint = f"lower {key} (e.g. --set {key}={max(1, batch // 2)})"
     if runtime.is_cuda and cfg.run.precision == "fp32":
         hint += " or use run.precision=bf16, which halves activation memory"
     return TrialResourceError(f"out of memory on {runtime.memory_report()} training the {stage} stage with "
-                              f"{key}={batch} ({cfg.run.precision}): {hint}. {type(exc).__name__}: {first}",
+                              f"{key}={batch} ({cfg.run.precision}): {hint}. {first}",
                               "out of memory", runtime.is_cuda)
 
 
@@ -64,24 +66,15 @@ def retry_once(setup: TrialSetup, trial: Any, kind: str) -> bool:
     """Enqueue a failed trial's cell again unless this run already saw it fail the same way:
     an OOM next to a busy neighbour may pass on a second try; the same OOM twice is the
     configuration's, and stays FAIL with its reason (never an endless loop)."""
-    ctx, spec = setup.ctx, setup.ctx.spec
-    level, repeat = trial.user_attrs.get("level", trial.params.get("level")), trial.user_attrs.get("repeat")
+    ctx = setup.ctx
     with ctx.storage.lock(ctx.study_name), deferred():
-        trials = setup.study.get_trials(deepcopy=False)
-        same = [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("failure") == kind
-                and t.user_attrs.get("coordinator") == setup.coordinator
-                and (t.user_attrs.get("level", t.params.get("level")), t.user_attrs.get("repeat")) == (level, repeat)
-                and (spec.mode == "ablation" or t.params == trial.params)]
+        same = [t for t in setup.study.get_trials(deepcopy=False)
+                if t.state.name == "FAIL" and t.user_attrs.get("failure") == kind
+                and t.user_attrs.get("coordinator") == setup.coordinator and cell_key(ctx, t) == cell_key(ctx, trial)]
         if len(same) >= 2:
             log.warning("trial %d: its cell failed the same way twice in this run (%s); not retried", trial.number, kind)
             return False
-        if spec.mode == "ablation":
-            taken = {(t.params.get("level", t.user_attrs.get("level")), t.user_attrs.get("repeat")) for t in trials
-                     if t.state.name in ("COMPLETE", "RUNNING", "WAITING")}
-            if (level, repeat) not in taken:
-                setup.study.enqueue_trial({"level": level}, user_attrs={"level": level, "repeat": repeat})
-        elif trial.params:
-            setup.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+        requeue(ctx, setup.study, trial)
     return True
 
 

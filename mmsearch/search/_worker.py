@@ -20,7 +20,7 @@ from typing import Any
 
 from mmsearch._interrupts import deferred, interrupt_once
 from mmsearch.config import with_overrides
-from mmsearch.errors import MmsearchError
+from mmsearch.errors import MmsearchError, first_line
 from mmsearch.runtime._devices import VISIBLE_ENV
 from mmsearch.search._context import SweepContext, SweepRequest, resolve
 from mmsearch.search._liveness import Heartbeat
@@ -214,13 +214,9 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
         if not is_out_of_memory(exc):
             raise
         log.error("out of memory preparing the upstream features of %s: %s (lower the upstream stages' batch or "
-                  "network size with --set, or use run.precision=bf16 on a GPU)", args.study_name, _first_line(exc))
+                  "network size with --set, or use run.precision=bf16 on a GPU)", args.study_name, first_line(exc))
         sys.exit(2)
     finally:
         if setup is not None:
             setup.heartbeat.stop()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
