@@ -28,8 +28,15 @@ def read_mapping(path: Path, what: str, available: Sequence[str] = ()) -> dict[s
     if not path.exists():
         listing = f"; available: {', '.join(available)} (or a path)" if available else ""
         raise ConfigError(f"{what} not found", [Problem(str(path), f"no such {what}{listing}")])
+    if not path.is_file():
+        raise ConfigError(f"{what} {path}", [Problem(str(path), f"is a folder, not a {what} file; give a YAML file "
+                                                                 f"or a {what} name")])
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path}", [Problem(str(path), f"not UTF-8 text (byte {exc.start})")]) from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}", [Problem(str(path), f"cannot read it ({exc.strerror})")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML", [Problem(str(path), str(exc))]) from None
     if not isinstance(raw, dict):

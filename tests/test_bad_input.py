@@ -107,7 +107,36 @@ CASES = {
                              _train_rows("0.jpg,1,a man\n1.jpg,2,\n")),
     "non-UTF-8 CSV": Case(lambda f, fx: ["data", "inspect", str(f / "d")], ["train.csv:3", "not UTF-8", "ff"],
                           _csv("train.csv", b"ImageID,Labels,Caption\n0.jpg,1,a man\n1.jpg,2,caf\xff bar\n")),
+    # Each of these was a traceback (exit 1) or accepted silently before.
+    "sweep file is a folder": Case(lambda f, fx: ["sweep", "run", str(f), "--experiment", "cpu"],
+                                   ["is a folder, not a sweep file"]),
+    "run.threads=100000": Case(_sweep(None, "--set", "run.threads=100000"), ["run.threads", "1024"]),
+    "a 50 MB caption": Case(lambda f, fx: ["data", "inspect", str(f / "d")],
+                            ["train.csv:3", "52,428,800 characters", "at most 10,000"],
+                            _train_rows("0.jpg,1,a man\n1.jpg,2," + "a" * 50 * 2**20 + "\n"), within_s=30),
+    "storage in /proc": Case(_sweep("/proc/x.log"), ["/proc/x.log", "journal"]),
+    "tracking URI ftp://": Case(_sweep(None, "--tracking-uri", "ftp://nowhere"),
+                                ["ftp://nowhere", "unsupported scheme 'ftp'", "sqlite"]),
+    "predict --out a folder": Case(lambda f, fx: ["predict", "models:/demo-model@champion", "--data", str(f / "d"),
+                                                  "--out", str(f)], ["--out", "is a folder"],
+                                   _csv("test.csv", "ImageID,Caption\na.jpg,a dog\n"), within_s=5),
+    "one-row train.csv": Case(lambda f, fx: ["data", "inspect", str(f / "d")], ["train.csv:1", "1 data row(s)",
+                                                                               "at least 10"], _train_rows("0.jpg,1,a man\n")),
+    "one-row train.csv (train)": Case(lambda f, fx: ["train", "cpu", "--data", str(f / "d"), "--stage", "text"],
+                                      ["1 data row(s)", "at least 10"], _train_rows("0.jpg,1,a man\n")),
+    "repeats: 1000000": Case(lambda f, fx: ["sweep", "run", str(_big_sweep(f)), "--experiment", "cpu"],
+                             ["repeats", "100"]),
+    "--workers 1000": Case(_sweep(None, "--workers", "1000"), ["--workers", "1000: at most 256"]),
+    "label +3": Case(lambda f, fx: ["data", "inspect", str(f / "d")], ["train.csv:2", "'+3' is not an integer"],
+                     _train_rows("0.jpg,+3,a man\n")),
 }
+
+
+def _big_sweep(folder: Path) -> Path:
+    path = folder / "huge.yaml"
+    path.write_text("name: huge\ndescription: d\npaper: p\nstage: fusion\nmode: ablation\n"
+                    "factor: fusion.dropout_p\nlevels: [0.1, 0.2]\nrepeats: 1000000\n")
+    return path
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -65,6 +65,20 @@ def test_a_port_out_of_range_is_refused() -> None:
     assert done.value.code == 2
 
 
+def test_ui_on_a_busy_port_is_one_message_and_exit_2_before_any_link(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "mmsearch", "ui", "--port", str(port), "--tracking-uri",
+                              f"sqlite:///{tmp_path}/mlflow.db"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"127.0.0.1:{port}" in out.stderr and "Address already in use" in out.stderr and "--port" in out.stderr
+    assert "open http" not in out.stdout
+
+
 def test_user_error_prints_message_without_traceback(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "mmsearch", "train", "cpu", "--set", "text.optim.lr=-1",
                           "--set", "image.backbone=resnet51"], capture_output=True, text=True, cwd=tmp_path, timeout=120)

@@ -209,3 +209,28 @@ def test_epoch_sweeps_train_every_epoch_they_are_asked_for(tmp_path: Path, small
         assert sorted(m.step for m in history) == list(range(1, 11))
         config = tracker.client.get_run(t.user_attrs["mlflow_run_id"]).data.params
         assert config["text.optim.early_stopping"] == "None" and config["text.optim.restore_best"] == "False"
+
+
+def test_a_sweep_that_leaves_a_cell_failed_exits_3_and_names_it(tmp_path: Path, small: dict, speed: dict,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from mmsearch.cli import main
+
+    from _sweepproc import sets
+
+    sweep = tmp_path / "corpora.yaml"
+    sweep.write_text(
+        "name: corpora\ndescription: one level cannot load offline\npaper: test\nstage: text\nmode: ablation\n"
+        "factor: text.corpus\nlevels:\n"
+        "  - {label: glove-twitter-25, set: {text.corpus: glove-twitter-25, text.embedding_dim: null}}\n"
+        "  - {label: glove50, set: {text.corpus: glove-wiki-gigaword-50, text.embedding_dim: null, text.optim.epochs: 3}}\n")
+    argv = ["sweep", "run", str(sweep), "--experiment", "cpu", "--data", small["data.path"], *sets(speed),
+            "--storage", str(tmp_path / "journal.log")]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "incomplete: 1 cell(s) not COMPLETE (exit 3)" in err
+    assert "text.corpus=glove-twitter-25 r0: FAIL: " in err and "offline" in err
+    assert "glove50" not in err.split("incomplete:")[1]
+    # The rerun tries only the missing cell, which fails the same way: still 3, never 0.
+    assert main(argv) == 3
+    assert "incomplete: 1 cell(s)" in capsys.readouterr().err

@@ -18,6 +18,10 @@ from typing import Any, NoReturn
 
 from mmsearch.errors import MmsearchError, first_line
 
+# Exit codes, documented in the README: a user's error (bad input, an unusable store) 2; a run
+# that ended but left cells it was asked for not COMPLETE 3; interrupted 130 (128 + SIGINT).
+EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2) that point at the command's help."""
@@ -204,12 +208,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _storage(url: str | None) -> str | None:
+    """``--storage`` as given; a password in it is used, with a word on where it belongs."""
+    if url and "://" in url:
+        import urllib.parse
+
+        if urllib.parse.urlsplit(url).password is not None:
+            print("warning: the password in --storage is visible to every user of this machine (`ps` shows "
+                  "arguments): put the URL in MMSEARCH_STORAGE, or leave the password out and set PGPASSWORD or "
+                  "~/.pgpass (PostgreSQL) instead", file=sys.stderr)
+    return url
+
+
+def _interruptible() -> None:
+    """As ``sweep run``: Ctrl-C and SIGTERM end the command once, cleanly (its MLflow runs KILLED,
+    exit 130); SIGUSR1 prints every thread's stack and goes on (for a command that seems stuck)."""
+    import faulthandler
+    import signal
+
+    from mmsearch._interrupts import interrupt_once
+
+    interrupt_once()
+    faulthandler.register(signal.SIGUSR1)
+
+
+def quiet_libraries() -> None:
+    """Libraries speak at WARNING; MLflow's SQL store logs a traceback at ERROR for every failed
+    write, which mmsearch reports itself in one line (a full disk, a locked store)."""
+    for noisy in ("gensim", "alembic", "mlflow", "urllib3", "smart_open", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("gensim", "alembic", "mlflow", "urllib3", "smart_open", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
     from mmsearch.search import SweepInterrupted
 
     try:
@@ -351,7 +386,7 @@ def _sweep_request(args: argparse.Namespace) -> Any:
                                  ("grace_s", args.grace), ("heartbeat_s", getattr(args, "heartbeat", None)))
                if v is not None}
     return SweepRequest(sweep=args.name, experiment=args.experiment, overrides=overrides, data=args.data,
-                        storage=args.storage, study_name=args.study, tracking_uri=args.tracking_uri, **options)
+                        storage=_storage(args.storage), study_name=args.study, tracking_uri=args.tracking_uri, **options)
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
@@ -371,7 +406,21 @@ def _sweep_run(args: argparse.Namespace) -> int:
     local = "" if uri.startswith("http") else " (after `mmsearch ui`)"
     print(f"MLflow parent run {s.parent_run_id} of experiment sweep/{s.spec.name}: {ui_link(uri, s.experiment_id, s.parent_run_id)}"
           f"{local}")
-    return 0
+    return _incomplete(s)
+
+
+def _incomplete(s: Any) -> int:
+    """EXIT_INCOMPLETE, with each missing cell and why, when a cell the run was asked for is not
+    COMPLETE; 0 otherwise. A script that chains sweeps must not go on from a partial one."""
+    if not s.missing:
+        return 0
+    print(f"incomplete: {len(s.missing)} cell(s) not COMPLETE (exit {EXIT_INCOMPLETE}); rerun the same command to "
+          "retry them:", file=sys.stderr)
+    for cell, why in s.missing[:20]:
+        print(f"  {cell}: {why}", file=sys.stderr)
+    if len(s.missing) > 20:
+        print(f"  ... and {len(s.missing) - 20} more (`mmsearch sweep status {s.spec.name}`)", file=sys.stderr)
+    return EXIT_INCOMPLETE
 
 
 def _ci(bar: dict[str, Any]) -> str:
@@ -449,10 +498,11 @@ def _export(args: argparse.Namespace) -> int:
     from mmsearch.config import request_overrides
     from mmsearch.export import ExportRequest, export_model
 
+    _interruptible()
     overrides = request_overrides(args.overrides)
     request = ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
                             overrides=overrides, full=args.full, caption_only=args.caption_only, ensemble=args.ensemble,
-                            storage=args.storage, tracking_uri=args.tracking_uri, out_dir=args.out_dir)
+                            storage=_storage(args.storage), tracking_uri=args.tracking_uri, out_dir=args.out_dir)
     result = export_model(request)
     for d in result.decisions:
         print(f"{d.key} = {d.value!r}  <- {d.describe()}, run {d.run_id}")
@@ -469,6 +519,7 @@ def _export(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from mmsearch.export import predict_csv
 
+    _interruptible()
     outcome = predict_csv(args.model_uri, args.data, args.csv, args.out, args.tracking_uri)
     print(f"wrote {outcome.rows} rows to {outcome.out}")
     if outcome.samples_f1 is not None:
@@ -482,7 +533,7 @@ def _report(args: argparse.Namespace) -> int:
 
     overrides = request_overrides(args.overrides)
     report = reproduce(ReportRequest(experiment=args.experiment, data=args.data, overrides=overrides,
-                                     storage=args.storage, tracking_uri=args.tracking_uri, out=args.out))
+                                     storage=_storage(args.storage), tracking_uri=args.tracking_uri, out=args.out))
     for s in report.sections:
         f = s.finding
         print(f"{f.section:<6} {f.figure:<18} {f.sweep:<21} {s.verdict.outcome:<20} {s.verdict.why}")

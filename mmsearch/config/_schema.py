@@ -197,7 +197,8 @@ class RunConfig(Settings):
     precision: Annotated[str, PRECISIONS.validator] = Field(
         "fp32", description="forward-pass precision: fp32, bf16 (autocast) or fp16 (autocast + gradient scaler); "
                             "it changes results, so it is part of a study's identity and the stage cache keys")
-    threads: int | None = Field(None, gt=0, description="torch CPU threads (null: torch's default; workers split them)")
+    threads: int | None = Field(None, gt=0, le=1024, description="torch CPU threads, 1..1024 (null: torch's default; workers "
+                                                                 "split them)")
     device: Annotated[str, AfterValidator(_device)] = Field(
         "auto", description="auto (the GPU a sweep worker was given, else cpu), cpu, cuda, cuda:N or mps")
     tune_thresholds: bool = Field(False, description="tune one decision threshold per class on the validation split")

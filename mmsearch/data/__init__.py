@@ -8,7 +8,7 @@ from mmsearch.data._augment import (
     is_deterministic,
 )
 from mmsearch.data._batches import ImageBatches, image_input
-from mmsearch.data._csv import CsvTable, read_table, write_submission, write_table
+from mmsearch.data._csv import MAX_CAPTION_CHARS, CsvTable, read_table, write_submission, write_table
 from mmsearch.data._dataset import Dataset, Split
 from mmsearch.data._demo import DEMO_SPEC, demo_dataset
 from mmsearch.data._images import check_images, decode_image, load_images, undecodable
@@ -23,7 +23,7 @@ from mmsearch.data._labels import (
 from mmsearch.data._synth import SynthSpec, holdout, synthesize
 
 __all__ = [
-    "AUGMENTATION_SETS", "TRANSFORMS", "ImageBatches", "ImageTransform", "build_transform", "image_input", "is_deterministic", "CsvTable", "read_table",
+    "AUGMENTATION_SETS", "TRANSFORMS", "ImageBatches", "ImageTransform", "build_transform", "image_input", "is_deterministic", "CsvTable", "MAX_CAPTION_CHARS", "read_table",
     "write_submission", "write_table", "Dataset", "Split", "DEMO_SPEC", "demo_dataset", "check_images",
     "decode_image", "load_images", "undecodable", "LABEL_NAMES", "LABELS", "NUM_LABELS", "binarize", "decode",
     "encode", "SynthSpec", "holdout", "synthesize",

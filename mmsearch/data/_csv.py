@@ -139,6 +139,11 @@ def read_table(path: Path, required: Sequence[str]) -> tuple[CsvTable, list[Prob
             i = max(i, joined_end)
         if not has_caption:
             values[columns[-1]], caption = caption, ""
+        elif len(caption) > MAX_CAPTION_CHARS:
+            # NLTK's tokenizer regexes backtrack for minutes on megabytes of text: refuse here.
+            problems.append(Problem(f"{path}:{number}", f"Caption: {len(caption):,} characters; a caption is at most "
+                                                        f"{MAX_CAPTION_CHARS:,} (one image's description)"))
+            continue
         table.image_ids.append(values["ImageID"].strip())
         table.captions.append(caption)
         table.lines.append(number)
@@ -148,6 +153,7 @@ def read_table(path: Path, required: Sequence[str]) -> tuple[CsvTable, list[Prob
 
 
 _MAX_JOINED_LINES = 4  # a quoted caption spanning more lines is a malformed row
+MAX_CAPTION_CHARS = 10_000  # the longest real COMP5329 caption is a few hundred
 
 
 def _open_quote(buffer: str) -> bool:
@@ -163,6 +169,8 @@ def _parse_labels(value: str, where: str, problems: list[Problem]) -> list[int]:
     labels: list[int] = []
     for token in tokens:
         try:
+            if not (token.isascii() and token.isdigit()):  # int() would take "+3", " 3", "٣" and "1_0"
+                raise ValueError(token)
             label = int(token)
         except ValueError:
             problems.append(

@@ -26,6 +26,9 @@ class Split:
     val: np.ndarray
 
 
+MIN_TRAIN_ROWS = 10
+
+
 class Dataset:
     """A validated dataset folder.
 
@@ -60,6 +63,10 @@ class Dataset:
         problems += found
         if not found and not len(train):
             problems.append(Problem(f"{train_path}:1", "no data rows after the header; a dataset needs labelled rows"))
+        elif not found and len(train) < MIN_TRAIN_ROWS:
+            # Fewer rows leave a validation split of one row or none: every score 0, silently.
+            problems.append(Problem(f"{train_path}:1", f"{len(train)} data row(s); a dataset needs at least "
+                                                       f"{MIN_TRAIN_ROWS} (training plus a validation split)"))
         problems += [Problem(f"{train.path}:{line}", f"Caption: empty caption for {image_id!r}")
                      for image_id, caption, line in zip(train.image_ids, train.captions, train.lines) if not caption.strip()]
         test = None

@@ -33,8 +33,9 @@ from mmsearch.data import LABELS, Dataset
 from mmsearch.export._best import Decision, sweep_decisions
 from mmsearch.pipeline import STAGES, StageResult, Workspace, run_stage
 from mmsearch.search import SweepRequest, load_sweep
+from mmsearch.search._liveness import ProcessIdentity
 from mmsearch.serving import BUNDLE_FILE, NEEDS_IMAGES
-from mmsearch.tracking import MlflowEpochLogger, Tracker
+from mmsearch.tracking import OWNER_TAG, MlflowEpochLogger, Tracker, end_abandoned_exports
 from mmsearch.training import validation_scores
 
 log = logging.getLogger("mmsearch.export")
@@ -113,11 +114,13 @@ def export_model(request: ExportRequest) -> ExportResult:
     stages = [s for s in STAGE_NAMES if not stage_needs_images(s)] if request.caption_only or not dataset.has_images \
         else list(STAGE_NAMES)
     tracker = Tracker(request.tracking_uri)
+    end_abandoned_exports(tracker)
     experiment_id = tracker.experiment(f"export/{request.name}")
     title = request.name + (f" (ensemble of {request.ensemble})" if request.ensemble > 1 else "") + (
         " (full)" if request.full else "")
+    owner = json.dumps(ProcessIdentity.current().attr())  # whoever finds it RUNNING with its owner gone ends it
     with tracker.run(experiment_id, title, tags={"model": request.name, "sweeps": ",".join(request.sweeps),
-                                                 "ensemble": str(request.ensemble)}) as run_id:
+                                                 "ensemble": str(request.ensemble), OWNER_TAG: owner}) as run_id:
         tracker.log_params(run_id, {**flatten(to_dict(cfg)), "export.ensemble": request.ensemble,
                                     "export.full": request.full})
         tracker.log_text(run_id, dump_yaml(cfg), "config.yaml")

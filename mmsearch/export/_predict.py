@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,22 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
         raise MmsearchError(f"cannot load model {model_uri}: {exc}") from None
 
 
+def check_output_file(out: Path, flag: str) -> None:
+    """Refuse an output path that cannot take a file: a folder, a missing or unwritable folder."""
+    parent = out.parent if str(out.parent) else Path(".")
+    problem = None
+    if out.is_dir():
+        problem = "is a folder; give a file path such as " + str(out / "predictions.csv")
+    elif not parent.is_dir():
+        problem = f"folder {parent} does not exist"
+    elif not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        problem = f"{out if out.exists() else parent} is not writable"
+    if problem:
+        raise DataError("cannot write the output", [Problem(f"{flag} {out}", problem)])
+
+
 def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path, tracking_uri: str | None = None) -> PredictOutcome:
+    check_output_file(out, "--out")  # before the minutes of predicting, not after
     path = data / csv_name
     if not path.is_file():
         raise DataError("nothing to predict", [Problem(str(path), "file not found")])

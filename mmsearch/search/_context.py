@@ -27,6 +27,9 @@ class SweepInterrupted(MmsearchError):
         self.summary = summary
 
 
+MAX_WORKERS = 256  # worker processes one coordinator starts
+
+
 @dataclass
 class SweepRequest:
     """Everything a sweep command was asked; picklable, so workers rebuild from it."""
@@ -52,6 +55,9 @@ class SweepRequest:
         problems = []
         if self.workers is not None and self.workers < 1:
             problems.append(Problem("--workers", f"{self.workers}: must be 1 or more"))
+        elif self.workers is not None and self.workers > MAX_WORKERS:
+            problems.append(Problem("--workers", f"{self.workers}: at most {MAX_WORKERS} on one machine (more machines "
+                                                 "share a study: run the same command there with one --storage)"))
         if self.trials is not None and self.trials < 1:
             problems.append(Problem("--trials", f"{self.trials}: must be 1 or more"))
         if self.heartbeat_s <= 0:

@@ -28,10 +28,12 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from mmsearch._disk import check_free_space, disk_full_error, make_reserves, on_disk_full, reserve_used
 from mmsearch._interrupts import interrupt_once
+from mmsearch._paths import cache_root
 from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict
 from mmsearch.data import load_images
-from mmsearch.errors import ConfigError, MmsearchError, Problem
+from mmsearch.errors import ConfigError, MmsearchError, Problem, first_line
 from mmsearch.runtime import visible_gpus
 from mmsearch.search._context import (
     SweepContext,
@@ -40,6 +42,7 @@ from mmsearch.search._context import (
     resolve,
 )
 from mmsearch.search._liveness import Heartbeat, ProcessIdentity
+from mmsearch.search._storage import default_storage
 from mmsearch.search._study import (
     COORDINATOR_PREFIX,
     MAX_RETRIES,
@@ -48,8 +51,8 @@ from mmsearch.search._study import (
     cells_of,
 )
 from mmsearch.search._summary import SweepSummary, log_report, progress_line, summarize
-from mmsearch.search._worker import EXIT_CUDA_ERROR, WorkerArgs, load_study, spawn, warm_workers
-from mmsearch.tracking import Tracker
+from mmsearch.search._worker import EXIT_CUDA_ERROR, EXIT_DISK_FULL, WorkerArgs, load_study, spawn, warm_workers
+from mmsearch.tracking import DEFAULT_DIR, Tracker
 
 log = logging.getLogger("mmsearch.sweep")
 SHUTDOWN_WAIT_S = 30.0  # how long an interrupted coordinator waits for its workers' clean-up
@@ -58,6 +61,8 @@ SHUTDOWN_WAIT_S = 30.0  # how long an interrupted coordinator waits for its work
 def run_sweep(request: SweepRequest) -> SweepSummary:
     started = time.time()
     request.check()
+    places = local_places(request)
+    check_free_space(places)  # a full disk: one message before anything is written
     warm_workers()  # the workers' imports (torch) overlap with the coordinator's (MLflow) and its checks
     tracker = Tracker(request.tracking_uri)  # an unusable store fails here, before a study exists
     ctx = resolve(request)
@@ -66,11 +71,37 @@ def run_sweep(request: SweepRequest) -> SweepSummary:
     ctx.request = request = replace(request, workers=workers)
     if gpus:
         log.info("%d worker(s) sharing GPU(s) %s, the least loaded first", workers, ", ".join(gpus))
+    else:
+        _warn_oversubscribed(workers, ctx.spec.size)
     if stage_needs_images(ctx.spec.stage):
         # Decoded with every core before the first trial, and a corrupt image named now, not in
         # the middle of one trial's MLflow run (and not once per worker).
         load_images(ctx.dataset, ctx.base.data.image_size)
-    return Coordinator(ctx, tracker, gpus).run(started)
+    make_reserves(list(places.values()))
+    return Coordinator(ctx, tracker, gpus, places).run(started)
+
+
+def local_places(request: SweepRequest) -> dict[str, Path]:
+    """The folders on this machine a sweep writes, by what it keeps there (none are created here)."""
+    places = {"cache": cache_root()}
+    storage = request.storage or default_storage()
+    if "://" not in storage:
+        places["study journal"] = Path(storage).expanduser().absolute().parent
+    uri = request.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        places["MLflow store"] = Path.cwd() / DEFAULT_DIR
+    elif uri.startswith("sqlite:///"):
+        places["MLflow store"] = Path(uri[len("sqlite:///"):]).parent
+    return places
+
+
+def _warn_oversubscribed(workers: int, cells: int) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers > cores:
+        log.warning("--workers %d on %d CPU core(s): workers share the cores (one thread each), so each trial runs "
+                    "slower and the sweep is no faster than with --workers %d", workers, cores, cores)
+    if workers > cells:
+        log.warning("--workers %d for %d cell(s): at most %d work at once", workers, cells, cells)
 
 
 def sweep_gpus(ctx: SweepContext) -> list[str]:
@@ -88,8 +119,10 @@ def sweep_gpus(ctx: SweepContext) -> list[str]:
 
 
 class Coordinator:
-    def __init__(self, ctx: SweepContext, tracker: Tracker, gpus: list[str] | None = None) -> None:
+    def __init__(self, ctx: SweepContext, tracker: Tracker, gpus: list[str] | None = None,
+                 places: dict[str, Path] | None = None) -> None:
         self.ctx = ctx
+        self.places = places or {}
         self.request = ctx.request
         self.token = uuid.uuid4().hex[:12]
         self.tracker = tracker
@@ -134,6 +167,9 @@ class Coordinator:
             raise self._interrupted() from None
         except BaseException as exc:
             self._stop_progress.set()
+            if on_disk_full(exc) or isinstance(exc, _WorkerDiskFull):
+                self._stop_all("disk full")
+                raise disk_full_error(self.places, str(exc) if isinstance(exc, _WorkerDiskFull) else first_line(exc)) from None
             self._abandon(exc)
             raise
         finally:
@@ -243,6 +279,8 @@ class Coordinator:
                 self.procs.remove(p)
                 self.placed.pop(p.pid, None)
                 p.join()
+                if p.exitcode == EXIT_DISK_FULL:
+                    raise _WorkerDiskFull(f"worker process {p.pid} stopped at a full disk")
                 if p.exitcode == EXIT_CUDA_ERROR:
                     log.warning("worker process %d left after a CUDA error; a fresh one takes its place", p.pid)
                 elif p.exitcode != 0:  # its parent knows at once: repair now, not after a grace
@@ -252,6 +290,8 @@ class Coordinator:
                     keeper.repair()
                     if p.exitcode != 0:
                         keeper.end_stray_runs(self.parent)
+            if reserve_used():
+                raise _WorkerDiskFull("a process of this sweep met a full disk")
             with keeper.lock():
                 pending = keeper.claimable()
             for _ in range(max(0, min(workers - len(self.procs), pending, budget - spawned))):
@@ -274,6 +314,8 @@ class Coordinator:
         process.join()
         self.procs.remove(process)
         self.placed.pop(process.pid, None)
+        if process.exitcode == EXIT_DISK_FULL:
+            raise _WorkerDiskFull("preparing the upstream features met a full disk")
         if process.exitcode != 0:
             raise MmsearchError(f"preparing the upstream features of {self.ctx.spec.name} failed (worker exit code "
                                 f"{process.exitcode}; its message is above); no trial ran")
@@ -308,6 +350,16 @@ class Coordinator:
 
     def _interrupted(self) -> SweepInterrupted:
         """Stop everything this run started; fail what it held; end its runs KILLED."""
+        summary = self._stop_all("interrupted")
+        failed = summary.mine.get("FAIL", 0) if summary is not None else 0
+        return SweepInterrupted(
+            f"interrupted: this run's unfinished trials are FAIL 'interrupted' ({failed} failed in this run) and "
+            f"their MLflow runs KILLED; rerun `mmsearch sweep run {self.ctx.spec.name}` with the same options to resume",
+            summary)
+
+    def _stop_all(self, reason: str) -> SweepSummary | None:
+        """Interrupt this run's workers, fail the trials it still holds with ``reason``, end its
+        runs and (when no other coordinator runs) the parent run KILLED."""
         live = [p for p in self.procs if p.is_alive()]
         for p in live:  # they may have had the terminal's SIGINT already: a second one is ignored
             with contextlib.suppress(ProcessLookupError):
@@ -324,19 +376,19 @@ class Coordinator:
                 for t in keeper.trials("RUNNING"):
                     # Ours, or a claim cut short (no owner: dead, as claims are made under this lock).
                     if t.user_attrs.get("coordinator") == self.token or not t.user_attrs.get("owner"):
-                        keeper.fail(t, "interrupted", False, "interrupted")
+                        keeper.fail(t, reason, False, reason)
                 keeper.end_stray_runs(self.parent)  # of workers killed above in their clean-up
-                self._end_record("interrupted")
+                self._end_record(reason)
                 summary = self.summary()
                 if not keeper.live_coordinators(exclude=self.token):
-                    self.tracker.end(self.parent, "KILLED", "interrupted")
+                    self.tracker.end(self.parent, "KILLED", reason)
         except Exception as exc:  # report what could not be cleaned, never a traceback
-            log.error("clean-up after the interrupt failed: %s", exc)
-        failed = summary.mine.get("FAIL", 0) if summary is not None else 0
-        return SweepInterrupted(
-            f"interrupted: this run's unfinished trials are FAIL 'interrupted' ({failed} failed in this run) and "
-            f"their MLflow runs KILLED; rerun `mmsearch sweep run {self.ctx.spec.name}` with the same options to resume",
-            summary)
+            log.error("clean-up after the %s stop failed: %s", reason, exc)
+        return summary
+
+
+class _WorkerDiskFull(Exception):
+    """A worker (or the upstream job) exited because the disk is full."""
 
 
 def _describe(ctx: SweepContext) -> str:

@@ -117,9 +117,9 @@ class SweepSpec(Settings):
                                 description="settings every trial of this sweep uses on top of the base experiment")
     levels: list[Level | Scalar] = Field(default_factory=list)
     base: Scalar | None = Field(None, description="the level equal to the base experiment (found when omitted)")
-    repeats: int = Field(1, ge=1)
+    repeats: int = Field(1, ge=1, le=100, description="runs of each level with seeds run.seed+0..; 1..100")
     space: dict[str, Dimension] = Field(default_factory=dict)
-    n_trials: int = Field(20, ge=1)
+    n_trials: int = Field(20, ge=1, le=100_000)
     sampler: Annotated[str, SAMPLERS.validator] = "tpe"
     pruner: Annotated[str, PRUNERS.validator] | None = Field(None, description="default: median for a search, none for an ablation")
     charts: list[Literal[CHARTS]] = Field(default_factory=list)  # type: ignore[valid-type]

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
@@ -95,7 +96,8 @@ def open_storage(url: str | None = None) -> StudyStorage:
 def _journal(url: str) -> StudyStorage:
     from filelock import FileLock
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+
+    from mmsearch.search._journal import SafeJournalFile
 
     path = Path(url).expanduser().absolute()
     if path.is_dir():
@@ -108,11 +110,18 @@ def _journal(url: str) -> StudyStorage:
     if not writable:
         raise StorageError(f"--storage {url}: {path if path.exists() else path.parent} is not writable (the study "
                            f"journal goes there; run from a writable folder or pass --storage)")
+    if not path.exists():
+        # os.access says yes to root everywhere, /proc included: only creating the file tells.
+        try:
+            path.touch()
+        except OSError as exc:
+            raise StorageError(f"--storage {url}: cannot create the journal file {path} ({exc.strerror}); "
+                               "give a path on an ordinary writable disk") from None
 
     def lock(study_name: str) -> FileLock:
         return FileLock(str(path.with_name(f"{path.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock")))
 
-    return StudyStorage(str(path), "journal", JournalStorage(JournalFileBackend(str(path))), lock)
+    return StudyStorage(str(path), "journal", JournalStorage(SafeJournalFile(str(path))), lock)
 
 
 @STORAGE_KINDS.register("postgresql")
@@ -131,20 +140,139 @@ def _postgresql(url: str) -> StudyStorage:
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise StorageError(f"--storage {masked(url)}: cannot use the PostgreSQL database ({reason})") from None
-    return StudyStorage(url, "postgresql", storage, lambda study_name: _session_lock(engine, _key(study_name)))
+    from optuna.storages._cached_storage import _CachedStorage
+
+    return StudyStorage(url, "postgresql", _optuna_storage_class()(_CachedStorage(storage), masked(url)),
+                        lambda study_name: _session_lock(engine, _key(study_name), masked(url)))
+
+
+# -- surviving a lost connection ------------------------------------------------------------------
+RECONNECT_FOR_S = 600.0  # how long a storage call keeps retrying a database that went away
+_CONNECTION_WORDS = ("terminating connection", "server closed the connection", "connection refused",
+                     "could not connect", "connection is closed", "consuming input failed", "ssl syscall",
+                     "connection timed out", "the database system is starting up", "the database system is shutting down",
+                     "connection reset", "broken pipe", "no connection to the server", "connection failed")
+
+
+def is_connection_error(exc: BaseException | None) -> bool:
+    """An error (or one it was raised from) that says the connection to the database was lost or
+    refused, not that a statement was wrong."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if getattr(exc, "connection_invalidated", False):
+            return True
+        text = str(exc).lower()
+        if any(word in text for word in _CONNECTION_WORDS):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+class _Outage:
+    """One warning when the connection is lost, one when it is back (per process and storage)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.since: float | None = None
+
+    def retry(self, call: Callable[[], Any], what: str) -> Any:
+        delay = 0.25
+        while True:
+            try:
+                result = call()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                now = time.monotonic()
+                if self.since is None:
+                    self.since = now
+                    log.warning("lost the connection to PostgreSQL %s (%s); reconnecting and retrying for up to "
+                                "%.0f s", self.where, _first_line(exc), RECONNECT_FOR_S)
+                elif now - self.since > RECONNECT_FOR_S:
+                    raise StorageError(f"--storage {self.where}: lost the connection to PostgreSQL for "
+                                       f"{now - self.since:.0f} s ({what}); rerun the command once it is back") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self.since is not None:
+                log.warning("reconnected to PostgreSQL %s after %.0f s", self.where, time.monotonic() - self.since)
+                self.since = None
+            return result
+
+
+def _first_line(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc.__cause__ or exc
+    return (str(inner).strip().splitlines() or [type(inner).__name__])[0][:200]
+
+
+class Reconnecting:
+    """An Optuna storage whose every call survives a lost database connection: it reconnects
+    and retries with backoff (Optuna's own RDB storage fails the call, with a misleading
+    ``StorageInternalError``, and the trial with it)."""
+
+    def __init__(self, inner: Any, where: str) -> None:
+        self._inner, self._outage = inner, _Outage(where)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._outage.retry(lambda: attr(*args, **kwargs), name)
+
+        return call
+
+
+def _forward(name: str) -> Callable[..., Any]:
+    def method(self: Reconnecting, *args: Any, **kwargs: Any) -> Any:
+        return self.__getattr__(name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+def _optuna_storage_class() -> type:
+    """``Reconnecting`` as an Optuna ``BaseStorage`` (Optuna checks the type), its abstract
+    methods all forwarded through ``__getattr__``."""
+    from optuna.storages import BaseStorage
+
+    names = [n for n in dir(BaseStorage) if not n.startswith("_") and callable(getattr(BaseStorage, n))]
+    body = {n: _forward(n) for n in names}
+    cls = type("ReconnectingStorage", (Reconnecting, BaseStorage), body)
+    cls.__abstractmethods__ = frozenset()
+    return cls
 
 
 @contextlib.contextmanager
-def _session_lock(engine: Any, key: int) -> Iterator[None]:
-    """A PostgreSQL advisory lock held by a session of its own: a holder that dies releases it."""
+def _session_lock(engine: Any, key: int, where: str = "") -> Iterator[None]:
+    """A PostgreSQL advisory lock held by a session of its own: a holder that dies releases it.
+    A connection lost while taking it is retried; one lost while holding it took the lock along
+    (the server ends the session), so releasing it is then nothing to do."""
     import sqlalchemy
 
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+    outage = _Outage(where)
+
+    def take() -> Any:
+        conn = engine.connect()
         try:
-            yield
-        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    conn = outage.retry(take, "taking the study lock")
+    try:
+        yield
+    finally:
+        try:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if not is_connection_error(exc):
+                raise
+        finally:
+            conn.close()
 
 
 @STORAGE_KINDS.register("redis")

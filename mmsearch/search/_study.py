@@ -13,7 +13,7 @@ from mmsearch._interrupts import deferred
 from mmsearch.search._context import SweepContext, SweepRequest, open_study, resolve
 from mmsearch.search._liveness import judge
 from mmsearch.search._summary import SweepSummary, summarize
-from mmsearch.tracking import Tracker
+from mmsearch.tracking import Tracker, end_abandoned_exports
 
 log = logging.getLogger("mmsearch.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -186,8 +186,9 @@ def sweep_status(request: SweepRequest, command: str) -> tuple[SweepSummary, dic
         strays = keeper.end_stray_runs(parent) if parent else 0
         closed = keeper.close_stale_parent(parent) if parent else False
         live = keeper.live_coordinators()
+    exports = end_abandoned_exports(tracker)
     summary = summarize(ctx.spec, ctx.study_name, keeper.trials())
     summary.parent_run_id = parent or ""
-    info = {"note": note, "repaired": repaired, "stray_runs": strays, "closed_parent": closed, "coordinators_alive": len(live),
+    info = {"note": note, "repaired": repaired, "stray_runs": strays, "closed_parent": closed, "abandoned_exports": exports, "coordinators_alive": len(live),
             "parent_status": tracker.status(parent) if parent else None, "storage": str(ctx.storage)}
     return summary, info

@@ -62,6 +62,8 @@ class SweepSummary:
     best_trial: TrialRecord | None  # search: the best trial; ablation: the best level's best repeat
     errors: dict[int, str]
     durations: list[float] = field(default_factory=list)  # seconds of this run's finished trials
+    # Cells asked for but not COMPLETE (ablation: "level r{repeat}"; search: "trial N"), with why.
+    missing: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     parent_run_id: str = ""
     experiment_id: str = ""
@@ -112,7 +114,36 @@ def summarize(spec: SweepSpec, study_name: str, trials: list[Any], me: str | Non
         done = sum(counts.get(s, 0) for s in FINISHED)
         total = budget or spec.n_trials
     errors = {r.number: str(r.attrs.get("error", "")) for r in recs if r.state == "FAIL"}
-    return SweepSummary(study_name, spec, counts, done, total, mine, levels, best_lv, best_value, best, errors, durations)
+    missing = _missing(spec, recs, me, only_mine=budget is not None)
+    return SweepSummary(study_name, spec, counts, done, total, mine, levels, best_lv, best_value, best, errors, durations,
+                        missing)
+
+
+def _missing(spec: SweepSpec, recs: list[TrialRecord], me: str | None, only_mine: bool) -> list[tuple[str, str]]:
+    """The cells a run was asked for that have no COMPLETE trial, each with the reason its last
+    trial gave. Asked for: every cell of an ablation, or (``--trials N``, ``only_mine``) those this
+    run tried; a search's trials this run failed."""
+    ours = [r for r in recs if me is not None and r.attrs.get("coordinator") == me]
+    if spec.mode != "ablation":
+        return [(f"trial {r.number}", _reason(r)) for r in ours if r.state == "FAIL"]
+    by_cell: dict[tuple[str | None, int | None], list[TrialRecord]] = {}
+    for r in recs:
+        by_cell.setdefault((r.level, r.repeat), []).append(r)
+    asked = spec.cells() if not only_mine else sorted({(r.level, r.repeat) for r in ours}, key=str)
+    out = []
+    for level, repeat in asked:
+        trials = by_cell.get((level, repeat), [])
+        if any(r.state == "COMPLETE" for r in trials):
+            continue
+        last = max(trials, key=lambda r: r.number, default=None)
+        out.append((f"{spec.factor}={level} r{repeat}", "never ran" if last is None else _reason(last)))
+    return out
+
+
+def _reason(r: TrialRecord) -> str:
+    if r.state == "FAIL":
+        return "FAIL: " + (str(r.attrs.get("error") or "no reason recorded").splitlines() or [""])[0][:200]
+    return r.state
 
 
 def versus_base(bar: dict[str, Any], base: str | None) -> str:

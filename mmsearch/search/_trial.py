@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsearch._disk import on_disk_full
 from mmsearch._interrupts import deferred
 from mmsearch.config import (
     ExperimentConfig,
@@ -214,6 +215,10 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
         retry_once(setup, trial, exc.kind)
         return "CUDA_ERROR" if exc.cuda else "FAIL"
     except Exception as exc:
+        if on_disk_full(exc):  # not this configuration's fault: the sweep stops, the cell reruns later
+            fail_claimed(setup, trial, f"disk full: {first_line(exc)}", failure="disk full")
+            log.error("trial %d failed: the disk is full (%s)", trial.number, first_line(exc))
+            return "DISK_FULL"
         # A failed trial is recorded with its reason; the sweep goes on.
         message = f"{type(exc).__name__}: {exc}"
         fail_claimed(setup, trial, message)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from typing import Any
 
+from mmsearch._disk import on_disk_full, reserve_used
 from mmsearch._interrupts import deferred, interrupt_once
 from mmsearch.config import with_overrides
 from mmsearch.errors import MmsearchError, first_line
@@ -34,6 +35,7 @@ log = logging.getLogger("mmsearch.sweep")
 # not end, the next `sweep run` or `sweep status` repairs (its trial, its MLflow run).
 WORKER_EXIT_DEADLINE_S = 8.0
 EXIT_CUDA_ERROR = 3  # a worker's exit code after a CUDA error: not a death, a request for a fresh process
+EXIT_DISK_FULL = 4  # a worker met a full disk: the coordinator stops the sweep
 
 
 @dataclass
@@ -89,6 +91,8 @@ def work(setup: TrialSetup) -> int:
         if state == "REVOKED":
             log.warning("stopping this worker: another coordinator judged it dead")
             break
+        if state == "DISK_FULL" or reserve_used():  # this or another process met a full disk
+            sys.exit(EXIT_DISK_FULL)
         if state == "CUDA_ERROR":
             # A CUDA error can poison every later kernel of this process (and an OOM leaves its
             # allocator fragmented): leave, and the coordinator starts a fresh worker.
@@ -195,6 +199,7 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
     logging.basicConfig(level=logging.WARNING, force=True,
                         format=f"%(asctime)s [{'upstream' if job == 'upstream' else f'worker {args.index}'}] %(levelname)s "
                                "%(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # we report its errors in one line
     threading.Thread(target=_watch_coordinator, daemon=True, name="mmsearch-watchdog").start()
     setup = None
     try:
@@ -211,6 +216,9 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
     except Exception as exc:
         from mmsearch.runtime import is_out_of_memory
 
+        if on_disk_full(exc):
+            log.error("the disk is full: %s", first_line(exc))
+            sys.exit(EXIT_DISK_FULL)
         if not is_out_of_memory(exc):
             raise
         log.error("out of memory preparing the upstream features of %s: %s (lower the upstream stages' batch or "

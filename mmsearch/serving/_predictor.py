@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from mmsearch.config import ExperimentConfig, PreprocessConfig
-from mmsearch.data import LABELS, binarize, build_transform, decode_image, image_input
+from mmsearch.data import LABELS, MAX_CAPTION_CHARS, binarize, build_transform, decode_image, image_input
 from mmsearch.errors import MmsearchError, Problem, ValidationError
 from mmsearch.models import build_networks
 from mmsearch.runtime import Runtime, runtime_for
@@ -90,6 +90,10 @@ class Predictor:
             caption = row.Caption
             if not isinstance(caption, str) or not caption.strip():
                 problems.append(Problem(where, f"Caption: empty caption {caption!r}"))
+                rows.append(pos)
+            elif len(caption) > MAX_CAPTION_CHARS:
+                problems.append(Problem(where, f"Caption: {len(caption):,} characters; a caption is at most "
+                                               f"{MAX_CAPTION_CHARS:,}"))
                 rows.append(pos)
             if self.bundle.needs_images:
                 path = getattr(row, IMAGE_COLUMN)

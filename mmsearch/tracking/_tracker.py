@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmsearch._disk import on_disk_full
 from mmsearch._interrupts import deferred
 from mmsearch.errors import MmsearchError
 
@@ -67,6 +68,16 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
+def _tracking_schemes() -> set[str]:
+    """The URI schemes this MLflow has a tracking store for (plugins included)."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        return set(_tracking_store_registry._registry) - {""}
+    except (ImportError, AttributeError):  # a future MLflow moved it: let MLflow judge
+        return {"file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks"}
+
+
 def check_store(uri: str, connect_timeout: float = 5.0, answer_timeout: float = 60.0) -> None:
     """Fail within seconds, naming the URI, when the store cannot be used; MLflow's own client
     would retry an unreachable server for minutes before saying anything. A server that took the
@@ -80,6 +91,10 @@ def check_store(uri: str, connect_timeout: float = 5.0, answer_timeout: float = 
             raise TrackingError(f"MLflow store {uri}: {db if db.exists() else db.parent} is not writable")
         return
     scheme = urllib.parse.urlsplit(uri).scheme
+    known = _tracking_schemes()
+    if scheme and scheme not in known:  # a plain path is MLflow's file store, its own to judge
+        raise TrackingError(f"MLflow tracking URI {uri}: unsupported scheme {scheme!r}; MLflow stores are "
+                            f"{', '.join(sorted(known))} (e.g. sqlite:///mlflow.db or http://HOST:5000)")
     if scheme not in ("http", "https"):
         return
     import requests
@@ -100,6 +115,24 @@ def check_store(uri: str, connect_timeout: float = 5.0, answer_timeout: float = 
         raise TrackingError(f"the MLflow tracking server {uri} answered HTTP {response.status_code} to {probe}")
 
 
+@contextlib.contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a SQLite store: ``flock`` on the database file itself (SQLite's
+    own locks are POSIX record locks, which ``flock`` does not touch)."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _retry(call: Callable[[], T], what: str, attempts: int = 30) -> T:
     """Run ``call``, retrying while another process holds the SQLite store's write lock."""
     for attempt in range(attempts):
@@ -108,6 +141,7 @@ def _retry(call: Callable[[], T], what: str, attempts: int = 30) -> T:
                 return call()
         except Exception as exc:
             if "database is locked" not in str(exc) or attempt == attempts - 1:
+                on_disk_full(exc)  # frees the space that ending this process's runs needs
                 raise
             time.sleep(min(0.05 * 2**attempt, 1.0))
             log.debug("MLflow store busy (%s), retrying %s", exc, what)
@@ -120,7 +154,13 @@ class Tracker:
 
         self.uri = resolve_tracking_uri(tracking_uri)
         check_store(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with _schema_lock(self.uri):
+            self.client = MlflowClient(tracking_uri=self.uri)
+            # The stores create and migrate their tables when first used; two processes doing it
+            # at once on a fresh SQLite file collide ("table alembic_version already exists").
+            _retry(lambda: self.client.search_experiments(max_results=1), "open the tracking store")
+            with contextlib.suppress(Exception):  # a server without the registry still tracks
+                _retry(lambda: self.client.search_registered_models(max_results=1), "open the model registry")
 
     def _artifact_root(self) -> str | None:
         # Artifacts live beside the SQLite store the user chose; without a location MLflow would
@@ -176,6 +216,7 @@ class Tracker:
                     on_open(opened)
             yield opened
         except BaseException as exc:
+            on_disk_full(exc)
             status, state = next((v for k, v in end_states.items() if isinstance(exc, k)), ("FAILED", "failed"))
             if status == "FAILED" and opened is not None:
                 self.set_tags(opened, {"error": f"{type(exc).__name__}: {exc}"[:4000]})
@@ -183,7 +224,12 @@ class Tracker:
         finally:
             try:
                 if opened is not None:
-                    self.end(opened, status, state)
+                    try:
+                        self.end(opened, status, state)
+                    except Exception as exc:
+                        if not on_disk_full(exc):
+                            raise
+                        self.end(opened, status, state)  # once more, in the space the reserve left
             except Exception as exc:  # never mask the original error; `sweep status` ends it later
                 log.error("could not end MLflow run %s: %s", opened, exc)
 

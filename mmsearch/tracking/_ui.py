@@ -29,15 +29,38 @@ def _die_with_parent() -> None:
         pass
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Fail before printing a link to a server that could never start there."""
+    import errno
+    import socket
+
+    from mmsearch.tracking._tracker import TrackingError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            hint = (f"another program (perhaps an earlier `mmsearch ui`) listens there; pass --port {port + 1}"
+                    if exc.errno == errno.EADDRINUSE else "pass another --host or --port")
+            raise TrackingError(f"cannot serve the MLflow UI on {host}:{port} ({exc.strerror}): {hint}") from None
+
+
 def serve_ui(uri: str, host: str, port: int) -> int:
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    check_port_free(host, port)
+    # The store's URI goes in the environment: it may hold a password, and arguments are public (ps).
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:///"):  # artifacts beside the store, where Tracker writes them
         cmd += ["--default-artifact-root", os.path.join(os.path.dirname(uri[len("sqlite:///"):]), "artifacts")]
-    print(" ".join(cmd), flush=True)
+    from mmsearch.search._storage import masked
+
+    print(f"MLFLOW_BACKEND_STORE_URI={masked(uri)} " + " ".join(cmd), flush=True)
     # MLflow 3 opens an experiment in its GenAI view unless asked for the model-training one.
     print(f"open http://{host}:{port}/#/experiments?workflowType=machine_learning (Ctrl-C or `kill` stops the server)",
           flush=True)
-    server = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
+    server = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
     stopping: list[float] = []
 
     def stop(signum: int, frame: Any) -> None:  # only signals here: waiting belongs to the loop below

@@ -1,0 +1,137 @@
+"""A full disk ends a sweep cleanly instead of tearing its records.
+
+Before a sweep starts, each folder it writes (the study journal's, the MLflow store's, the
+cache's) must have ``MIN_FREE_MB`` free, else one message and nothing is written. While it runs,
+a reserve file of ``RESERVE_MB`` sits on each of those disks. The first process that meets a
+full disk deletes the reserves: the space they free is what the bookkeeping needs to fail the
+trials "disk full" and end their MLflow runs, which a disk with 0 bytes left could not record.
+The next ``sweep run`` makes the reserve again once space is freed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from mmsearch.errors import MmsearchError, Problem, ValidationError
+
+log = logging.getLogger("mmsearch.disk")
+MIN_FREE_MB = 64.0
+RESERVE_MB = 8
+RESERVE_NAME = ".mmsearch-reserve"
+RESERVE_ENV = "MMSEARCH_DISK_RESERVES"  # the reserve files, for the worker processes
+
+
+class DiskFullError(MmsearchError):
+    """A folder a sweep writes has too little space, before the start or after the disk filled."""
+
+    @classmethod
+    def of(cls, problems: list[Problem]) -> DiskFullError:
+        return cls(str(ValidationError("not enough disk space", problems)))
+
+
+def free_mb(path: Path) -> float:
+    return shutil.disk_usage(_existing(path)).free / 2**20
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_free_space(places: dict[str, Path], need_mb: float = MIN_FREE_MB) -> None:
+    """Every problem at once: each folder (what it holds -> where) with less than ``need_mb`` free,
+    counting the reserve of ours it already holds as free."""
+    problems = []
+    for what, folder in places.items():
+        free = free_mb(folder) + _reserve_mb(folder)
+        if free < need_mb:
+            problems.append(Problem(str(folder), f"{what}: {free:.1f} MB free; a sweep needs at least {need_mb:.0f} MB "
+                                                 "there: free some space (`mmsearch cache prune`, old runs) and rerun"))
+    if problems:
+        raise DiskFullError.of(problems)
+
+
+def _reserve_mb(folder: Path) -> float:
+    reserve = _existing(folder) / RESERVE_NAME
+    return reserve.stat().st_size / 2**20 if reserve.is_file() else 0.0
+
+
+def make_reserves(folders: list[Path]) -> list[Path]:
+    """One reserve file per disk among ``folders`` (kept if there already); their paths go to the
+    environment, so worker processes can free them too."""
+    made, devices = [], set()
+    for folder in folders:
+        folder = _existing(folder)
+        device = folder.stat().st_dev
+        if device in devices:
+            continue
+        devices.add(device)
+        path = folder / RESERVE_NAME
+        if not (path.is_file() and path.stat().st_size >= RESERVE_MB * 2**20):
+            try:
+                with open(path, "wb") as f:
+                    os.posix_fallocate(f.fileno(), 0, RESERVE_MB * 2**20)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                raise DiskFullError.of([Problem(str(folder), f"cannot keep {RESERVE_MB} MB in reserve there "
+                                                         f"({exc.strerror}); free some space and rerun")]) from None
+        made.append(path)
+    os.environ[RESERVE_ENV] = os.pathsep.join(str(p) for p in made)
+    return made
+
+
+def release_reserves() -> bool:
+    """Delete the reserve files (any process of the sweep may); True when this call freed one."""
+    freed = False
+    names = [n for n in os.environ.get(RESERVE_ENV, "").split(os.pathsep) if n and os.path.exists(n)]
+    for name in [n for n in names if free_mb(Path(n).parent) < 1.0]:  # on the disks that are full now
+        try:
+            os.unlink(name)
+            freed = True
+            log.error("the disk holding %s is full: freed mmsearch's %d MB reserve there so the sweep can record "
+                      "its trials' ends; stopping", os.path.dirname(name), RESERVE_MB)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("cannot free the disk reserve %s: %s", name, exc)
+    return freed
+
+
+def reserve_used() -> bool:
+    """True once any process of the sweep freed a reserve: the disk filled; stop."""
+    return any(n and not os.path.exists(n) for n in os.environ.get(RESERVE_ENV, "").split(os.pathsep))
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """An error (or one it was raised from) saying the disk or the quota is full."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "database or disk is full" in text or "No space left on device" in text:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def on_disk_full(exc: BaseException) -> bool:
+    """Free the reserves when ``exc`` says the disk is full; True when it does."""
+    if is_disk_full(exc):
+        release_reserves()
+        return True
+    return False
+
+
+def disk_full_error(places: dict[str, Path], detail: str) -> MmsearchError:
+    low = {what: folder for what, folder in places.items() if free_mb(folder) < MIN_FREE_MB} or places
+    where = "; ".join(f"{what} {folder}: {free_mb(folder):.1f} MB free" for what, folder in low.items())
+    return DiskFullError(f"the disk filled up ({detail}). {where}. Free at least {MIN_FREE_MB:.0f} MB there and rerun "
+                         "the same command: the trials it stopped are FAIL 'disk full' and only the missing cells run")

@@ -1,0 +1,323 @@
+"""Faults that are not signals, injected into real ``mmsearch sweep run`` processes: a disk that
+fills (a real tmpfs of a few MB), a journal torn by one, a lock holder that is stopped (a real
+SIGSTOP inside the journal's lock). Each test reads what Optuna and MLflow hold afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from mmsearch.search import open_storage
+
+from _sweepproc import (
+    assert_every_cell_once,
+    finish,
+    open_study,
+    outcome,
+    record,
+    sets,
+    start,
+    sweep_env,
+    wait_for,
+    write_sweep,
+)
+from conftest import needs_glove, needs_mobilenet, needs_nltk
+
+pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
+    """A real small disk: a tmpfs mounted at ``path`` (needs root, as in CI; skipped elsewhere)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(disk: Path, leave_bytes: int = 0) -> Path:
+    """Write one file until the disk has ``leave_bytes`` left (0: until writes fail)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    block = b"\0" * 65536
+    try:
+        while True:
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            if free <= leave_bytes:
+                break
+            os.write(fd, block[: max(1, min(len(block), free - leave_bytes))])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _sweep_args(folder: Path, small: dict, speed: dict, epochs: int = 150) -> list[str]:
+    trial = {**speed, "fusion.optim.epochs": epochs, "fusion.optim.early_stopping": None}
+    return ["sweep", "run", str(write_sweep(folder)), "--experiment", "cpu", "--data", small["data.path"],
+            *sets(trial), "--storage", str(folder / "optuna-journal.log")]
+
+
+def _complete(storage: str) -> int:
+    study = open_study(storage)
+    return 0 if study is None else sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_sweep_ends_it_cleanly_and_a_rerun_completes_every_cell(
+        tmp_path: Path, small: dict, speed: dict) -> None:
+    with tmpfs(tmp_path / "disk", 96) as disk:
+        work = disk / "work"
+        work.mkdir()
+        storage = str(work / "optuna-journal.log")
+        args = [*_sweep_args(work, small, speed), "--workers", "2"]
+        env = sweep_env(work)
+        proc = start(args, work, env)
+        wait_for(lambda: _complete(storage) >= 1 or proc.poll() is not None, 240, "a first COMPLETE trial")
+        filler = fill(disk)
+        code, out, err = finish(proc)
+        assert code == 2, err[-4000:]
+        assert "Traceback" not in err, err[:6000]
+        assert "the disk filled up" in err and str(work) in err and "MB free" in err, err[-3000:]
+        # The journal is whole and says what happened; nothing is RUNNING anywhere.
+        raw = Path(storage).read_bytes()
+        assert raw.endswith(b"\n")
+        result = outcome(storage, [f"sqlite:///{work}/mlruns/mlflow.db"])
+        assert result["states"].get("RUNNING", 0) == 0 and result["running_runs"] == 0, result
+        assert any("disk full" in (e or "") for e in result["errors"]), result["errors"]
+        first_codes, first_err = [code], [err]
+        # Space freed, the same command again: every cell once.
+        filler.unlink()
+        code, out, err = finish(start(args, work, env))
+        assert code == 0 and "Traceback" not in err, err[-3000:]
+        result = outcome(storage, [f"sqlite:///{work}/mlruns/mlflow.db"])
+        assert_every_cell_once(result)
+        record("the working folder's disk fills mid-sweep, then space is freed and the command rerun", storage,
+               result, first_codes + [code], first_err + [err])
+
+
+def test_a_disk_full_at_the_start_is_one_message_and_nothing_is_written(tmp_path: Path, small: dict,
+                                                                         speed: dict) -> None:
+    with tmpfs(tmp_path / "disk", 16) as disk:
+        work = disk / "work"
+        work.mkdir()
+        env = sweep_env(work)
+        fill(disk, leave_bytes=2 * 2**20)
+        code, out, err = finish(start(_sweep_args(work, small, speed), work, env))
+        assert code == 2 and err.startswith("error:") and "Traceback" not in err, err
+        assert "not enough disk space" in err and str(work) in err and "MB free" in err and "64 MB" in err, err
+        assert sorted(p.name for p in work.rglob("*") if p.name != "faults.yaml") == ["mlruns"], list(work.rglob("*"))
+
+
+def _plain_optuna_journal(path: Path) -> None:
+    """A study written by plain Optuna, then torn the way a full disk tears it: an unterminated
+    last line, and a later write appended onto it."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    study = optuna.create_study(study_name="torn", storage=storage)
+    for x in range(3):
+        study.enqueue_trial({"x": x})
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code":8,"worker_id":"cut-sh')  # the write the disk cut short
+    study.set_user_attr("after", "the tear")  # plain Optuna appends onto the torn line
+
+
+def test_a_torn_journal_is_repaired_on_read_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "optuna-journal.log"
+    _plain_optuna_journal(path)
+    with pytest.raises(json.JSONDecodeError):  # as the issue saw it: unreadable from here on
+        optuna.create_study(study_name="other", storage=JournalStorage(JournalFileBackend(str(path))))
+
+    with caplog.at_level("WARNING", logger="mmsearch.storage"):
+        optuna.create_study(study_name="other", storage=open_storage(str(path)).optuna,
+                            load_if_exists=True).set_user_attr("k", 1)
+        torn = optuna.load_study(study_name="torn", storage=open_storage(str(path)).optuna)
+    assert [t.params for t in torn.trials] == [{}, {}, {}] and len(torn.trials) == 3
+    assert torn.user_attrs == {"after": "the tear"}  # the operation joined onto the torn line is kept
+    assert "torn line" in caplog.text and str(path) + ".torn" in caplog.text
+    assert b"cut-sh" in Path(str(path) + ".torn").read_bytes()
+    # Repaired in place: plain Optuna reads it again, and new writes land on whole lines.
+    optuna.load_study(study_name="other", storage=open_storage(str(path)).optuna).set_user_attr("k", 2)
+    again = optuna.load_study(study_name="other", storage=JournalStorage(JournalFileBackend(str(path))))
+    assert again.user_attrs == {"k": 2}
+
+
+def test_an_unterminated_tail_is_set_aside_before_the_next_write(tmp_path: Path) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "optuna-journal.log"
+    study = optuna.create_study(study_name="s", storage=open_storage(str(path)).optuna)
+    study.set_user_attr("a", 1)
+    with open(path, "ab") as f:
+        f.write(b'{"op_code":8,"worker_id":"a kill -9 mid-wri')
+    optuna.load_study(study_name="s", storage=open_storage(str(path)).optuna).set_user_attr("b", 2)
+    assert path.read_bytes().endswith(b"\n")
+    attrs = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))).user_attrs
+    assert attrs == {"a": 1, "b": 2}
+
+
+def test_a_write_cut_by_a_full_disk_leaves_no_torn_line(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", 1) as disk:
+        path = disk / "optuna-journal.log"
+        study = optuna.create_study(study_name="s", storage=open_storage(str(path)).optuna)
+        before = path.read_bytes()
+        filler = fill(disk)
+        with pytest.raises(OSError) as err:
+            study.set_user_attr("big", "x" * 200_000)
+        assert err.value.errno == 28
+        assert path.read_bytes() == before  # undone: the journal ends where it ended
+        filler.unlink()
+        study.set_user_attr("small", 1)
+        assert optuna.load_study(study_name="s", storage=open_storage(str(path)).optuna).user_attrs == {"small": 1}
+
+
+_HOLD_LOCK = """
+import os, signal, sys
+from mmsearch.search import open_storage
+backend = open_storage(sys.argv[1]).optuna._backend
+backend._lock.acquire()
+print("held", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)  # stopped inside the lock, as a worker stopped mid-write
+backend._lock.release()
+print("released", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_lock_holder_stalls_the_sweep_which_says_so_and_loses_nothing(
+        tmp_path: Path, small: dict, speed: dict) -> None:
+    args = [*_sweep_args(tmp_path, small, speed, epochs=60), "--workers", "2"]
+    storage = str(tmp_path / "optuna-journal.log")
+    proc = start(args, tmp_path, sweep_env(tmp_path))
+    wait_for(lambda: _complete(storage) >= 1 or proc.poll() is not None, 240, "a first COMPLETE trial")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, storage], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    wait_for(lambda: Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T", 10,
+             "the lock holder to stop")
+    time.sleep(40)  # longer than Optuna's own lock would wait before taking the lock away
+    os.kill(holder.pid, signal.SIGCONT)
+    assert holder.wait(30) == 0
+    code, out, err = finish(proc)
+    assert code == 0 and "Traceback" not in err and "did not possess lock" not in err, err[-3000:]
+    assert f"held by process {holder.pid} (stopped)" in err and f"kill -CONT {holder.pid}" in err, err[-3000:]
+    result = outcome(storage, [f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
+    assert_every_cell_once(result)
+    assert result["states"].get("FAIL", 0) == 0, result["errors"]
+    record("a process holding the journal's lock is stopped (SIGSTOP) for 40 s", storage, result, [code], [err])
+
+
+def _terminate_backends(database: str) -> int:
+    import psycopg
+
+    from _sweepproc import PG_ADMIN
+
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
+        rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                             "AND pid <> pg_backend_pid()", (database,)).fetchall()
+    return len(rows)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_postgresql_connections_terminated_again_and_again_cost_no_cell(tmp_path: Path, small: dict,
+                                                                        speed: dict) -> None:
+    from _sweepproc import fresh_postgres, running_owner
+
+    with fresh_postgres() as url:
+        args = [*_sweep_args(tmp_path, small, speed, epochs=80), "--workers", "2"]
+        args[args.index("--storage") + 1] = url
+        proc = start(args, tmp_path, sweep_env(tmp_path))
+        wait_for(lambda: running_owner(url) or proc.poll() is not None, 240, "a trial running in a worker")
+        killed = 0
+        for _ in range(10):
+            killed += _terminate_backends(url.rsplit("/", 1)[1])
+            time.sleep(1)
+        code, out, err = finish(proc)
+        assert killed >= 10, killed
+        assert code == 0 and "Traceback" not in err and "StorageInternalError" not in err, err[-4000:]
+        assert "lost the connection to PostgreSQL" in err and "reconnected to PostgreSQL" in err, err[-3000:]
+        result = outcome(url, [f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
+        assert_every_cell_once(result)
+        assert result["states"].get("FAIL", 0) == 0, result["errors"]
+        record(f"PostgreSQL connections terminated 10 times 1 s apart ({killed} sessions)", url, result, [code], [err])
+
+
+_OPEN_STORE = """
+import sys
+from mmsearch.tracking import Tracker
+tracker = Tracker(sys.argv[1])
+tracker.experiment("sweep/race")
+"""
+
+
+def test_processes_opening_a_fresh_sqlite_store_together_all_get_it(tmp_path: Path) -> None:
+    for attempt in range(3):
+        uri = f"sqlite:///{tmp_path}/store{attempt}/mlflow.db"
+        (tmp_path / f"store{attempt}").mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, uri], stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(errors)[-3000:]
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_in_a_fresh_folder_both_join(tmp_path: Path, small: dict, speed: dict) -> None:
+    args = [*_sweep_args(tmp_path, small, speed, epochs=40)]
+    env = sweep_env(tmp_path)
+    procs = [start(args, tmp_path, env) for _ in range(2)]
+    results = [finish(p) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0], "\n".join(err[-2000:] for _, _, err in results)
+    result = outcome(str(tmp_path / "optuna-journal.log"), [f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
+    assert_every_cell_once(result)
+    assert len(result["parents"]) == 1 and result["reports"] == 1
+    record("two `sweep run` started together in one fresh folder", str(tmp_path), result,
+           [code for code, _, _ in results], [err for _, _, err in results])
+
+
+def test_an_export_killed_with_sigkill_has_its_run_ended_by_the_next_command(tmp_path: Path, small: dict,
+                                                                             speed: dict, exported: dict) -> None:
+    from mlflow import MlflowClient
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    name = f"killed-{tmp_path.name[-8:]}"
+    proc = start(["export", "fusion-dropout-count", "--name", name, "--experiment", "cpu", "--data", small["data.path"],
+                  *sets(speed), "--storage", exported["storage"], "--out-dir", str(tmp_path / "exports")], tmp_path, env)
+    client = MlflowClient()
+
+    def running() -> list:
+        experiment = client.get_experiment_by_name(f"export/{name}")
+        return [] if experiment is None else client.search_runs([experiment.experiment_id],
+                                                                "attributes.status = 'RUNNING'")
+    [run] = wait_for(lambda: running() or proc.poll() is not None, 120, "the export's MLflow run")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"  # what kill -9 leaves
+    code, out, err = finish(start(["sweep", "status", "fusion-dropout-count", "--storage", exported["storage"]],
+                                  tmp_path, env))
+    assert code == 0, err[-3000:]
+    ended = client.get_run(run.info.run_id)
+    assert (ended.info.status, ended.data.tags["state"]) == ("KILLED", "owner died"), ended.data.tags
+    assert f"process {proc.pid}" in ended.data.tags["ended_because"] and run.info.run_id in err
