@@ -321,3 +321,65 @@ def test_an_export_killed_with_sigkill_has_its_run_ended_by_the_next_command(tmp
     ended = client.get_run(run.info.run_id)
     assert (ended.info.status, ended.data.tags["state"]) == ("KILLED", "owner died"), ended.data.tags
     assert f"process {proc.pid}" in ended.data.tags["ended_because"] and run.info.run_id in err
+
+
+def _mlflow_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    from _sweepproc import wait_until_serving
+
+    folder.mkdir(exist_ok=True)
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{folder}/mlflow.db", "--artifacts-destination",
+                               str(folder / "artifacts"), "--serve-artifacts"], cwd=folder,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    wait_until_serving(server, f"http://127.0.0.1:{port}", "the MLflow server")
+    return server
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(30)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_away_mid_sweep_loses_no_result_and_the_queue_is_sent_when_it_is_back(
+        tmp_path: Path, small: dict, speed: dict) -> None:
+    from mlflow import MlflowClient
+
+    from _sweepproc import free_port, runs
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _mlflow_server(tmp_path / "server", port)
+    try:
+        args = [*_sweep_args(tmp_path, small, speed, epochs=120), "--workers", "2", "--tracking-uri", uri]
+        storage = str(tmp_path / "optuna-journal.log")
+        env = {**sweep_env(tmp_path), "MMSEARCH_CACHE_DIR": os.environ["MMSEARCH_CACHE_DIR"]}
+        proc = start(args, tmp_path, env)
+        wait_for(lambda: _complete(storage) >= 1 or proc.poll() is not None, 240, "a first COMPLETE trial")
+        _stop(server)  # away for longer than the trials that run meanwhile
+        away = time.time()
+        wait_for(lambda: _complete(storage) >= 3 or proc.poll() is not None, 240, "trials completing while away")
+        time.sleep(max(0.0, 25 - (time.time() - away)))
+        server = _mlflow_server(tmp_path / "server", port)
+        code, out, err = finish(proc, timeout=400)
+        assert code == 0 and "Traceback" not in err, err[-4000:]
+        assert "Max retries exceeded" not in err and "Retrying" not in err, err[-3000:]
+        assert err.count(f"MLflow tracking server {uri} unreachable") >= 1 and f"{uri} is back after" in err, err[-3000:]
+        result = outcome(storage, [uri])
+        assert_every_cell_once(result)
+        assert result["states"].get("FAIL", 0) == 0, result["errors"]
+        # Every trial's run is there, ended, with its whole epoch curve and final metrics.
+        children = [r for r in runs(uri) if "mlflow.parentRunId" in r.data.tags]
+        assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}, \
+            [(r.info.run_name, r.info.status) for r in children]
+        client = MlflowClient(uri)
+        for r in children:
+            assert len(client.get_metric_history(r.info.run_id, "epoch/val_f1")) == 120, r.info.run_name
+            assert "final/val_f1" in r.data.metrics
+        assert result["parents"][0].info.status == "FINISHED" and result["reports"] == 1
+        outbox = Path(os.environ["MMSEARCH_CACHE_DIR"]) / "mlflow-outbox"
+        assert not list(outbox.rglob("*.jsonl")), list(outbox.rglob("*"))
+        record("the MLflow tracking server is down for 25 s mid-sweep, then restarted", storage, result, [code], [err])
+    finally:
+        _stop(server)

@@ -229,7 +229,10 @@ def _interruptible() -> None:
     from mmsearch._interrupts import interrupt_once
 
     interrupt_once()
-    faulthandler.register(signal.SIGUSR1)
+    try:
+        faulthandler.register(signal.SIGUSR1)
+    except (AttributeError, ValueError, OSError):  # stderr without a file descriptor (embedded, captured)
+        pass
 
 
 def quiet_libraries() -> None:

@@ -55,7 +55,8 @@ from mmsearch.search._worker import EXIT_CUDA_ERROR, EXIT_DISK_FULL, WorkerArgs,
 from mmsearch.tracking import DEFAULT_DIR, Tracker
 
 log = logging.getLogger("mmsearch.sweep")
-SHUTDOWN_WAIT_S = 30.0  # how long an interrupted coordinator waits for its workers' clean-up
+SHUTDOWN_WAIT_S = 30.0
+OUTBOX_WAIT_S = 120.0  # how long the end of a sweep waits for a tracking server that is away  # how long an interrupted coordinator waits for its workers' clean-up
 
 
 def run_sweep(request: SweepRequest) -> SweepSummary:
@@ -339,12 +340,14 @@ class Coordinator:
 
     def _finish(self, started: float) -> SweepSummary:
         keeper = self.keeper
+        self.tracker.close(wait_s=OUTBOX_WAIT_S)  # what the workers queued while the tracker was away goes first
         with keeper.lock():
             self._end_record("ended")
             summary = self.summary()
             if not keeper.live_coordinators(exclude=self.token):  # the last one out reports, once
                 log_report(self.ctx, keeper.study, self.tracker, self.parent, summary)
                 self.tracker.end(self.parent, "FINISHED", "finished")
+        self.tracker.close()  # the report, if the server went away again: left queued for the next command
         summary.seconds = time.time() - started
         return summary
 

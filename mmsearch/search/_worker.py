@@ -35,6 +35,7 @@ log = logging.getLogger("mmsearch.sweep")
 # not end, the next `sweep run` or `sweep status` repairs (its trial, its MLflow run).
 WORKER_EXIT_DEADLINE_S = 8.0
 EXIT_CUDA_ERROR = 3  # a worker's exit code after a CUDA error: not a death, a request for a fresh process
+OUTBOX_WAIT_S = 20.0  # how long a worker that is done waits for a tracking server that is away
 EXIT_DISK_FULL = 4  # a worker met a full disk: the coordinator stops the sweep
 
 
@@ -227,4 +228,5 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
     finally:
         if setup is not None:
             setup.heartbeat.stop()
+            setup.tracker.close(wait_s=OUTBOX_WAIT_S)
 

@@ -10,7 +10,7 @@ never fails on a busy store.
 from __future__ import annotations
 
 import contextlib
-import functools
+import hashlib
 import logging
 import os
 import time
@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 from mmsearch._disk import on_disk_full
 from mmsearch._interrupts import deferred
+from mmsearch._paths import cache_root
 from mmsearch.errors import MmsearchError
+from mmsearch.tracking._outbox import QUEUED_PREFIX, QUEUED_TAG, Outbox, queued_id, unreachable
 
 log = logging.getLogger("mmsearch.tracking")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -154,6 +156,14 @@ class Tracker:
 
         self.uri = resolve_tracking_uri(tracking_uri)
         check_store(self.uri)
+        self.outbox: Outbox | None = None
+        if urllib.parse.urlsplit(self.uri).scheme in ("http", "https"):
+            # Fail a write to a down server at once (it is queued, see _outbox), not after MLflow's
+            # ~4 minutes of retries with a warning each.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+            folder = cache_root() / "mlflow-outbox" / hashlib.sha256(self.uri.encode()).hexdigest()[:12]
+            self.outbox = Outbox(self.uri, folder, self._apply, lambda: check_store(self.uri, 3.0, 10.0))
         with _schema_lock(self.uri):
             self.client = MlflowClient(tracking_uri=self.uri)
             # The stores create and migrate their tables when first used; two processes doing it
@@ -161,6 +171,9 @@ class Tracker:
             _retry(lambda: self.client.search_experiments(max_results=1), "open the tracking store")
             with contextlib.suppress(Exception):  # a server without the registry still tracks
                 _retry(lambda: self.client.search_registered_models(max_results=1), "open the model registry")
+        if self.outbox is not None:
+            with contextlib.suppress(Exception):  # queued by processes that ended during an outage
+                self.outbox.send_left_behind()
 
     def _artifact_root(self) -> str | None:
         # Artifacts live beside the SQLite store the user chose; without a location MLflow would
@@ -192,8 +205,7 @@ class Tracker:
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
-        run = _retry(lambda: self.client.create_run(experiment_id, run_name=name, tags=all_tags), "create_run")
-        return run.info.run_id
+        return self._write("create_run", experiment_id=experiment_id, name=name, tags=all_tags) or ""
 
     @contextlib.contextmanager
     def run(self, experiment_id: str, name: str, parent_run_id: str | None = None,
@@ -234,47 +246,110 @@ class Tracker:
                 log.error("could not end MLflow run %s: %s", opened, exc)
 
     def reopen(self, run_id: str) -> None:
-        _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen")
+        self._write("update_run", run_id=run_id, status="RUNNING")
 
     def end(self, run_id: str, status: str, state: str, reason: str | None = None) -> None:
         tags = {"state": state, **({"ended_because": reason} if reason else {})}
         self.set_tags(run_id, tags)
-        _retry(lambda: self.client.set_terminated(run_id, status=status), "set_terminated")
+        self._write("set_terminated", run_id=run_id, status=status)
 
     def status(self, run_id: str) -> str:
-        return _retry(lambda: self.client.get_run(run_id), "get_run").info.status
+        if self.outbox is not None and (self.outbox.active or run_id.startswith(QUEUED_PREFIX)):
+            return "RUNNING"  # as far as the queued writes know
+        return _retry(lambda: self.client.get_run(self._resolve(run_id)), "get_run").info.status
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            _retry(functools.partial(self.client.log_batch, run_id, params=items[start : start + 100]), "log_params")
+            self._write("log_batch", run_id=run_id, params=dict(items[start : start + 100]))
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.log_metric_steps(run_id, [(step or 0, metrics)])
 
     def log_metric_steps(self, run_id: str, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         """Several steps' metrics in as few writes as MLflow allows (1,000 metrics per batch)."""
-        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for step, metrics in steps for k, v in metrics.items() if v is not None]
+        items = [(k, float(v), now, step) for step, metrics in steps for k, v in metrics.items() if v is not None]
         for start in range(0, len(items), 1000):
-            _retry(functools.partial(self.client.log_batch, run_id, metrics=items[start : start + 1000]), "log_metrics")
+            self._write("log_batch", run_id=run_id, metrics=items[start : start + 1000])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
 
-        _retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()]),
-               "set_tags")
+        self._write("log_batch", run_id=run_id, tags={k: str(v)[:8000] for k, v in tags.items()})
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        _retry(lambda: self.client.log_text(run_id, text, artifact_file), "log_text")
+        self._write("log_text", run_id=run_id, text=text, artifact_file=artifact_file)
+
+    # -- writes, straight or through the outbox ------------------------------------------------
+    def _write(self, op: str, **args: Any) -> Any:
+        """One MLflow write: now, or (an http server that cannot be reached) queued in this
+        process's outbox, which sends it when the server is back. A queued ``create_run``
+        returns a placeholder id that the later queued writes use."""
+        box = self.outbox
+        if box is None:
+            return _retry(lambda: self._apply(op, args), op)
+        with box.lock:
+            if not box.active:
+                try:
+                    return _retry(lambda: self._apply(op, args), op)
+                except Exception as exc:
+                    if not unreachable(exc):
+                        raise
+                    box.begin(exc)
+            if op == "create_run":
+                args["queued_as"] = placeholder = queued_id()
+                box.queue(op, args)
+                return placeholder
+            box.queue(op, args)
+            return None
+
+    def _resolve(self, run_id: str) -> str:
+        if self.outbox is None or not run_id.startswith(QUEUED_PREFIX):
+            return run_id
+        return self.outbox._find_queued(run_id)
+
+    def _apply(self, op: str, args: dict[str, Any]) -> Any:
+        from mlflow.entities import Metric, Param, RunTag
+
+        client = self.client
+        run_id = self._resolve(args["run_id"]) if "run_id" in args else None
+        if op == "create_run":
+            tags = dict(args["tags"]) | ({QUEUED_TAG: args["queued_as"]} if args.get("queued_as") else {})
+            return client.create_run(args["experiment_id"], run_name=args["name"], tags=tags).info.run_id
+        if op == "log_batch":
+            client.log_batch(run_id, metrics=[Metric(*m) for m in args.get("metrics", [])],
+                             params=[Param(k, v) for k, v in args.get("params", {}).items()],
+                             tags=[RunTag(k, v) for k, v in args.get("tags", {}).items()])
+        elif op == "set_terminated":
+            client.set_terminated(run_id, status=args["status"])
+        elif op == "update_run":
+            client.update_run(run_id, status=args["status"])
+        elif op == "log_text":
+            client.log_text(run_id, args["text"], args["artifact_file"])
+        elif op == "find_queued":
+            ids = [e.experiment_id for e in client.search_experiments(max_results=10000)]
+            found = client.search_runs(ids, f"tags.`{QUEUED_TAG}` = '{args['queued_as']}'", max_results=1)
+            return found[0].info.run_id if found else None
+        else:
+            raise ValueError(f"unknown MLflow write {op!r}")
+        return None
+
+    def close(self, wait_s: float = 0.0) -> None:
+        """Send what this process queued during an outage (waiting up to ``wait_s`` seconds for
+        the server), and what ended processes left queued."""
+        if self.outbox is not None:
+            self.outbox.close(wait_s)
+            if not self.outbox.active:
+                with contextlib.suppress(Exception):
+                    self.outbox.send_left_behind()
 
     def running_children(self, parent_run_id: str) -> list[Any]:
-        experiment_id = _retry(lambda: self.client.get_run(parent_run_id), "get_run").info.experiment_id
+        if self.outbox is not None and self.outbox.active:
+            return []  # unknown until the server is back; the next repair looks again
+        experiment_id = _retry(lambda: self.client.get_run(self._resolve(parent_run_id)), "get_run").info.experiment_id
         return self._search(experiment_id, f"tags.{PARENT_TAG} = '{parent_run_id}' and attributes.status = 'RUNNING'")
 
     def children(self, experiment_id: str, parent_run_id: str) -> list[Any]:
