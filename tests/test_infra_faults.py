@@ -383,3 +383,33 @@ def test_a_tracking_server_away_mid_sweep_loses_no_result_and_the_queue_is_sent_
         record("the MLflow tracking server is down for 25 s mid-sweep, then restarted", storage, result, [code], [err])
     finally:
         _stop(server)
+
+
+@pytest.mark.slow
+def test_a_joiner_waiting_on_a_stopped_process_says_on_which_and_how_to_resume(tmp_path: Path, small: dict,
+                                                                              speed: dict) -> None:
+    from _sweepproc import running_owner
+
+    args = [*_sweep_args(tmp_path, small, speed, epochs=150), "--workers", "1"]
+    storage = str(tmp_path / "optuna-journal.log")
+    env = sweep_env(tmp_path)
+    first = start(args, tmp_path, env)
+    owner = wait_for(lambda: running_owner(storage), 240, "a trial running in the first run's worker")
+    os.kill(owner["pid"], signal.SIGSTOP)
+    try:
+        joiner = start(args, tmp_path, env)
+        wait_for(lambda: _complete(storage) >= 3 or joiner.poll() is not None, 300, "the joiner to run the other cells")
+        time.sleep(40)  # past the joiner's first word on what it waits for
+    finally:
+        os.kill(owner["pid"], signal.SIGCONT)
+    codes, errs = [], []
+    for proc in (first, joiner):
+        code, _, err = finish(proc)
+        codes.append(code)
+        errs.append(err)
+    assert codes == [0, 0], "\n".join(e[-2000:] for e in errs)
+    assert f"process {owner['pid']} on" in errs[1] and "(stopped)" in errs[1] and f"kill -CONT {owner['pid']}" in errs[1], \
+        errs[1][-3000:]
+    result = outcome(storage, [f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
+    assert_every_cell_once(result)
+    record("a worker on the same machine stopped (SIGSTOP) while another run joins", storage, result, codes, errs)

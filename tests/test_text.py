@@ -130,3 +130,39 @@ def test_local_vector_text_file(tmp_path: Path, header: str) -> None:
     assert resolve_corpus(f"file:{path}").dim == 3
     kv = load_vectors(f"file:{path}")
     assert kv.vector_size == 3 and "cat" in kv.key_to_index
+
+
+@needs_nltk
+def test_the_cache_holds_arrays_and_json_and_never_runs_what_it_reads(tmp_path: Path, small: dict,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from mmsearch.config import load_experiment
+    from mmsearch.pipeline import Workspace
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MMSEARCH_CACHE_DIR", str(cache))
+    cfg = load_experiment("cpu", {"data.path": small["data.path"]})
+    tokens = Workspace(cfg).tokens
+    assert Workspace(cfg).tokens == tokens  # a cache hit, from JSON
+    vecs = tmp_path / "vecs.txt"
+    vecs.write_text("dog 0.1 0.2 0.3\ncat 0.3 0.2 0.1\n")
+    first = load_vectors(f"file:{vecs}")
+    again = load_vectors(f"file:{vecs}")  # from the cache: an array and a word list
+    assert isinstance(again.vectors, np.memmap) and again.index_to_key == first.index_to_key == ["dog", "cat"]
+    assert np.allclose(again["cat"], [0.3, 0.2, 0.1])
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} >= {".json", ".npy"}
+    assert not [p for p in files if p.read_bytes()[:1] == b"\x80"], "a pickle in the cache"
+    # A cache file replaced by a pickle that would run code is read as data and refused, never run.
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {marker}",))
+
+    [entry] = (cache / "tokens").rglob("*.json")
+    entry.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError):
+        _ = Workspace(cfg).tokens
+    assert not marker.exists()

@@ -40,7 +40,7 @@ from mmsearch.training import validation_scores
 
 log = logging.getLogger("mmsearch.export")
 ALIAS = "champion"
-REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "nltk", "mlflow", "gensim", "joblib", "pyyaml")
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "nltk", "mlflow", "gensim", "pyyaml")
 
 
 @dataclass

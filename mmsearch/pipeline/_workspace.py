@@ -3,6 +3,7 @@ reads (tokens, vocabulary, embedding matrix, decoded images) built lazily and ca
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -80,13 +81,11 @@ class Workspace:
     # -- text inputs ------------------------------------------------------------------------
     @cached_property
     def tokens(self) -> list[list[str]]:
-        import joblib
-
         pre = self.cfg.text.preprocess
-        key = {"data": self.dataset.fingerprint, "preprocess": pre.model_dump(), "v": 2}
-        folder = cached(entry("tokens", key), lambda tmp: _dump(Preprocessor(pre).many(self.dataset.captions), tmp),
-                        kind="tokens", what="tokenised captions", events=self.events)
-        return joblib.load(folder)
+        key = {"data": self.dataset.fingerprint, "preprocess": pre.model_dump(), "v": 3}
+        path = cached(entry("tokens", key, ".json"), lambda tmp: _dump(Preprocessor(pre).many(self.dataset.captions), tmp),
+                      kind="tokens", what="tokenised captions", events=self.events)
+        return json.loads(path.read_text())  # JSON, not a pickle: a cache file never runs code
 
     @cached_property
     def vocab(self) -> Vocabulary:
@@ -114,6 +113,4 @@ class Workspace:
 
 
 def _dump(value: Any, path: Path) -> None:
-    import joblib
-
-    joblib.dump(value, path)
+    path.write_text(json.dumps(value, ensure_ascii=False))

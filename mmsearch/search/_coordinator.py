@@ -41,6 +41,7 @@ from mmsearch.search._context import (
     SweepRequest,
     resolve,
 )
+from mmsearch.search._journal import process_state
 from mmsearch.search._liveness import Heartbeat, ProcessIdentity
 from mmsearch.search._storage import default_storage
 from mmsearch.search._study import (
@@ -56,6 +57,7 @@ from mmsearch.tracking import DEFAULT_DIR, Tracker
 
 log = logging.getLogger("mmsearch.sweep")
 SHUTDOWN_WAIT_S = 30.0
+WAIT_REPORT_S, WAIT_REPORT_EVERY_S = 30.0, 300.0  # when a coordinator with nothing to claim says what it waits for
 OUTBOX_WAIT_S = 120.0  # how long the end of a sweep waits for a tracking server that is away  # how long an interrupted coordinator waits for its workers' clean-up
 
 
@@ -262,11 +264,17 @@ class Coordinator:
         """Nothing left to claim: wait while other processes run this sweep's trials, taking over
         those that die. True when there is work again, False when the sweep is done."""
         keeper = self.keeper
-        while keeper.trials("RUNNING"):
+        waiting_since, told = time.monotonic(), 0.0
+        while running := keeper.trials("RUNNING"):
             with keeper.lock():
                 keeper.repair()
                 if keeper.claimable():
                     return True
+            waited = time.monotonic() - waiting_since
+            if waited >= WAIT_REPORT_S and waited - told >= (WAIT_REPORT_EVERY_S if told else 0):
+                told = waited
+                for line in _waiting_on(running):
+                    log.warning("waiting %.0f s: %s", waited, line)
             time.sleep(min(2.0, self.request.heartbeat_s))
         with keeper.lock():
             return bool(keeper.claimable())
@@ -388,6 +396,28 @@ class Coordinator:
         except Exception as exc:  # report what could not be cleaned, never a traceback
             log.error("clean-up after the %s stop failed: %s", reason, exc)
         return summary
+
+
+def _waiting_on(running: list[Any]) -> list[str]:
+    """What a coordinator with nothing left to claim waits for, trial by trial, and how to end
+    the wait: a live process keeps its trial (a stopped one too: it may continue)."""
+    lines = []
+    for t in running:
+        owner = ProcessIdentity.from_attr(t.user_attrs.get("owner") or {})
+        if owner is None:
+            lines.append(f"trial {t.number} is being claimed")
+            continue
+        where = f"process {owner.pid} on {owner.host}"
+        if owner.local():
+            state = process_state(owner.pid)
+            hint = (f"it is stopped: `kill -CONT {owner.pid}` lets it finish, or `kill {owner.pid}` and this run "
+                    f"reruns its cell" if state.startswith("stopped") else "it is alive; this run ends when it does "
+                    "(Ctrl-C leaves it running, and a later `sweep run` resumes the rest)")
+            lines.append(f"trial {t.number} is running in {where} ({state}): {hint}")
+        else:
+            lines.append(f"trial {t.number} is running in {where}: judged dead only after "
+                         "its heartbeat is silent for the grace (--grace)")
+    return lines
 
 
 class _WorkerDiskFull(Exception):

@@ -1,8 +1,9 @@
 """Word-vector corpora: gensim-data names, local vector files and ``captions-word2vec``.
 
-Loading 400k GloVe vectors from text takes ~20 s, so every corpus is converted once into a
-gensim ``KeyedVectors`` file in the cache and memory-mapped afterwards, and the embedding
-matrix of a vocabulary is cached too: no trial and no worker loads a corpus again.
+Loading 400k GloVe vectors from text takes ~20 s, so every corpus is converted once into an
+array (``vectors.npy``, memory-mapped afterwards) and a word list (``words.json``) in the cache,
+never a pickle, and the embedding matrix of a vocabulary is cached too: no trial and no worker
+loads a corpus again.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def _file_dim(path: Path) -> int | None:
 
 
 # -- loading ------------------------------------------------------------------------------------
-KV_FILE = "vectors.kv"
+VECTORS_FILE, WORDS_FILE = "vectors.npy", "words.json"
 
 
 def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Sequence[str]] | None = None,
@@ -128,16 +129,24 @@ def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Seque
     if spec.kind == "file" and spec.path is not None and spec.path.exists():
         st = spec.path.stat()
         extra = {"size": st.st_size, "mtime": st.st_mtime_ns}
-    key = stable_hash({"corpus": spec.name, "extra": extra, "v": 2})
+    key = stable_hash({"corpus": spec.name, "extra": extra, "v": 3})
     label = spec.name.replace("/", "_").replace(":", "_")[-40:]
 
     def write(folder: Path) -> None:
         kv = CORPUS_KINDS.get(spec.kind)(spec, dim=dim, sentences=sentences, seed=seed)
         folder.mkdir()
-        kv.save(str(folder / KV_FILE))  # large arrays go to side files in the same folder
+        # An array and a word list, not gensim's pickle: whoever can write the cache folder
+        # must not be able to run code in every process that reads it.
+        np.save(folder / VECTORS_FILE, np.ascontiguousarray(kv.vectors, dtype=np.float32))
+        (folder / WORDS_FILE).write_text(json.dumps(list(kv.index_to_key)))
 
     folder = cached(entry("vectors", f"{label}-{key}"), write, kind="vectors", what=f"word vectors {name}", events=events)
-    return KeyedVectors.load(str(folder / KV_FILE), mmap="r")
+    vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")  # allow_pickle stays False
+    words = json.loads((folder / WORDS_FILE).read_text())
+    kv = KeyedVectors(vector_size=vectors.shape[1], count=0)
+    kv.vectors, kv.index_to_key = vectors, words
+    kv.key_to_index = {w: i for i, w in enumerate(words)}
+    return kv
 
 
 @CORPUS_KINDS.register("gensim")
