@@ -29,15 +29,17 @@ def main() -> int:
     out = Path(tempfile.mkdtemp()) / "faults.jsonl"
     env = {**os.environ, "MMSEARCH_FAULT_TABLE": str(out)}
     started = dt.datetime.now(dt.timezone.utc)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_faults.py", "-m", "slow or not slow"],
-                          cwd=ROOT, env=env)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_faults.py", "tests/test_infra_faults.py",
+                           "-m", "slow or not slow"], cwd=ROOT, env=env)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     from benchmarks.__main__ import replace_section
 
     replace_section(ROOT / "BENCHMARKS.md", "faults", "\n".join([
-        f"Written by `python -m benchmarks.faults` on {started:%Y-%m-%d %H:%M} UTC: tests/test_faults.py on a journal "
-        "file and on PostgreSQL, each fault injected into real `mmsearch sweep run` processes with real signals, then "
-        f"Optuna and MLflow read back (pytest exit status {proc.returncode}).", "", table(rows)]))
+        f"Written by `python -m benchmarks.faults` on {started:%Y-%m-%d %H:%M} UTC: tests/test_faults.py (signals, on "
+        "a journal file and on PostgreSQL) and tests/test_infra_faults.py (a real tmpfs filled up, a real SIGSTOP "
+        "inside the journal's lock, real `pg_terminate_backend`, a real `mlflow server` killed and restarted), each "
+        "injected into real `mmsearch sweep run` processes, then Optuna and MLflow read back (pytest exit status "
+        f"{proc.returncode}). The exit column lists every command's status in order.", "", table(rows)]))
     print(table(rows))
     return proc.returncode
 

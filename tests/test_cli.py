@@ -1,5 +1,7 @@
 import argparse
 import json
+import os
+import re
 import shlex
 import subprocess
 import sys
@@ -187,3 +189,26 @@ def test_status_finds_the_study_the_user_ran(tmp_path: Path, small: dict, speed:
 
     data = json.loads(capsys.readouterr().out, parse_constant=not_json)
     assert data["done"] == 1 and any(level["ci_low"] is None for level in data["levels"])  # one repeat: no interval
+
+
+def test_sweep_run_in_a_log_prints_timestamped_progress_on_change_and_ends_with_every_level(
+        tmp_path: Path, small: dict, speed: dict) -> None:
+    from _sweepproc import sets
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "MMSEARCH_PROGRESS": "1"}
+    out = subprocess.run([sys.executable, "-m", "mmsearch", "sweep", "run", "fusion-dropout-count", "--experiment", "cpu",
+                          "--data", small["data.path"], *sets(speed), "--storage", str(tmp_path / "j.log"),
+                          "--trials", "3", "--workers", "2"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    progress = [line for line in out.stderr.splitlines() if "[fusion-dropout-count]" in line]
+    assert progress and all(re.match(r"\d\d:\d\d:\d\d \[fusion-dropout-count\]", line) for line in progress), progress
+    # A line when something changed; the same state at most every 30 s (not every 2 s).
+    states = [re.sub(r"; ETA \d+s| \[\d+s\]$", "", line[9:]) for line in progress]
+    repeats = sum(1 for a, b in zip(states, states[1:]) if a == b)
+    elapsed = int(re.search(r"\[(\d+)s\]$", progress[-1]).group(1))
+    assert repeats <= elapsed / 30 + 1, progress
+    # It ends with the per-level table `sweep status` prints, every level with its interval.
+    assert "mean ± std" in out.stdout and "95% CI" in out.stdout
+    for level in ("0", "1", "2"):
+        assert re.search(rf"^[ ★] {level} ", out.stdout, re.M), out.stdout

@@ -110,7 +110,9 @@ def test_a_disk_that_fills_mid_sweep_ends_it_cleanly_and_a_rerun_completes_every
         result = outcome(storage, [f"sqlite:///{work}/mlruns/mlflow.db"])
         assert_every_cell_once(result)
         record("the working folder's disk fills mid-sweep, then space is freed and the command rerun", storage,
-               result, first_codes + [code], first_err + [err])
+               result, first_codes + [code], first_err + [err],
+               note="exit 2, one message naming the folder and its free space; the trial that met it FAIL 'disk full', "
+                    "the others 'disk full' too, runs ended, journal whole; the rerun ran only the missing cells")
 
 
 def test_a_disk_full_at_the_start_is_one_message_and_nothing_is_written(tmp_path: Path, small: dict,
@@ -226,7 +228,8 @@ def test_a_stopped_lock_holder_stalls_the_sweep_which_says_so_and_loses_nothing(
     result = outcome(storage, [f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
     assert_every_cell_once(result)
     assert result["states"].get("FAIL", 0) == 0, result["errors"]
-    record("a process holding the journal's lock is stopped (SIGSTOP) for 40 s", storage, result, [code], [err])
+    record("a process holding the journal's lock is stopped (SIGSTOP) for 40 s", storage, result, [code], [err],
+           note="every other process waited, saying on which process and `kill -CONT PID`; nothing lost, no FAIL")
 
 
 def _terminate_backends(database: str) -> int:
@@ -262,7 +265,8 @@ def test_postgresql_connections_terminated_again_and_again_cost_no_cell(tmp_path
         result = outcome(url, [f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
         assert_every_cell_once(result)
         assert result["states"].get("FAIL", 0) == 0, result["errors"]
-        record(f"PostgreSQL connections terminated 10 times 1 s apart ({killed} sessions)", url, result, [code], [err])
+        record(f"PostgreSQL connections terminated 10 times 1 s apart ({killed} sessions)", url, result, [code], [err],
+               note="each process said 'lost the connection' and 'reconnected'; every call retried; no FAIL")
 
 
 _OPEN_STORE = """
@@ -294,7 +298,8 @@ def test_two_sweeps_started_together_in_a_fresh_folder_both_join(tmp_path: Path,
     assert_every_cell_once(result)
     assert len(result["parents"]) == 1 and result["reports"] == 1
     record("two `sweep run` started together in one fresh folder", str(tmp_path), result,
-           [code for code, _, _ in results], [err for _, _, err in results])
+           [code for code, _, _ in results], [err for _, _, err in results],
+           note="one process at a time created MLflow's SQLite schema; both joined one study and one parent run")
 
 
 def test_an_export_killed_with_sigkill_has_its_run_ended_by_the_next_command(tmp_path: Path, small: dict,
@@ -380,7 +385,8 @@ def test_a_tracking_server_away_mid_sweep_loses_no_result_and_the_queue_is_sent_
         assert result["parents"][0].info.status == "FINISHED" and result["reports"] == 1
         outbox = Path(os.environ["MMSEARCH_CACHE_DIR"]) / "mlflow-outbox"
         assert not list(outbox.rglob("*.jsonl")), list(outbox.rglob("*"))
-        record("the MLflow tracking server is down for 25 s mid-sweep, then restarted", storage, result, [code], [err])
+        record("the MLflow tracking server is down for 25 s mid-sweep, then restarted", storage, result, [code], [err],
+               note="writes queued on disk, training went on; sent when it was back: every run FINISHED with its whole curve")
     finally:
         _stop(server)
 
@@ -412,4 +418,5 @@ def test_a_joiner_waiting_on_a_stopped_process_says_on_which_and_how_to_resume(t
         errs[1][-3000:]
     result = outcome(storage, [f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
     assert_every_cell_once(result)
-    record("a worker on the same machine stopped (SIGSTOP) while another run joins", storage, result, codes, errs)
+    record("a worker on the same machine stopped (SIGSTOP) while another run joins", storage, result, codes, errs,
+           note="the joiner ran the other cells, then said which process it waited on and `kill -CONT`; after it, both 0")

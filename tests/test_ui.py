@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import socket
@@ -40,6 +41,10 @@ def test_stopping_mmsearch_ui_stops_the_server_it_started(tmp_path: Path, sig: i
         wait_until_serving(proc, f"http://127.0.0.1:{port}", "the MLflow UI to answer")
         server = _descendants(proc.pid)
         assert server  # mlflow server and its web workers
+        # The store's URI (which may hold a password) is in no process's arguments, which `ps` shows to all.
+        for pid in server:
+            with contextlib.suppress(OSError):
+                assert "mlflow.db" not in Path(f"/proc/{pid}/cmdline").read_text(), pid
         proc.send_signal(sig)  # `kill PID` (or Ctrl-C) on mmsearch ui, not on its children
         proc.wait(30)
         wait_for(lambda: not _open(port), 20, "the port to close")

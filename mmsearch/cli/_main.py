@@ -179,13 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: ./mlruns)")
 
     report = _cmd(sub, "report", "Reproduce the paper: each finding beside what the sweeps measured, with a verdict, "
-                  "in one HTML page (also logged to MLflow).", "mmsearch report --experiment cpu --out reproduction.html",
+                  "in one HTML page (also logged to MLflow).", "mmsearch report --experiment cpu --out reports/reproduction.html",
                   _report)
     report.add_argument("--experiment", help="the profile the studies ran with (default: each sweep's only study)")
     _data_options(report)
     report.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
     report.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
-    report.add_argument("--out", type=Path, default=Path("reproduction.html"), help="where the page goes")
+    report.add_argument("--out", type=Path, default=Path("reports/reproduction.html"),
+                        help="where the page goes (default reports/reproduction.html; the command prints where)")
     report.add_argument("--markdown", action="store_true", help="also print the verdict table as Markdown")
 
     ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlruns); stopping it stops the server.",
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_libraries()
+    if not args.verbose:  # MLflow's "Downloading artifacts" bars in export, predict and serving
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mmsearch.search import SweepInterrupted
 
     try:
@@ -397,6 +400,11 @@ def _sweep_run(args: argparse.Namespace) -> int:
 
     s = run_sweep(_sweep_request(args))
     print(f"study {s.study_name}: {s.progress}; this run ran {s.ran} trial(s) ({_states(s.mine)}) in {s.seconds:.0f}s")
+    if s.spec.mode == "ablation" and s.levels:
+        for line in _level_table(s):
+            print(line)
+    if s.data and args.data is None:
+        print(f"data: the generated demo dataset in {s.data} (pass it as --data to `mmsearch predict`)")
     if s.best_level is not None:
         bar = next(b for b in s.levels if b["level"] == s.best_level)
         print(f"best level {s.spec.factor}={s.best_level}: mean {s.best_value:.4f} {_ci(bar)}, "
@@ -477,22 +485,30 @@ def _status_table(s: Any, info: dict[str, Any]) -> list[str]:
              + (f"; ended {info['stray_runs']} MLflow run(s) a dead worker left RUNNING" if info["stray_runs"] else "")
              + ("; closed a stale parent run" if info["closed_parent"] else "")]
     if spec.mode == "ablation":
-        factor = spec.factor or "level"
-        width = max([len(factor)] + [len(str(b["level"])) for b in s.levels]) + 1
-        lines.append(f"  {factor:<{width}} {'n':>2}  {'mean ± std':<17} {'95% CI':<17} {'vs base (95% CI of diff)':<40} failed")
-        for b in s.levels:
-            mark = "★" if b["is_best"] else " "
-            mean = "-" if b["n"] == 0 else f"{b['mean']:.4f} ± {b['std']:.4f}"
-            ci = "-" if math.isnan(b["ci_low"]) else f"{b['ci_low']:.4f}..{b['ci_high']:.4f}"
-            vs = "base" if b["is_base"] else b["vs_base"] + (
-                "" if math.isnan(b["diff_low"]) else f" ({b['diff_low']:+.4f}..{b['diff_high']:+.4f})")
-            lines.append(f"{mark} {str(b['level']):<{width}} {b['n']:>2}  {mean:<17} {ci:<17} {vs:<40} {b['failed']}")
-        lines.append(f"  ★ best level by mean {spec.metric} ({spec.direction}); 'better'/'worse' only when the Welch "
-                     "95% interval of the difference from the base level excludes 0")
+        lines += _level_table(s)
     elif s.best_trial is not None:
         lines.append(f"best trial {s.best_trial.number}: {spec.metric} {s.best_value:.4f} with {s.best_trial.params}")
     for number, error in sorted(s.errors.items()):
         lines.append(f"  trial {number} FAIL: {error}")
+    return lines
+
+
+def _level_table(s: Any) -> list[str]:
+    """Every level with its mean, 95% interval and verdict against the base level (``sweep run``
+    ends with it, ``sweep status`` shows it)."""
+    spec = s.spec
+    factor = spec.factor or "level"
+    width = max([len(factor)] + [len(str(b["level"])) for b in s.levels]) + 1
+    lines = [f"  {factor:<{width}} {'n':>2}  {'mean ± std':<17} {'95% CI':<17} {'vs base (95% CI of diff)':<40} failed"]
+    for b in s.levels:
+        mark = "★" if b["is_best"] else " "
+        mean = "-" if b["n"] == 0 else f"{b['mean']:.4f} ± {b['std']:.4f}"
+        ci = "-" if math.isnan(b["ci_low"]) else f"{b['ci_low']:.4f}..{b['ci_high']:.4f}"
+        vs = "base" if b["is_base"] else b["vs_base"] + (
+            "" if math.isnan(b["diff_low"]) else f" ({b['diff_low']:+.4f}..{b['diff_high']:+.4f})")
+        lines.append(f"{mark} {str(b['level']):<{width}} {b['n']:>2}  {mean:<17} {ci:<17} {vs:<40} {b['failed']}")
+    lines.append(f"  ★ best level by mean {spec.metric} ({spec.direction}); 'better'/'worse' only when the Welch "
+                 "95% interval of the difference from the base level excludes 0")
     return lines
 
 
@@ -540,7 +556,7 @@ def _report(args: argparse.Namespace) -> int:
     for s in report.sections:
         f = s.finding
         print(f"{f.section:<6} {f.figure:<18} {f.sweep:<21} {s.verdict.outcome:<20} {s.verdict.why}")
-    print(", ".join(f"{n} {k}" for k, n in sorted(report.outcomes.items())) + f"; wrote {report.path} "
+    print(", ".join(f"{n} {k}" for k, n in sorted(report.outcomes.items())) + f"; wrote {report.path.resolve()} "
           f"(MLflow run {report.run_id})")
     if args.markdown:
         print("\n".join(verdict_table(report.sections)))

@@ -31,7 +31,7 @@ class ReportRequest:
     overrides: dict[str, Any] = field(default_factory=dict)
     storage: str | None = None
     tracking_uri: str | None = None
-    out: Path = Path("reproduction.html")
+    out: Path = Path("reports/reproduction.html")  # beside exports/, not loose in the working folder
     findings: Path | None = None
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -57,6 +58,8 @@ from mmsearch.tracking import DEFAULT_DIR, Tracker
 
 log = logging.getLogger("mmsearch.sweep")
 SHUTDOWN_WAIT_S = 30.0
+PROGRESS_LOG_EVERY_S = 30.0  # without a terminal: a progress line at least this far apart unless something changed
+_PROGRESS_CLOCK = re.compile(r"; ETA \d+s| \[\d+s\]$")
 WAIT_REPORT_S, WAIT_REPORT_EVERY_S = 30.0, 300.0  # when a coordinator with nothing to claim says what it waits for
 OUTBOX_WAIT_S = 120.0  # how long the end of a sweep waits for a tracking server that is away  # how long an interrupted coordinator waits for its workers' clean-up
 
@@ -182,7 +185,7 @@ class Coordinator:
 
     def summary(self) -> SweepSummary:
         s = summarize(self.ctx.spec, self.ctx.study_name, self.keeper.trials(), self.token, self.request.trials)
-        s.parent_run_id, s.experiment_id = self.parent, self.experiment_id
+        s.parent_run_id, s.experiment_id, s.data = self.parent, self.experiment_id, str(self.ctx.dataset.root)
         return s
 
     def _study_attrs(self) -> dict[str, Any]:
@@ -215,15 +218,21 @@ class Coordinator:
         return parent
 
     def _progress(self, started: float) -> None:
-        last = ""
+        """On a terminal, a line every 2 s; in a log (no terminal), a timestamped line when
+        something changes (a trial starts or ends) and otherwise at most every 30 s."""
+        terminal = sys.stderr.isatty()
+        quiet_s = 2.0 if terminal else PROGRESS_LOG_EVERY_S
+        last, last_at = "", 0.0
         while not self._stop_progress.wait(2.0):
             try:
                 line = progress_line(self.summary(), self.request.workers, started, time.time())
             except Exception:  # progress must never break a sweep
                 continue
-            if line != last and not self._stop_progress.is_set():
-                print(line, file=sys.stderr, flush=True)
-                last = line
+            state = _PROGRESS_CLOCK.sub("", line)  # without the elapsed time and the ETA, which always move
+            now = time.monotonic()
+            if (state != last or now - last_at >= quiet_s) and not self._stop_progress.is_set():
+                print(line if terminal else f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+                last, last_at = state, now
 
     def _enqueue_missing(self) -> int:
         """Enqueue each cell x repeat that has no COMPLETE, RUNNING or WAITING trial (a failed

@@ -134,7 +134,7 @@ def _postgresql(url: str) -> StudyStorage:
     try:
         # Three processes creating Optuna's tables at once on a fresh database race on
         # alembic_version; one at a time, the others find the tables made.
-        with _session_lock(engine, SCHEMA_LOCK_KEY):
+        with _session_lock(engine, SCHEMA_LOCK_KEY, reconnect=False):  # unreachable at the start: say so now
             storage = optuna.storages.RDBStorage(url, engine_kwargs={
                 "pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
     except sqlalchemy.exc.SQLAlchemyError as exc:
@@ -245,7 +245,7 @@ def _optuna_storage_class() -> type:
 
 
 @contextlib.contextmanager
-def _session_lock(engine: Any, key: int, where: str = "") -> Iterator[None]:
+def _session_lock(engine: Any, key: int, where: str = "", reconnect: bool = True) -> Iterator[None]:
     """A PostgreSQL advisory lock held by a session of its own: a holder that dies releases it.
     A connection lost while taking it is retried; one lost while holding it took the lock along
     (the server ends the session), so releasing it is then nothing to do."""
@@ -262,7 +262,7 @@ def _session_lock(engine: Any, key: int, where: str = "") -> Iterator[None]:
             raise
         return conn
 
-    conn = outage.retry(take, "taking the study lock")
+    conn = outage.retry(take, "taking the study lock") if reconnect else take()
     try:
         yield
     finally:

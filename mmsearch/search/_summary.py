@@ -64,6 +64,7 @@ class SweepSummary:
     durations: list[float] = field(default_factory=list)  # seconds of this run's finished trials
     # Cells asked for but not COMPLETE (ablation: "level r{repeat}"; search: "trial N"), with why.
     missing: list[tuple[str, str]] = field(default_factory=list)
+    data: str = ""  # the dataset folder the study ran on
     seconds: float = 0.0
     parent_run_id: str = ""
     experiment_id: str = ""
