@@ -4,6 +4,7 @@ COPY pyproject.toml README.md ./
 COPY mmsearch mmsearch
 COPY experiments experiments
 COPY sweeps sweeps
+COPY findings findings
 # The CPU build of torch by default (about 200 MB instead of several GB of CUDA libraries); the
 # compose file's worker-gpu service builds with a CUDA index instead.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu

@@ -87,8 +87,8 @@ def test_three_machines_share_one_study_behind_an_authenticated_server(tmp_path:
         services = compose(ENV)["services"]
         server_dir = tmp_path / "mlflow"
         server_dir.mkdir()
-        subs = {"postgresql://postgres:@postgres:5432/mlflow": mlflow_db,
-                "postgresql://postgres:@postgres:5432/optuna": optuna_db,
+        subs = {"postgresql://postgres@postgres:5432/mlflow": mlflow_db,
+                "postgresql://postgres@postgres:5432/optuna": optuna_db,
                 "http://mlflow:5000": f"http://127.0.0.1:{port}", "--host=0.0.0.0": "--host=127.0.0.1",
                 "--port=5000": f"--port={port}", ":5000": f":{port}", "/mlflow/": f"{server_dir}/"}
         (server_dir / "basic_auth.ini").write_text(_localise((ROOT / "deploy" / "basic_auth.ini").read_text(), subs))
