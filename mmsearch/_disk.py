@@ -49,6 +49,8 @@ def check_free_space(places: dict[str, Path], need_mb: float = MIN_FREE_MB) -> N
     counting the reserve of ours it already holds as free."""
     problems = []
     for what, folder in places.items():
+        if shutil.disk_usage(_existing(folder)).total == 0:
+            continue  # /proc, /sys: no disk at all; opening the store there says what is wrong
         free = free_mb(folder) + _reserve_mb(folder)
         if free < need_mb:
             problems.append(Problem(str(folder), f"{what}: {free:.1f} MB free; a sweep needs at least {need_mb:.0f} MB "

@@ -210,3 +210,23 @@ def test_export_without_a_study_says_what_to_run(tmp_path: Path, small: dict, sp
         export_model(ExportRequest(sweeps=["fusion-lr"], name="x", experiment="cpu", data=small["data.path"],
                                    overrides=dict(speed), storage=str(tmp_path / "none.log")))
     assert "mmsearch sweep run fusion-lr" in str(err.value)
+
+
+def test_export_takes_the_study_its_own_message_names(exported: dict, small: dict, speed: dict) -> None:
+    import optuna
+
+    from mmsearch.cli import build_parser
+    from mmsearch.export import final_config
+    from mmsearch.search import open_storage
+
+    [name] = [n for n in optuna.study.get_all_study_names(open_storage(exported["storage"]).optuna)
+              if n.startswith("fusion-dropout-count@")]
+    args = build_parser().parse_args(["export", "fusion-dropout-count", "--name", "x", "--study", name])
+    assert args.study == [name]
+    request = ExportRequest(sweeps=["fusion-dropout-count"], name="x", storage=exported["storage"], studies=[name],
+                            overrides={"run.threads": 1})  # a placement setting never hides the study
+    _, decisions, _ = final_config(request)
+    assert {d.study for d in decisions} == {name}
+    with pytest.raises(MmsearchError, match="one --study per sweep"):
+        final_config(ExportRequest(sweeps=["fusion-dropout-count"], name="x", storage=exported["storage"],
+                                   studies=[name, name]))

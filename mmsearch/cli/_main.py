@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--ensemble", type=positive_int, default=1, metavar="N",
                         help="train N copies with seeds run.seed..run.seed+N-1 and average their probabilities (default 1)")
     export.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
+    export.add_argument("--study", action="append", default=[], metavar="NAME",
+                        help="the study of each sweep, in order (repeatable; default: found as `sweep status` finds it)")
     export.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
     export.add_argument("--out-dir", type=Path, default=Path("exports"), help="where config.yaml and summary.md go")
 
@@ -521,7 +523,8 @@ def _export(args: argparse.Namespace) -> int:
     overrides = request_overrides(args.overrides)
     request = ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
                             overrides=overrides, full=args.full, caption_only=args.caption_only, ensemble=args.ensemble,
-                            storage=_storage(args.storage), tracking_uri=args.tracking_uri, out_dir=args.out_dir)
+                            storage=_storage(args.storage), tracking_uri=args.tracking_uri, out_dir=args.out_dir,
+                            studies=args.study)
     result = export_model(request)
     for d in result.decisions:
         print(f"{d.key} = {d.value!r}  <- {d.describe()}, run {d.run_id}")

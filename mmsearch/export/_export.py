@@ -56,6 +56,7 @@ class ExportRequest:
     storage: str | None = None
     tracking_uri: str | None = None
     out_dir: Path = Path("exports")
+    studies: list[str] = field(default_factory=list)  # --study, one per sweep in order (default: found)
 
 
 @dataclass
@@ -80,12 +81,16 @@ def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decisio
     comes back completed with it."""
     if not request.sweeps:
         raise mmsearch.MmsearchError("export needs at least one sweep")
+    if request.studies and len(request.studies) != len(request.sweeps):
+        raise mmsearch.MmsearchError(f"--study given {len(request.studies)} time(s) for {len(request.sweeps)} sweep(s): "
+                                     "give one --study per sweep, in the same order, or none")
     command = f"export {' '.join(request.sweeps)} --name {request.name}"
     cfg: ExperimentConfig | None = None
     decisions: list[Decision] = []
-    for sweep in request.sweeps:
-        found, ran_with = sweep_decisions(SweepRequest(sweep=sweep, experiment=request.experiment, data=request.data,
-                                                       overrides=dict(request.overrides), storage=request.storage), command)
+    for i, sweep in enumerate(request.sweeps):
+        found, ran_with = sweep_decisions(SweepRequest(
+            sweep=sweep, experiment=request.experiment, data=request.data, overrides=dict(request.overrides),
+            storage=request.storage, study_name=request.studies[i] if request.studies else None), command)
         if cfg is None:
             request = replace(request, experiment=ran_with.experiment or load_sweep(sweep)[0].experiment,
                               data=ran_with.data, overrides=ran_with.overrides)

@@ -150,7 +150,9 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
 
     try:
         overrides, level, repeat = spec.suggest(trial)
-        name = f"trial-{trial.number}" + (f" {spec.factor}={level} r{repeat}" if level is not None else "")
+        # The level first: the MLflow runs table cuts names short, and the level is what a row is about.
+        name = (f"{(spec.factor or 'level').rsplit('.', 1)[-1]}={level} · r{repeat} · trial {trial.number}"
+                if level is not None else f"trial {trial.number}")
         tags = {"trial": str(trial.number), "study": ctx.study_name, "sweep": spec.name}
         if level is not None:
             tags |= {"level": level, "repeat": str(repeat), spec.factor or "level": level}
