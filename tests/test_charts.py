@@ -82,3 +82,19 @@ def test_length_and_oov_data() -> None:
     assert data["histogram"] == {3: 1, 5: 2, 7: 1, 12: 1} and data["fewer_than"][6] == 3 and data["box"]["median"] == 5
     rows = oov_data([OovReport("a", 100, 7, 9, 500, []), OovReport("b", 100, 0, 0, 500, [], error="offline")])
     assert rows[0]["oov_words"] == 7 and rows[0]["available"] and not rows[1]["available"]
+
+
+def test_a_level_no_better_than_the_most_frequent_label_is_flagged_everywhere() -> None:
+    from mmsearch.report._findings import DEGENERATE, degenerate_verdict
+
+    base = {"baseline_f1": 0.5877}
+    flat = [TrialRecord(i, "COMPLETE", 0.5877, level=lv, repeat=i % 2, attrs=base) for i, lv in enumerate("aabb")]
+    bars = ablation_bars_data(flat, ["a", "b"], "a")
+    assert [b["degenerate"] for b in bars] == [True, True] and bars[0]["baseline"] == pytest.approx(0.5877)
+    verdict = degenerate_verdict(bars)
+    assert verdict is not None and verdict.outcome == DEGENERATE and "0.5877" in verdict.why
+    learned = flat[:2] + [TrialRecord(i, "COMPLETE", 0.70 + i / 100, level="b", repeat=i, attrs=base) for i in (2, 3)]
+    bars = ablation_bars_data(learned, ["a", "b"], "a")
+    assert [b["degenerate"] for b in bars] == [True, False] and degenerate_verdict(bars) is None
+    no_baseline = ablation_bars_data([TrialRecord(0, "COMPLETE", 0.1, level="a", repeat=0)], ["a"], "a")
+    assert no_baseline[0]["degenerate"] is False  # a loss metric, or trials from before: nothing to compare with

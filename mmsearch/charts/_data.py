@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 CONFIDENCE = 0.95
+DEGENERATE_MARGIN = 1e-4  # a level's mean within this of the most-frequent-label baseline learned nothing more
 
 
 @dataclass
@@ -96,8 +97,14 @@ def ablation_bars_data(trials: Sequence[TrialRecord], levels: Sequence[str], bas
         mean, std, low, high = mean_ci(values)
         diff, diff_low, diff_high = (welch_diff(values, base_values) if base_values and level != base_level
                                      else (math.nan, math.nan, math.nan))
+        baselines = [float(t.attrs["baseline_f1"]) for t in trials
+                     if t.level == level and t.state == "COMPLETE" and t.attrs.get("baseline_f1") is not None]
+        baseline = float(np.mean(baselines)) if baselines else math.nan
         out.append({
             "level": level, "values": values, "n": len(values), "mean": mean, "std": std, "ci_low": low, "ci_high": high,
+            # No better than predicting the most frequent label for every row (samples-F1 metrics only).
+            "baseline": baseline, "degenerate": bool(values) and not math.isnan(baseline)
+            and mean <= baseline + DEGENERATE_MARGIN,
             "diff": diff, "diff_low": diff_low, "diff_high": diff_high,
             "vs_base": "base" if level == base_level else (verdict(diff_low, diff_high, maximize) if base_values else "no base"),
             "failed": sum(1 for t in trials if t.level == level and t.state == "FAIL"),

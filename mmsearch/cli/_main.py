@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--ensemble", type=positive_int, default=1, metavar="N",
                         help="train N copies with seeds run.seed..run.seed+N-1 and average their probabilities (default 1)")
     export.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
+    export.add_argument("--force", action="store_true",
+                        help="export even when the best configuration is no better than predicting the most frequent "
+                             "label for every row")
     export.add_argument("--study", action="append", default=[], metavar="NAME",
                         help="the study of each sweep, in order (repeatable; default: found as `sweep status` finds it)")
     export.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
@@ -508,9 +511,15 @@ def _level_table(s: Any) -> list[str]:
         ci = "-" if math.isnan(b["ci_low"]) else f"{b['ci_low']:.4f}..{b['ci_high']:.4f}"
         vs = "base" if b["is_base"] else b["vs_base"] + (
             "" if math.isnan(b["diff_low"]) else f" ({b['diff_low']:+.4f}..{b['diff_high']:+.4f})")
-        lines.append(f"{mark} {str(b['level']):<{width}} {b['n']:>2}  {mean:<17} {ci:<17} {vs:<40} {b['failed']}")
+        flag = "  ≤ baseline" if b.get("degenerate") else ""
+        lines.append(f"{mark} {str(b['level']):<{width}} {b['n']:>2}  {mean:<17} {ci:<17} {vs:<40} {b['failed']}{flag}")
     lines.append(f"  ★ best level by mean {spec.metric} ({spec.direction}); 'better'/'worse' only when the Welch "
                  "95% interval of the difference from the base level excludes 0")
+    flat = [b for b in s.levels if b.get("degenerate")]
+    if flat:
+        lines.append(f"  ≤ baseline: {', '.join(str(b['level']) for b in flat)} score(s) no better than predicting the "
+                     f"most frequent label for every row (samples-F1 {max(b['baseline'] for b in flat):.4f}): "
+                     "learned nothing beyond the label frequencies")
     return lines
 
 
@@ -524,7 +533,7 @@ def _export(args: argparse.Namespace) -> int:
     request = ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
                             overrides=overrides, full=args.full, caption_only=args.caption_only, ensemble=args.ensemble,
                             storage=_storage(args.storage), tracking_uri=args.tracking_uri, out_dir=args.out_dir,
-                            studies=args.study)
+                            studies=args.study, force=args.force)
     result = export_model(request)
     for d in result.decisions:
         print(f"{d.key} = {d.value!r}  <- {d.describe()}, run {d.run_id}")

@@ -32,7 +32,7 @@ class Decision:
                 f"cited trial {self.trial} ({self.metric} {self.trial_score:.4f})")
 
 
-def sweep_decisions(request: SweepRequest, command: str) -> tuple[list[Decision], SweepRequest]:
+def sweep_decisions(request: SweepRequest, command: str, force: bool = False) -> tuple[list[Decision], SweepRequest]:
     """The best setting of a finished sweep: for an ablation the level with the best mean over
     repeats (its best repeat's trial is cited, and whether it is distinguishable from the base
     level is said), for a search the best trial. Also returns the request its study was run with."""
@@ -44,6 +44,11 @@ def sweep_decisions(request: SweepRequest, command: str) -> tuple[list[Decision]
         raise MmsearchError(f"sweep {spec.name!r} (study {name}) has no completed trial to export from")
     if spec.mode == "ablation":
         bar = next(b for b in s.levels if b["level"] == s.best_level)
+        if bar.get("degenerate") and not force:
+            raise MmsearchError(
+                f"sweep {spec.name!r}: its best level {s.best_level!r} scores {bar['mean']:.4f}, no better than predicting "
+                f"the most frequent label for every row ({bar['baseline']:.4f}); exporting it would register a model "
+                "that learned nothing. Pass --force to export it anyway")
         return [Decision(k, v, spec.name, name, best.number, best.attrs.get("mlflow_run_id"), float(bar["mean"]),
                          spec.metric, f"best level {s.best_level!r} (mean of {bar['n']})", float(best.value or 0),
                          versus_base(bar, spec.base))

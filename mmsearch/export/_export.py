@@ -17,6 +17,7 @@ import torch
 import yaml
 
 import mmsearch
+from mmsearch.charts import DEGENERATE_MARGIN
 from mmsearch.config import (
     STAGE_INPUTS,
     STAGE_NAMES,
@@ -57,6 +58,7 @@ class ExportRequest:
     tracking_uri: str | None = None
     out_dir: Path = Path("exports")
     studies: list[str] = field(default_factory=list)  # --study, one per sweep in order (default: found)
+    force: bool = False  # export a configuration no better than the most-frequent-label baseline
 
 
 @dataclass
@@ -90,7 +92,8 @@ def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decisio
     for i, sweep in enumerate(request.sweeps):
         found, ran_with = sweep_decisions(SweepRequest(
             sweep=sweep, experiment=request.experiment, data=request.data, overrides=dict(request.overrides),
-            storage=request.storage, study_name=request.studies[i] if request.studies else None), command)
+            storage=request.storage, study_name=request.studies[i] if request.studies else None), command,
+            force=request.force)
         if cfg is None:
             request = replace(request, experiment=ran_with.experiment or load_sweep(sweep)[0].experiment,
                               data=ran_with.data, overrides=ran_with.overrides)
@@ -133,6 +136,7 @@ def export_model(request: ExportRequest) -> ExportResult:
         members = [_train_member(cfg, dataset, i, request.ensemble, stages, tracker, run_id)
                    for i in range(request.ensemble)]
         thresholds, metrics = _combine(members, stages)
+        _refuse_degenerate(members[0].workspace, metrics, stages[-1], request.force)
         if request.full:
             members = [_refit(m, stages, tracker, run_id, i, request.ensemble) for i, m in enumerate(members)]
             cfg = members[0].workspace.cfg  # what the final model was trained with: epochs fixed, no early stopping
@@ -149,6 +153,22 @@ def export_model(request: ExportRequest) -> ExportResult:
     return ExportResult(request.name, version, run_id, f"models:/{request.name}@{ALIAS}", cfg, decisions, metrics,
                         first.workspace, first.results, folder, members,
                         base_overrides(request, decisions))
+
+
+def _refuse_degenerate(ws: Workspace, metrics: dict[str, float], last: str, force: bool) -> None:
+    """A final model no better on validation than predicting the most frequent label for every
+    row learned nothing: it is not registered as anyone's champion unless forced."""
+    from mmsearch.training import most_frequent_label_f1
+
+    baseline = most_frequent_label_f1(ws.targets[ws.split.val], ws.targets[ws.split.train])
+    score = metrics.get("ensemble/final_val_f1", metrics.get(f"{last}/final_val_f1",
+                                                             metrics.get(f"member0/{last}/final_val_f1")))
+    metrics["baseline_most_frequent_label_f1"] = baseline
+    if score is not None and score <= baseline + DEGENERATE_MARGIN and not force:
+        raise mmsearch.MmsearchError(
+            f"the exported model scores validation samples-F1 {score:.4f}, no better than predicting the most frequent "
+            f"label for every row ({baseline:.4f}): it learned nothing, so it is not registered. Pass --force to "
+            "register it anyway")
 
 
 def _member_prefix(index: int, size: int) -> str:

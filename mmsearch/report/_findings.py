@@ -22,8 +22,21 @@ from mmsearch.charts import verdict, welch_diff
 from mmsearch.errors import ConfigError
 
 FINDINGS = Path(__file__).resolve().parents[2] / "findings" / "paper.yaml"
-REPRODUCED, NOT_REPRODUCED, NOT_DISTINGUISHABLE, NOT_RUN = (
-    "reproduced", "not reproduced", "not distinguishable", "not run")
+REPRODUCED, NOT_REPRODUCED, NOT_DISTINGUISHABLE, NOT_RUN, DEGENERATE = (
+    "reproduced", "not reproduced", "not distinguishable", "not run", "degenerate")
+
+
+def degenerate_verdict(levels: list[dict[str, Any]]) -> Verdict | None:
+    """When every level that ran scores no better than predicting the most frequent label for
+    every row, the comparison between them says nothing about the factor."""
+    ran = [b for b in levels if b["n"] > 0]
+    if not ran or not all(b.get("degenerate") for b in ran):
+        return None
+    baseline = max(b["baseline"] for b in ran)
+    return Verdict(DEGENERATE, "; ".join(f"{b['level']}: {b['mean']:.4f}" for b in ran),
+                   f"every level scores no better than predicting the most frequent label for every row (samples-F1 "
+                   f"{baseline:.4f}): the models learned nothing beyond the label frequencies, so the levels cannot "
+                   "be compared (more data or epochs, or a working upstream stage)")
 
 
 @dataclass

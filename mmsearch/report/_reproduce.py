@@ -19,7 +19,7 @@ from typing import Any
 from mmsearch.charts import ablation_figure, page_html
 from mmsearch.config import request_overrides, stage_needs_images
 from mmsearch.errors import MmsearchError
-from mmsearch.report._findings import NOT_RUN, VERDICTS, Finding, Verdict, load_findings
+from mmsearch.report._findings import NOT_RUN, VERDICTS, Finding, Verdict, degenerate_verdict, load_findings
 
 log = logging.getLogger("mmsearch.report")
 
@@ -109,7 +109,8 @@ def reproduce(request: ReportRequest) -> Report:
             from mmsearch.pipeline import Workspace
 
             extra["oov"] = sweep_oov(ctx, Workspace(ctx.base, ctx.dataset), finding.tried)
-        verdict = VERDICTS.get(finding.kind)(finding, s.levels, extra)
+        verdict = (degenerate_verdict(s.levels) if finding.kind != "fewest_oov" else None) or \
+            VERDICTS.get(finding.kind)(finding, s.levels, extra)
         if verdict.outcome == NOT_RUN:
             failed = [r.attrs.get("error", "") for r in records(trials) if r.state == "FAIL" and r.level == finding.value]
             if failed:  # why the paper's own level has no result here
@@ -152,7 +153,8 @@ def verdict_table(sections: list[Section]) -> list[str]:
 
 def _render(request: ReportRequest, report: Report) -> str:
     esc = html.escape
-    colours = {"reproduced": "#2ca02c", "not reproduced": "#d62728", "not distinguishable": "#ff7f0e", "not run": "#7f7f7f"}
+    colours = {"reproduced": "#2ca02c", "not reproduced": "#d62728", "not distinguishable": "#ff7f0e", "not run": "#7f7f7f",
+               "degenerate": "#9467bd"}
     rows = "".join(
         f"<tr><td>{esc(s.finding.section)}, {esc(s.finding.figure)}</td><td>{esc(s.finding.sweep)}</td>"
         f"<td>{esc(s.finding.value)}</td><td>{esc(s.verdict.measured or '-')}</td>"

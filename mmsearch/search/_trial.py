@@ -27,7 +27,7 @@ from mmsearch.search._context import SweepContext
 from mmsearch.search._liveness import Heartbeat, ProcessIdentity
 from mmsearch.search._study import cell_key, requeue
 from mmsearch.tracking import DEFAULT_END_STATES, MlflowEpochLogger, Tracker
-from mmsearch.training import Callback, EpochLog, FitState, history_columns
+from mmsearch.training import Callback, EpochLog, FitState, history_columns, most_frequent_label_f1
 
 log = logging.getLogger("mmsearch.sweep")
 
@@ -179,6 +179,9 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
             bookkeeping = sum(v for k, v in result.fit.callback_seconds.items() if k not in ("EarlyStopping", "RestoreBest"))
             peak = peak_rss_mb()
             gpu_peak = ws.runtime.peak_memory_mb()
+            # What learning nothing but the label frequencies scores here (samples-F1): a trial no better is flagged.
+            baseline = (most_frequent_label_f1(ws.targets[ws.split.val], ws.targets[ws.split.train])
+                        if spec.metric in ("val_f1", "val_f1_tuned") else None)
             # Sections in the MLflow UI, in this order: "epoch/" (the curves, what a run's page opens on),
             # "final/" (the model the trial ended with), "trial/" (what the trial cost).
             tracker.log_metrics(run_id, {**{f"final/{k}": v for k, v in result.metrics.items()},
@@ -192,7 +195,7 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
                      "worker_peak_rss_mb": peak, "worker_pid": os.getpid(), "gpu_peak_mb": gpu_peak,
                      "device": ws.runtime.describe(), "precision": cfg.run.precision,
                      "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-                     "callback_seconds": bookkeeping, "history": history, **finals,
+                     "callback_seconds": bookkeeping, "history": history, "baseline_f1": baseline, **finals,
                      **{k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}}
             # From here until its run has ended, an interrupt waits: the trial and its run end as one.
             ending.enter_context(deferred())
