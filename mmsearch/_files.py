@@ -1,7 +1,14 @@
-"""Named YAML files (experiments/, sweeps/): a bare name or a path to a file."""
+"""Named YAML files (experiments/, sweeps/): a bare name or a path to a file.
+
+The shipped folders (``sweeps/``, ``experiments/``, ``findings/``) are the checkout's own in a
+source tree or an editable install, and a copy under ``<prefix>/share/mmsearch/`` in an installed
+wheel. A ``sweeps/`` or ``experiments/`` folder in the working directory adds to them (a file
+there of a shipped name takes its place).
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,16 +18,41 @@ import yaml
 from mmsearch.errors import ConfigError, Problem
 
 
-def named_yaml(name_or_path: str, folder: Path) -> Path:
-    """``cpu`` means ``folder/cpu.yaml``; anything that looks like a file path is used as given."""
+def bundled(name: str) -> Path:
+    """A shipped folder: the source tree's, else the installed wheel's copy."""
+    source = Path(__file__).resolve().parents[1] / name
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "mmsearch" / name
+
+
+def search_path(name: str) -> list[Path]:
+    """Where named files of a kind are looked for, first match wins: the working directory's
+    folder of that name, then the shipped one."""
+    own, shipped = Path.cwd() / name, bundled(name)
+    return [own, shipped] if own.is_dir() and own.resolve() != shipped.resolve() else [shipped]
+
+
+def named_yaml(name_or_path: str, folder: Path | Sequence[Path]) -> Path:
+    """``cpu`` means ``cpu.yaml`` in the first folder that has it; anything that looks like a
+    file path is used as given."""
     path = Path(name_or_path)
     if path.suffix in {".yaml", ".yml"} or path.exists():
         return path
-    return folder / f"{name_or_path}.yaml"
+    folders = [folder] if isinstance(folder, Path) else list(folder)
+    for f in folders:
+        if (f / f"{name_or_path}.yaml").exists():
+            return f / f"{name_or_path}.yaml"
+    return folders[-1] / f"{name_or_path}.yaml"
 
 
-def yaml_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.yaml")) if folder.exists() else []
+def yaml_files(folder: Path | Sequence[Path]) -> list[Path]:
+    """The YAML files of the folders, one per name (the first folder's wins), sorted by name."""
+    found: dict[str, Path] = {}
+    for f in [folder] if isinstance(folder, Path) else folder:
+        for path in sorted(f.glob("*.yaml")) if f.exists() else []:
+            found.setdefault(path.stem, path)
+    return [found[k] for k in sorted(found)]
 
 
 def read_mapping(path: Path, what: str, available: Sequence[str] = ()) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mmsearch._files import named_yaml, read_mapping, yaml_files
+from mmsearch._files import bundled, named_yaml, read_mapping, search_path, yaml_files
 from mmsearch._settings import problems_from
 from mmsearch.config._schema import ExperimentConfig
 from mmsearch.errors import ConfigError, Problem
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS_DIR = bundled("experiments")
 REFERENCE = "paper"  # the experiment every other profile is a deviation from
 
 
@@ -76,11 +76,11 @@ def request_overrides(sets: Iterable[str] = (), data: str | Path | None = None) 
 
 
 def experiment_path(name_or_path: str) -> Path:
-    return named_yaml(name_or_path, EXPERIMENTS_DIR)
+    return named_yaml(name_or_path, search_path("experiments"))
 
 
 def available_experiments() -> list[str]:
-    return [p.stem for p in yaml_files(EXPERIMENTS_DIR)]
+    return [p.stem for p in yaml_files(search_path("experiments"))]
 
 
 def _read(path: Path) -> dict[str, Any]:

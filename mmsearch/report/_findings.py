@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
-from mmsearch._files import read_mapping
+from mmsearch._files import bundled, read_mapping
 from mmsearch._registry import Registry
 from mmsearch._settings import Settings, problems_from
 from mmsearch.charts import verdict, welch_diff
 from mmsearch.errors import ConfigError
 
-FINDINGS = Path(__file__).resolve().parents[2] / "findings" / "paper.yaml"
+FINDINGS = bundled("findings") / "paper.yaml"
 REPRODUCED, NOT_REPRODUCED, NOT_DISTINGUISHABLE, NOT_RUN, DEGENERATE = (
     "reproduced", "not reproduced", "not distinguishable", "not run", "degenerate")
 

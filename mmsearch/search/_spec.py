@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from mmsearch._files import named_yaml, read_mapping, yaml_files
+from mmsearch._files import bundled, named_yaml, read_mapping, search_path, yaml_files
 from mmsearch._lazy import lazy_module
 from mmsearch._registry import Registry
 from mmsearch._settings import Settings, problems_from
@@ -38,7 +38,7 @@ from mmsearch.config import (
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.training._history import EPOCH_METRICS, FINAL_ONLY_METRICS
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+SWEEPS_DIR = bundled("sweeps")
 CHARTS = ("curves", "losses", "ablation", "bubble", "lengths", "oov", "importance", "parallel")
 
 
@@ -192,11 +192,11 @@ class SweepSpec(Settings):
 
 
 def sweep_path(name_or_path: str) -> Path:
-    return named_yaml(name_or_path, SWEEPS_DIR)
+    return named_yaml(name_or_path, search_path("sweeps"))
 
 
 def available_sweeps() -> list[Path]:
-    return yaml_files(SWEEPS_DIR)
+    return yaml_files(search_path("sweeps"))
 
 
 def load_sweep(name_or_path: str, experiment: str | None = None, overrides: Mapping[str, Any] | None = None

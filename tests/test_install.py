@@ -1,0 +1,82 @@
+"""A wheel (``pip install .``, not ``-e``) works on its own: its sweeps, profiles and findings are
+in it, a user's own ``sweeps/`` folder adds to them, and a sweep runs from any folder."""
+
+from __future__ import annotations
+
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _sweepproc import sets
+from conftest import PROJECT, needs_glove, needs_mobilenet, needs_nltk
+
+
+@needs_glove
+@needs_mobilenet
+@needs_nltk
+def test_a_wheel_in_a_fresh_venv_lists_shows_and_runs_the_bundled_sweeps(tmp_path: Path, small: dict,
+                                                                          speed: dict) -> None:
+    wheels = tmp_path / "wheels"
+    # From a copy of the tracked files: building in the checkout would leave build/ behind.
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (PROJECT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((PROJECT / name).read_bytes())
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(wheels), str(src)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    [wheel] = wheels.glob("mmsearch-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    target = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    # The dependencies come from this environment (nothing to download); mmsearch only from the wheel.
+    Path(target, "deps.pth").write_text("\n".join(p for p in site.getsitepackages()) + "\n")
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(venv),
+                                str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    (work / "sweeps").mkdir(parents=True)
+    (work / "sweeps" / "my-own.yaml").write_text(
+        "name: my-own\ndescription: a user's sweep\npaper: none\nstage: fusion\nmode: ablation\n"
+        "factor: fusion.dropout_p\nlevels: [0.1, 0.3]\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+
+    def mmsearch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(venv / "bin" / "mmsearch"), *args], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    where = subprocess.run([py, "-c", "import mmsearch; print(mmsearch.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(venv)), where  # the wheel's copy, not the checkout
+    listed = mmsearch("sweep", "list")
+    assert listed.returncode == 0, listed.stderr
+    for name in ("fusion-dropout-count", "cnn-backbone", "text-seq-len", "my-own"):
+        assert name in listed.stdout, listed.stdout
+    shown = mmsearch("sweep", "show", "fusion-dropout-count", "--experiment", "cpu")
+    assert shown.returncode == 0 and "dropout" in shown.stdout, shown.stderr
+    ran = mmsearch("sweep", "run", "my-own", "--experiment", "cpu", "--data", small["data.path"], *sets(speed),
+                   timeout=400)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "2/2 cells complete" in ran.stdout, ran.stdout
+    report = mmsearch("report", "--experiment", "cpu", "--data", small["data.path"], timeout=300)
+    assert report.returncode == 0 and (work / "reports" / "reproduction.html").exists(), report.stderr[-3000:]
+
+
+def test_the_shipped_folders_are_found_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    from mmsearch.config import available_experiments
+    from mmsearch.search import available_sweeps
+
+    monkeypatch.chdir(tmp_path)
+    assert {"cpu", "paper"} <= set(available_experiments())
+    assert len(available_sweeps()) >= 17
