@@ -15,6 +15,7 @@ from _sweepproc import sets
 from conftest import PROJECT, needs_glove, needs_mobilenet, needs_nltk
 
 
+@pytest.mark.slow  # builds a wheel and a venv: about 2 minutes on 2 cores
 @needs_glove
 @needs_mobilenet
 @needs_nltk
@@ -52,7 +53,8 @@ def test_a_wheel_in_a_fresh_venv_lists_shows_and_runs_the_bundled_sweeps(tmp_pat
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
 
     def mmsearch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(venv / "bin" / "mmsearch"), *args], cwd=work, env=env, capture_output=True,
+        # `python -m` of the venv: pip ran from this environment, so the script's first line names its python.
+        return subprocess.run([str(py), "-m", "mmsearch", *args], cwd=work, env=env, capture_output=True,
                               text=True, timeout=timeout)
 
     where = subprocess.run([py, "-c", "import mmsearch; print(mmsearch.__file__)"], cwd=work, env=env,
