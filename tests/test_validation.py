@@ -47,8 +47,12 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
     assert len(err.value.problems) == 4
 
 
+def _rows(n: int) -> str:
+    return "".join(f"{i}.jpg,{1 + i % 2},caption {i}\n" for i in range(n))  # the 10 rows a dataset needs at least
+
+
 def test_corrupt_image_reported_with_line(tmp_path: Path) -> None:
-    _dataset(tmp_path, "0.jpg,1,a\n1.jpg,2,b\n", images=["0.jpg", "1.jpg"])
+    _dataset(tmp_path, _rows(10), images=[f"{i}.jpg" for i in range(10)])
     (tmp_path / "data" / "1.jpg").write_bytes(b"not a jpeg at all")
     ds = Dataset.open(tmp_path)
     with pytest.raises(DataError) as err:
@@ -57,5 +61,5 @@ def test_corrupt_image_reported_with_line(tmp_path: Path) -> None:
 
 
 def test_caption_only_dataset_is_valid(tmp_path: Path) -> None:
-    ds = Dataset.open(_dataset(tmp_path, "0.jpg,1,a cat\n"))
-    assert not ds.has_images and ds.n_train == 1
+    ds = Dataset.open(_dataset(tmp_path, _rows(10)))
+    assert not ds.has_images and ds.n_train == 10
