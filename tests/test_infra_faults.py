@@ -277,6 +277,7 @@ tracker.experiment("sweep/race")
 """
 
 
+@pytest.mark.slow  # nine processes importing MLflow: about 45 s on 2 cores
 def test_processes_opening_a_fresh_sqlite_store_together_all_get_it(tmp_path: Path) -> None:
     for attempt in range(3):
         uri = f"sqlite:///{tmp_path}/store{attempt}/mlflow.db"
