@@ -120,6 +120,7 @@ def test_killed_worker_is_failed_and_its_cell_rerun_by_the_same_run(tmp_path: Pa
            note="the same run failed its trial, ended its MLflow run KILLED, re-ran the cell")
 
 
+@pytest.mark.slow  # 60-100 s on 2 cores: run by `pytest -m slow` (CI runs it)
 def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tmp_path: Path, sweep_args: list[str],
                                                                               storage: str) -> None:
     env = sweep_env(tmp_path)
@@ -152,6 +153,7 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
 
 
 @pytest.mark.parametrize("storage", ["journal"], indirect=True)
+@pytest.mark.slow  # 60-100 s on 2 cores: run by `pytest -m slow` (CI runs it)
 def test_a_worker_whose_clean_up_hangs_leaves_by_its_deadline_and_status_repairs_the_rest(
         tmp_path: Path, sweep_args: list[str], storage: str) -> None:
     env = sweep_env(tmp_path)
@@ -216,6 +218,7 @@ def _other_machine(folder: Path) -> list[str]:
 LIVENESS = ["--heartbeat", "0.3", "--grace", "2"]
 
 
+@pytest.mark.slow  # 60-100 s on 2 cores: run by `pytest -m slow` (CI runs it)
 def test_a_slow_epoch_is_alive_by_its_heartbeat(tmp_path: Path, small: dict, speed: dict, storage: str) -> None:
     """Epochs of about 3 s against a grace of 2 s: the heartbeat thread keeps the trials alive, so
     a coordinator joining from another machine fails none of them."""
@@ -239,6 +242,7 @@ def test_a_slow_epoch_is_alive_by_its_heartbeat(tmp_path: Path, small: dict, spe
            note="no live trial failed: the heartbeat thread beats every 0.3 s through each epoch")
 
 
+@pytest.mark.slow  # 60-100 s on 2 cores: run by `pytest -m slow` (CI runs it)
 def test_a_stopped_worker_is_judged_dead_elsewhere_and_discards_its_result(tmp_path: Path, sweep_args: list[str],
                                                                            storage: str) -> None:
     env = sweep_env(tmp_path)

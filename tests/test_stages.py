@@ -70,6 +70,7 @@ def test_where_a_stage_runs_is_not_part_of_its_cache_key_but_its_precision_is(tr
         assert STAGES.get(stage).features_key(bf16) != STAGES.get(stage).features_key(here)
 
 
+@pytest.mark.slow  # about 60 s on 2 cores: run by `pytest -m slow` (CI runs it)
 def test_bf16_autocast_trains_and_changes_the_arithmetic(trained: dict, small: dict) -> None:
     events: Counter[str] = Counter()
     ws = Workspace(load_experiment("cpu", {**small, "run.precision": "bf16"}), events=events)

@@ -214,6 +214,8 @@ class Reconnecting:
         self._inner, self._outage = inner, _Outage(where)
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_inner", "_outage"):  # not set yet (unpickling, copying): no recursion
+            raise AttributeError(name)
         attr = getattr(self._inner, name)
         if name.startswith("_") or not callable(attr):
             return attr
