@@ -370,7 +370,7 @@ def test_a_tracking_server_away_mid_sweep_loses_no_result_and_the_queue_is_sent_
         server = _mlflow_server(tmp_path / "server", port)
         code, out, err = finish(proc, timeout=400)
         assert code == 0 and "Traceback" not in err, err[-4000:]
-        assert "Max retries exceeded" not in err and "Retrying" not in err, err[-3000:]
+        assert "Retrying (Retry(" not in err, err[-3000:]  # no urllib3 retry warnings: queued at once
         assert err.count(f"MLflow tracking server {uri} unreachable") >= 1 and f"{uri} is back after" in err, err[-3000:]
         result = outcome(storage, [uri])
         assert_every_cell_once(result)

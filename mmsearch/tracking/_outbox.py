@@ -160,20 +160,40 @@ class Outbox:
             os.close(self._fd)
             self._fd = None
 
+    def left_behind(self) -> list[Path]:
+        """Queue files of processes that ended (a live owner holds its file's ``flock``)."""
+        out = []
+        for path in sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []:
+            if path == self.path:
+                continue
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    out.append(path)
+                except BlockingIOError:
+                    pass
+                finally:
+                    os.close(fd)  # closing drops the probe's lock
+        return out
+
     def close(self, wait_s: float = 0.0) -> None:
-        """At the end of a process: send what is queued (waiting up to ``wait_s`` for the server);
-        what cannot be sent stays on disk for the next command."""
+        """At the end of a process: send what this process and ended ones queued, waiting up to
+        ``wait_s`` for the server while anything is queued; what cannot be sent stays on disk for
+        the next command."""
         deadline = time.monotonic() + wait_s
-        while self.active:
+        while self.active or self.left_behind():
             try:
                 self._probe()
                 if self.flush():
-                    return
+                    self.send_left_behind()
+                    if not self.left_behind():
+                        return
             except Exception:
                 pass
             if time.monotonic() >= deadline:
                 break
-            time.sleep(min(PROBE_EVERY_S, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         if self.active:
             log.warning("MLflow tracking server %s still unreachable: %d write(s) stay queued in %s; the next mmsearch "
                         "command that uses this server sends them", self.uri, self._queued, self.path)

@@ -338,13 +338,10 @@ class Tracker:
         return None
 
     def close(self, wait_s: float = 0.0) -> None:
-        """Send what this process queued during an outage (waiting up to ``wait_s`` seconds for
-        the server), and what ended processes left queued."""
+        """Send what this process queued during an outage and what ended processes left queued,
+        waiting up to ``wait_s`` seconds for the server while anything is queued."""
         if self.outbox is not None:
             self.outbox.close(wait_s)
-            if not self.outbox.active:
-                with contextlib.suppress(Exception):
-                    self.outbox.send_left_behind()
 
     def running_children(self, parent_run_id: str) -> list[Any]:
         if self.outbox is not None and self.outbox.active:
