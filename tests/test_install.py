@@ -35,15 +35,17 @@ def test_a_wheel_in_a_fresh_venv_lists_shows_and_runs_the_bundled_sweeps(tmp_pat
     assert built.returncode == 0, built.stderr[-3000:]
     [wheel] = wheels.glob("mmsearch-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
     target = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True,
                             text=True, check=True).stdout.strip()
-    # The dependencies come from this environment (nothing to download); mmsearch only from the wheel.
-    Path(target, "deps.pth").write_text("\n".join(p for p in site.getsitepackages()) + "\n")
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(venv),
-                                str(wheel)], capture_output=True, text=True, timeout=300)
+    # The venv's own pip: this environment's pip with --prefix would uninstall this environment's mmsearch.
+    installed = subprocess.run([py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+                               capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-3000:]
+    # Then the dependencies, from this environment (nothing to download); mmsearch only from the wheel.
+    # After the install: pip seeing this environment's mmsearch there would uninstall it.
+    Path(target, "deps.pth").write_text("\n".join(p for p in site.getsitepackages()) + "\n")
     work = tmp_path / "elsewhere"
     (work / "sweeps").mkdir(parents=True)
     (work / "sweeps" / "my-own.yaml").write_text(
@@ -53,7 +55,7 @@ def test_a_wheel_in_a_fresh_venv_lists_shows_and_runs_the_bundled_sweeps(tmp_pat
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
 
     def mmsearch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        # `python -m` of the venv: pip ran from this environment, so the script's first line names its python.
+        # `python -m` of the venv, as its console script would run.
         return subprocess.run([str(py), "-m", "mmsearch", *args], cwd=work, env=env, capture_output=True,
                               text=True, timeout=timeout)
 
