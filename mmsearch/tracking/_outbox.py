@@ -98,9 +98,6 @@ class Outbox:
         os.fsync(self._fd)
         self._queued += 1
 
-    def resolve(self, run_id: str) -> str:
-        return self.ids.get(run_id, run_id)
-
     # -- sending -----------------------------------------------------------------------------
     def _probe_loop(self) -> None:
         while self.active:
@@ -120,17 +117,10 @@ class Outbox:
                 self.since = None
                 return True
             lines = Path(self.path).read_text().splitlines()
-            sent = 0
-            for line in lines:
-                entry = json.loads(line)
-                try:
-                    self.send(entry["op"], entry["args"])
-                except Exception as exc:
-                    if unreachable(exc):
-                        self._rewrite(lines[sent:])
-                        return False
-                    log.error("a queued MLflow write (%s) was refused: %s", entry["op"], exc)
-                sent += 1
+            sent = self._replay(lines, "this process")
+            if sent < len(lines):
+                self._rewrite(lines[sent:])
+                return False
             self._close(remove=True)
             if self.since is not None:
                 log.warning("MLflow tracking server %s is back after %.0f s: sent the %d queued write(s)", self.uri,
@@ -138,13 +128,22 @@ class Outbox:
             self.since, self._queued = None, 0
             return True
 
-    def send(self, op: str, args: dict[str, Any]) -> None:
-        if op == "create_run":
-            real = self._apply(op, args)
-            self.ids[args["queued_as"]] = real
-            return
-        args = {k: (self.resolve(v) if k == "run_id" else v) for k, v in args.items()}
-        self._apply(op, args)
+    def _replay(self, lines: list[str], source: str) -> int:
+        """Send queued writes in order; how many went before the first the server could not take
+        (a write it refused for another reason is logged and skipped). The tracker maps a queued
+        run id to the real one as it applies each write."""
+        for sent, line in enumerate(lines):
+            entry = json.loads(line)
+            try:
+                result = self._apply(entry["op"], entry["args"])
+            except Exception as exc:
+                if unreachable(exc):
+                    return sent
+                log.error("a queued MLflow write (%s) from %s was refused: %s", entry["op"], source, exc)
+                continue
+            if entry["op"] == "create_run":
+                self.ids[entry["args"]["queued_as"]] = result
+        return len(lines)
 
     def _rewrite(self, lines: list[str]) -> None:
         assert self._fd is not None
@@ -212,21 +211,12 @@ class Outbox:
                 except BlockingIOError:
                     continue  # its process lives and sends it itself
                 lines = path.read_text().splitlines()
-                done = 0
-                for line in lines:
-                    entry = json.loads(line)
-                    try:
-                        if entry["op"] != "create_run" and str(entry["args"].get("run_id", "")).startswith(QUEUED_PREFIX):
-                            entry["args"]["run_id"] = self._find_queued(entry["args"]["run_id"])
-                        self.send(entry["op"], entry["args"])
-                    except Exception as exc:
-                        if unreachable(exc):
-                            os.ftruncate(fd, 0)
-                            os.write(fd, "".join(x + "\n" for x in lines[done:]).encode())
-                            return sent
-                        log.error("a queued MLflow write (%s) from %s was refused: %s", entry["op"], path.name, exc)
-                    done += 1
-                    sent += 1
+                done = self._replay(lines, path.name)
+                sent += done
+                if done < len(lines):
+                    os.ftruncate(fd, 0)
+                    os.write(fd, "".join(x + "\n" for x in lines[done:]).encode())
+                    return sent
                 path.unlink()
             finally:
                 os.close(fd)
