@@ -90,15 +90,17 @@ def make_reserves(folders: list[Path]) -> list[Path]:
 
 
 def release_reserves() -> bool:
-    """Delete the reserve files (any process of the sweep may); True when this call freed one."""
+    """Delete the reserve files (any process of the sweep may); True when this call freed one.
+    All of them: an error says a disk is full, not always which one (a write may fail with a
+    few MB still free), and a freed reserve is also how every process learns to stop."""
     freed = False
-    names = [n for n in os.environ.get(RESERVE_ENV, "").split(os.pathsep) if n and os.path.exists(n)]
-    for name in [n for n in names if free_mb(Path(n).parent) < 1.0]:  # on the disks that are full now
+    for name in [n for n in os.environ.get(RESERVE_ENV, "").split(os.pathsep) if n and os.path.exists(n)]:
         try:
+            before = free_mb(Path(name).parent)
             os.unlink(name)
             freed = True
-            log.error("the disk holding %s is full: freed mmsearch's %d MB reserve there so the sweep can record "
-                      "its trials' ends; stopping", os.path.dirname(name), RESERVE_MB)
+            log.error("a disk is full (%s had %.1f MB free): freed mmsearch's %d MB reserve there so the sweep "
+                      "can record its trials' ends; stopping", os.path.dirname(name), before, RESERVE_MB)
         except FileNotFoundError:
             pass
         except OSError as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmsearch._disk import on_disk_full
+from mmsearch._disk import on_disk_full, reserve_used
 from mmsearch._interrupts import deferred
 from mmsearch.config import (
     ExperimentConfig,
@@ -231,10 +231,19 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
         log.debug("%s", traceback.format_exc())
         return "FAIL"
     except BaseException:
-        fail_claimed(setup, trial, "interrupted")
+        fail_claimed(setup, trial, *interrupt_reason())
         raise
     finally:
         setup.heartbeat.unwatch(trial_id)
+
+
+def interrupt_reason() -> tuple[str, str | None]:
+    """Why this process was stopped (the error and the kind of failure of the trial it held): a
+    sweep that meets a full disk stops every process of it with SIGINT, as Ctrl-C does; the
+    freed reserve tells the two apart, whichever process met the disk first."""
+    if reserve_used():
+        return "disk full: the sweep stopped when one of its processes met a full disk", "disk full"
+    return "interrupted", None
 
 
 def peak_rss_mb() -> float:

@@ -27,7 +27,7 @@ from mmsearch.search._context import SweepContext, SweepRequest, resolve
 from mmsearch.search._liveness import Heartbeat
 from mmsearch.search._spec import PRUNERS, SAMPLERS
 from mmsearch.search._study import claimable
-from mmsearch.search._trial import TrialSetup, claim_owner, fail_claimed, run_trial
+from mmsearch.search._trial import TrialSetup, claim_owner, fail_claimed, interrupt_reason, run_trial
 from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.sweep")
@@ -76,7 +76,7 @@ def claim(setup: TrialSetup) -> tuple[Any, int] | None:
                 claimed = trial, claim_owner(setup, trial)
         except BaseException:
             if claimed is not None:  # interrupted while claiming: the claim is whole, fail it
-                fail_claimed(setup, claimed[0], "interrupted")
+                fail_claimed(setup, claimed[0], *interrupt_reason())
             raise
         return claimed
 
