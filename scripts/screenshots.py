@@ -6,7 +6,7 @@
 * optuna-dashboard on the study, when it is installed.
 
     python scripts/screenshots.py fusion-dropout-count --out screens/
-    (run where the sweep ran: ./mlruns and ./optuna-journal.log, or pass --tracking-uri/--storage)
+    (run where the sweep ran: ./mlflow.db and ./optuna-journal.log, or pass --tracking-uri/--storage)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1440,1000", "--run-all-compositor-stages-before-draw",
+                  "--hide-scrollbars", "--run-all-compositor-stages-before-draw",
                   "--virtual-time-budget=40000"]
 
 
@@ -46,9 +46,12 @@ def _wait(url: str, seconds: float = 120) -> None:
     raise SystemExit(f"{url} did not answer in {seconds:.0f} s")
 
 
-def shoot(browser: str, url: str, out: Path) -> Path:
+WIDTH = 1440
+
+
+def shoot(browser: str, url: str, out: Path, height: int = 1000) -> Path:
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out}", url],
+        subprocess.run([browser, *CHROMIUM_FLAGS, f"--window-size={WIDTH},{height}", f"--user-data-dir={profile}", f"--screenshot={out}", url],
                        capture_output=True, timeout=120, check=True)
     print(f"{out}  <- {url}")
     return out
@@ -58,9 +61,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="the sweep whose experiment, runs and report to show")
     parser.add_argument("--out", type=Path, default=Path("screens"))
-    parser.add_argument("--tracking-uri", help="MLflow store (default: ./mlruns)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--storage", default="optuna-journal.log", help="the study's storage, for optuna-dashboard")
+    parser.add_argument("--model", help="a registered model whose champion version page to show too")
+    parser.add_argument("--width", type=int, default=1440, help="browser window width in px (the runs table's columns)")
     args = parser.parse_args()
+    global WIDTH
+    WIDTH = args.width
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("headless Chromium is needed: apt-get install chromium")
@@ -87,6 +94,9 @@ def main() -> None:
         shoot(browser, f"{base}/#/experiments/{experiment.experiment_id}{view}", args.out / "1-sweep-experiment.png")
         shoot(browser, f"{base}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}/model-metrics{view}",
               args.out / "2-trial-curves.png")
+        if args.model:
+            version = client.get_model_version_by_alias(args.model, "champion")
+            shoot(browser, f"{base}/#/models/{args.model}/versions/{version.version}", args.out / "7-model-version.png")
         report = Path(client.download_artifacts(parent.info.run_id, "charts/report.html", tempfile.mkdtemp()))
         shoot(browser, report.as_uri(), args.out / "3-report.png")
     finally:
@@ -100,6 +110,18 @@ def main() -> None:
         try:
             _wait(f"http://127.0.0.1:{port}/")
             shoot(browser, f"http://127.0.0.1:{port}/dashboard", args.out / "4-optuna-dashboard.png")
+            import optuna
+
+            from mmsearch.search import open_storage
+
+            storage = open_storage(args.storage).optuna
+            for summary in optuna.get_all_study_summaries(storage):
+                if summary.study_name.startswith(f"{args.sweep}@"):  # its page: the note with the level table
+                    shoot(browser, f"http://127.0.0.1:{port}/dashboard/studies/{summary._study_id}",
+                          args.out / "5-optuna-dashboard-study.png")
+                    shoot(browser, f"http://127.0.0.1:{port}/dashboard/studies/{summary._study_id}/note",
+                          args.out / "6-optuna-dashboard-note.png")  # the level table and the best-level rule
+                    break
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)

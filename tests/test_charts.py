@@ -98,3 +98,25 @@ def test_a_level_no_better_than_the_most_frequent_label_is_flagged_everywhere() 
     assert [b["degenerate"] for b in bars] == [True, False] and degenerate_verdict(bars) is None
     no_baseline = ablation_bars_data([TrialRecord(0, "COMPLETE", 0.1, level="a", repeat=0)], ["a"], "a")
     assert no_baseline[0]["degenerate"] is False  # a loss metric, or trials from before: nothing to compare with
+
+
+def test_one_rule_ranks_levels_and_breaks_ties_the_same_everywhere() -> None:
+    from mmsearch.charts import best_level, ranked_levels
+
+    def bar(level: str, mean: float, n: int, base: bool = False) -> dict:
+        return {"level": level, "mean": mean, "n": n, "is_base": base}
+
+    bars = [bar("a", 0.5, 3), bar("b", 0.7, 2), bar("c", 0.7, 3), bar("d", 0.9, 0)]
+    assert [b["level"] for b in ranked_levels(bars)] == ["c", "b", "a"]  # unmeasured d never ranks
+    assert best_level([bar("x", 0.7, 3), bar("base", 0.7, 3, base=True)]) == "base"  # a full tie keeps the base
+    assert best_level([bar("x", 0.7, 3), bar("y", 0.7, 3)]) == "x"  # then the sweep's order
+    assert best_level(bars, maximize=False) == "a"
+    # The report's verdict names the same best level as `sweep status` on a tie.
+    from mmsearch.report._findings import Finding, _best
+
+    stats = {"ci_low": 0.6, "ci_high": 0.6}
+    levels = [{**bar("2", 0.6, 2), **stats, "values": [0.6, 0.6]}, {**bar("3", 0.6, 3), **stats, "values": [0.6] * 3}]
+    finding = Finding.model_validate({"figure": "f", "section": "4", "sweep": "s", "kind": "best", "value": "2",
+                                      "tried": ["2", "3"], "metric": "val_f1", "quote": "q"})
+    verdict = _best(finding, levels, {"maximize": True})
+    assert verdict.measured.startswith("best 3") and best_level(levels) == "3", verdict

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import shutil
@@ -165,6 +166,15 @@ def test_caption_only_export_and_predict(captions: dict, tmp_path: Path) -> None
     assert "| `text.seq_len` |" in summary and "`text.seq_len` | " + str(result.config.text.seq_len) + " | text-seq-len" in summary
     outcome = predict_csv("models:/captions-model@champion", data, "test.csv", tmp_path / "p.csv")
     assert outcome.rows == 50 and outcome.samples_f1 is not None and outcome.samples_f1 > 0.5
+    # A caption-only model takes captions only: its signature, its input example and a request.
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model("models:/captions-model@champion")
+    assert model.metadata.get_input_schema().input_names() == ["ImageID", "Caption"]
+    example = model.input_example
+    assert list(example.columns) == ["ImageID", "Caption"] and len(example) == 2
+    answer = model.predict(pd.DataFrame({"ImageID": ["a.jpg"], "Caption": ["A man riding a horse."]}))
+    assert list(answer.columns) == ["ImageID", "Labels"] and answer["Labels"][0]
 
 
 def test_ensemble_export_averages_its_members(captions: dict, tmp_path: Path) -> None:
@@ -230,3 +240,103 @@ def test_export_takes_the_study_its_own_message_names(exported: dict, small: dic
     with pytest.raises(MmsearchError, match="one --study per sweep"):
         final_config(ExportRequest(sweeps=["fusion-dropout-count"], name="x", storage=exported["storage"],
                                    studies=[name, name]))
+
+
+def _readme_serving_lines() -> tuple[str, str]:
+    """The README's `mlflow models serve` line and its `curl` request, as a user copies them."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("### Serving it with `mlflow models serve`", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", "").splitlines()
+    serve = next(line for line in lines if line.startswith("mlflow models serve"))
+    curl = next(line for line in lines if line.startswith("curl "))
+    return serve.rstrip(" &"), curl
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_mlflow_models_serve_answers_the_readme_request(exported: dict, tmp_path: Path) -> None:
+    """MLflow's own server on the registered model, found in MLflow's default store (a plain
+    ``./mlflow.db`` in the folder it starts in, no tracking URI): the README's curl request with
+    an inline image, the model's own input example, image paths, and a request it must refuse."""
+    import base64
+    import time
+    import urllib.error
+    import urllib.request
+
+    import mlflow.pyfunc
+
+    serve, curl = _readme_serving_lines()
+    port = _free_port()
+    folder = tmp_path / "project"
+    folder.mkdir()
+    store = Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///"):])
+    shutil.copy(store, folder / "mlflow.db")  # the store where MLflow looks by default, artifacts where they were
+    # As in the user's activated venv: its bin/ on PATH (mlflow starts uvicorn from there).
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    args = serve.replace("models:/demo@", "models:/demo-model@").replace("-p 5001", f"-p {port}").split()
+    assert args[0] == "mlflow" and shutil.which("mlflow", path=env["PATH"]), args
+    server = subprocess.Popen([shutil.which("mlflow", path=env["PATH"]), *args[1:]], cwd=folder, env=env,
+                              start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert server.poll() is None, server.stdout.read()[-4000:] if server.stdout else ""
+            try:
+                if urllib.request.urlopen(url + "/ping", timeout=5).status == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert time.time() < deadline, "mlflow models serve did not answer /ping within 180 s"
+            time.sleep(1)
+        ws = exported["result"].workspace
+        frame = _test_frame(ws, 3)
+        local = mlflow.pyfunc.load_model("models:/demo-model@champion")
+        expected = local.predict(frame)  # by path, in this process
+        # The README's request, word for word but for the port and the image.
+        image, caption, image_id = frame[IMAGE_COLUMN][0], frame["Caption"][0], frame["ImageID"][0]
+        request = (curl.replace("5001", str(port)).replace('"0.jpg"', json.dumps(image_id))
+                   .replace('"A man riding a horse on a beach."', json.dumps(caption)))
+        proc = subprocess.run(["bash", "-c", f"IMAGE={image}\n{request}"], capture_output=True, text=True, timeout=60)
+        answer = json.loads(proc.stdout)
+        assert answer == {"predictions": [{"ImageID": image_id, "Labels": expected["Labels"][0]}]}, (answer, proc.stderr)
+
+        def post(body: dict) -> tuple[int, dict]:
+            req = urllib.request.Request(url + "/invocations", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        # Inline images for every row equal the predictions by path.
+        inline = frame.drop(columns=[IMAGE_COLUMN]).assign(
+            image_base64=[base64.b64encode(Path(p).read_bytes()).decode() for p in frame[IMAGE_COLUMN]])
+        status, body = post({"dataframe_split": inline.to_dict(orient="split", index=False)})
+        assert status == 200 and [p["Labels"] for p in body["predictions"]] == list(expected["Labels"]), body
+        status, body = post({"dataframe_split": frame.to_dict(orient="split", index=False)})
+        assert status == 200 and [p["Labels"] for p in body["predictions"]] == list(expected["Labels"]), body
+        # The input example the model carries is a request the server answers.
+        example_dir = mlflow.artifacts.download_artifacts("models:/demo-model@champion", dst_path=str(tmp_path / "m"))
+        example = json.loads((Path(example_dir) / "serving_input_example.json").read_text())
+        status, body = post(example)
+        assert status == 200 and len(body["predictions"]) == 2 and all(p["Labels"] for p in body["predictions"]), body
+        # No image at all: refused with the row named and what to send.
+        status, body = post({"dataframe_split": {"columns": ["ImageID", "Caption"], "data": [["x.jpg", "a dog"]]}})
+        assert status == 400 and "image_base64" in body["message"] and "image_path" in body["message"], body
+        status, body = post({"dataframe_split": {"columns": ["ImageID", "Caption", "image_base64"],
+                                                 "data": [["x.jpg", "a dog", "bm90IGFuIGltYWdl"]]}})
+        assert status == 400 and "x.jpg" in body["message"] and "cannot decode" in body["message"], body
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, 15)
+        server.wait(30)

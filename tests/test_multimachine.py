@@ -9,6 +9,7 @@ machines have). Images cannot be pulled here, so the compose client only validat
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,7 +28,8 @@ from conftest import needs_glove, needs_mobilenet, needs_nltk
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV = {"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "", "MLFLOW_ADMIN_USERNAME": "admin",
-       "MLFLOW_ADMIN_PASSWORD": "a-long-admin-password", "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key-0123456789"}
+       "MLFLOW_ADMIN_PASSWORD": "a-long-admin-password", "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key-0123456789",
+       "MLFLOW_WORKER_USERNAME": "mmsearch-worker", "MLFLOW_WORKER_PASSWORD": "a-worker-password"}
 
 
 def compose(values: dict[str, str]) -> dict[str, Any]:
@@ -107,7 +109,19 @@ def test_three_machines_share_one_study_behind_an_authenticated_server(tmp_path:
             assert requests.post(probe, json={"max_results": 1}, timeout=10, auth=("admin", "wrong")).status_code == 401
             assert requests.post(probe, json={"max_results": 1}, timeout=10, auth=auth).status_code == 200
 
+            # The workers' own account, made by the compose file's one-shot service (twice: it is idempotent).
+            users = services["mlflow-users"]
+            users_env = {**os.environ, **{k: _localise(str(v), subs) for k, v in users["environment"].items()}}
+            script = _localise(" ".join(users["command"]), {"/create_worker_user.py": str(ROOT / "deploy" / "create_worker_user.py")})
+            for _ in range(2):
+                made = subprocess.run([sys.executable, *script.split()[1:]], env=users_env, capture_output=True,
+                                      text=True, timeout=120)
+                assert made.returncode == 0, made.stderr[-3000:]
             worker = services["worker"]
+            assert worker["environment"]["MLFLOW_TRACKING_PASSWORD"] == ENV["MLFLOW_WORKER_PASSWORD"]
+            assert ENV["MLFLOW_ADMIN_PASSWORD"] not in json.dumps(worker["environment"])  # workers never hold it
+            worker_auth = (ENV["MLFLOW_WORKER_USERNAME"], ENV["MLFLOW_WORKER_PASSWORD"])
+            assert requests.post(probe, json={"max_results": 1}, timeout=10, auth=worker_auth).status_code == 200
             replicas = worker["deploy"]["replicas"]
             assert replicas == 3
             speed = {"data.image_size": 32, "image.optim.epochs": 5, "text.optim.epochs": 4, "fusion.optim.epochs": 15,

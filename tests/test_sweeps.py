@@ -1,3 +1,6 @@
+import csv
+import io
+import json
 import os
 from collections import Counter
 from dataclasses import replace
@@ -81,6 +84,23 @@ def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> N
     html = Path(tracker.client.download_artifacts(summary.parent_run_id, "charts/report.html", str(tmp_path))).read_text()
     assert len(html) > 1_000_000 and "<script src=\"https://cdn.plot.ly" not in html and "Ablation" in html
     assert tracker.client.get_run(summary.parent_run_id).info.status == "FINISHED"
+    # What the MLflow UI shows without opening a run: the level table above the runs table, the
+    # dataset in the Dataset column of every run, the table as the parent's levels.csv.
+    described = tracker.client.get_experiment(summary.experiment_id).tags["mlflow.note.content"]
+    assert "| dropout_count | n | mean ± std |" in described and f"**{summary.best_level}** ★" in described
+    for run in [tracker.client.get_run(summary.parent_run_id), tracker.client.get_run(children[0].info.run_id)]:
+        (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+        assert dataset.name == Path(small["data.path"]).name and json.loads(dataset.profile)["train_rows"] > 0
+    table = Path(tracker.client.download_artifacts(summary.parent_run_id, "levels.csv", str(tmp_path))).read_text()
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert [r["level"] for r in rows] == [str(b["level"]) for b in summary.levels] and all(r["n"] == "3" for r in rows)
+    assert [r["level"] for r in rows if r["is_best"] == "True"] == [summary.best_level]
+    # optuna-dashboard's study note says the best level (its own "Best Trial" is one trial).
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(str(tmp_path / "journal.log")).optuna)
+    note = get_note_from_system_attrs(study.system_attrs, None)["body"]
+    assert f"**{summary.best_level}** ★" in note and "Best Trial" in note
 
 
 def test_interrupted_sweep_resumes_only_missing_cells(tmp_path: Path, small: dict) -> None:

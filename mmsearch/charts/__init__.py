@@ -10,6 +10,7 @@ from mmsearch.charts._data import (
     length_data,
     mean_ci,
     oov_data,
+    ranked_levels,
     verdict,
     welch_diff,
 )
@@ -26,6 +27,6 @@ from mmsearch.charts._plot import (
 
 __all__ = [
     "DEGENERATE_MARGIN", "TrialRecord", "ablation_bars_data", "best_level", "bubble_data", "curves_data", "length_data",
-    "mean_ci", "oov_data", "verdict", "welch_diff", "ablation_figure", "bubble_figure", "curves_figure",
+    "mean_ci", "oov_data", "ranked_levels", "verdict", "welch_diff", "ablation_figure", "bubble_figure", "curves_figure",
     "history_figure", "length_figure", "oov_figure", "page_html", "report_html",
 ]

@@ -116,12 +116,19 @@ def ablation_bars_data(trials: Sequence[TrialRecord], levels: Sequence[str], bas
     return out
 
 
+def ranked_levels(bars: Sequence[Mapping[str, Any]], maximize: bool = True) -> list[Mapping[str, Any]]:
+    """Measured levels, best first, by the one rule every screen uses (``sweep status``, the
+    charts, the report, export, the MLflow parent run and the study's attributes): the better
+    mean; on a tie, more completed repeats; then the base level; then the sweep's own order."""
+    sign = 1.0 if maximize else -1.0
+    measured = [(i, b) for i, b in enumerate(bars) if b["n"] > 0]
+    measured.sort(key=lambda ib: (-sign * ib[1]["mean"], -ib[1]["n"], not ib[1].get("is_base", False), ib[0]))
+    return [b for _, b in measured]
+
+
 def best_level(bars: Sequence[Mapping[str, Any]], maximize: bool = True) -> str | None:
-    candidates = [b for b in bars if b["n"] > 0]
-    if not candidates:
-        return None
-    key = (lambda b: b["mean"]) if maximize else (lambda b: -b["mean"])
-    return str(max(candidates, key=key)["level"])
+    ranked = ranked_levels(bars, maximize)
+    return str(ranked[0]["level"]) if ranked else None
 
 
 def curves_data(trials: Sequence[TrialRecord], factor: str | None = None, metric: str | None = None

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stage", choices=[*STAGE_NAMES, "all"], default="all",
                        help="the stage to train; its upstream stages come from the cache or train first "
                             "(default: all, one after the other)")
-    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
+    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
 
     config = _cmd(sub, "config", "Print an experiment's resolved settings, each with its documentation.",
                   "mmsearch config cpu --set text.seq_len=12", _config)
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--storage", help="Optuna storage: a journal file (default ./optuna-journal.log), "
                                          "postgresql://... or redis://...")
         p.add_argument("--study", help="study name (default: derived from sweep, experiment, config and data)")
-        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
         p.add_argument("--grace", type=positive_seconds, default=None, metavar="SECONDS",
                        help="a running trial silent this long is judged dead (default 600)")
         if name == "run":
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "label for every row")
     export.add_argument("--study", action="append", default=[], metavar="NAME",
                         help="the study of each sweep, in order (repeatable; default: found as `sweep status` finds it)")
-    export.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
+    export.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
     export.add_argument("--out-dir", type=Path, default=Path("exports"), help="where config.yaml and summary.md go")
 
     predict = _cmd(sub, "predict", "Predict a Kaggle-format CSV (ImageID,Labels) with a registered or logged model.",
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, type=Path, help="dataset folder (images under data/)")
     predict.add_argument("--csv", default="test.csv", help="CSV inside --data with ImageID,Caption (default test.csv)")
     predict.add_argument("--out", required=True, type=Path, help="output CSV")
-    predict.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: ./mlruns)")
+    predict.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
 
     report = _cmd(sub, "report", "Reproduce the paper: each finding beside what the sweeps measured, with a verdict, "
                   "in one HTML page (also logged to MLflow).", "mmsearch report --experiment cpu --out reports/reproduction.html",
@@ -189,16 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--experiment", help="the profile the studies ran with (default: each sweep's only study)")
     _data_options(report)
     report.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
-    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlruns)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
     report.add_argument("--out", type=Path, default=Path("reports/reproduction.html"),
                         help="where the page goes (default reports/reproduction.html; the command prints where)")
     report.add_argument("--markdown", action="store_true", help="also print the verdict table as Markdown")
 
-    ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlruns); stopping it stops the server.",
+    ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlflow.db, as `mlflow ui` would); stopping it stops the server.",
               "mmsearch ui --port 5000", _ui)
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=port, default=5000, help="port, 1..65535 (default 5000)")
-    ui.add_argument("--tracking-uri", help="MLflow store to serve (default: ./mlruns)")
+    ui.add_argument("--tracking-uri", help="MLflow store to serve (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
     cache = _cmd(sub, "cache", "Show what the cache holds (decoded images, features, stage weights, ...) and prune it.",
                  "mmsearch cache prune --kind stages --unused-days 14", _cache)
     csub = cache.add_subparsers(dest="cache_command", parser_class=_Parser)

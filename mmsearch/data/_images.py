@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -25,8 +26,9 @@ log = logging.getLogger("mmsearch.data")
 ARRAY_FILE = "pixels.u8"
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """RGB uint8 size x size x 3, resized as the training cache and serving both do. A JPEG is
+def decode_image(path: Path | IO[bytes], size: int) -> np.ndarray:
+    """RGB uint8 size x size x 3, resized as the training cache and serving both do (from a file,
+    or an open binary stream: a served request's inline image). A JPEG is
     decoded in draft mode: its decoder scales by 1/2, 1/4 or 1/8 while decoding (never below
     ``size``), a fraction of the work of a full decode at COCO's ~640 px before the resize."""
     with Image.open(path) as img:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import shutil
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
@@ -35,9 +38,9 @@ from mmsearch.export._best import Decision, sweep_decisions
 from mmsearch.pipeline import STAGES, StageResult, Workspace, run_stage
 from mmsearch.search import SweepRequest, load_sweep
 from mmsearch.search._liveness import ProcessIdentity
-from mmsearch.serving import BUNDLE_FILE, NEEDS_IMAGES
+from mmsearch.serving import BUNDLE_FILE, IMAGE_COLUMN, IMAGE_DATA_COLUMN, NEEDS_IMAGES
 from mmsearch.tracking import OWNER_TAG, MlflowEpochLogger, Tracker, end_abandoned_exports
-from mmsearch.training import validation_scores
+from mmsearch.training import EpochProgress, validation_scores
 
 log = logging.getLogger("mmsearch.export")
 ALIAS = "champion"
@@ -118,6 +121,7 @@ def export_model(request: ExportRequest) -> ExportResult:
     if request.ensemble < 1:
         raise mmsearch.MmsearchError(f"--ensemble must be 1 or more, got {request.ensemble}")
     cfg, decisions, request = final_config(request)
+    cfg = _foreground_threads(cfg)
     dataset = Workspace(cfg).dataset
     stages = [s for s in STAGE_NAMES if not stage_needs_images(s)] if request.caption_only or not dataset.has_images \
         else list(STAGE_NAMES)
@@ -144,15 +148,31 @@ def export_model(request: ExportRequest) -> ExportResult:
         with tempfile.TemporaryDirectory() as tmp:
             bundle = write_bundle(Path(tmp) / "bundle", members, stages, thresholds)
             model_dir = Path(tmp) / "model"
-            save_pyfunc(model_dir, bundle, "image" in stages)
+            save_pyfunc(model_dir, bundle, "image" in stages,
+                        input_example(dataset, "image" in stages, cfg.data.image_size))
             tracker.client.log_artifacts(run_id, str(model_dir), "model")
         artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
-    version = register(tracker, request.name, f"{artifact_uri}/model", run_id, request.sweeps, decisions)
+    version = register(tracker, request.name, f"{artifact_uri}/model", run_id, request.sweeps, decisions, metrics)
     folder = write_summary(request, cfg, decisions, metrics, version, run_id)
     first = members[0]
     return ExportResult(request.name, version, run_id, f"models:/{request.name}@{ALIAS}", cfg, decisions, metrics,
                         first.workspace, first.results, folder, members,
                         base_overrides(request, decisions))
+
+
+def _foreground_threads(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``run.threads`` as given, else the CPUs other processes leave idle (said when that is fewer
+    than all): what a sweep worker gets is its share of the CPUs, never all of a busy machine."""
+    if cfg.run.threads:
+        return cfg
+    from mmsearch.runtime import idle_cpu_threads
+
+    threads, cpus, load = idle_cpu_threads()
+    if threads < cpus:
+        log.warning("%d of %d CPUs are busy (load average %.1f): training with %d thread(s); --set run.threads=N "
+                    "to choose", cpus - threads, cpus, load, threads)
+    # Where it runs, not what it is: run.threads is a placement field, so the model and its caches are the same.
+    return with_overrides(cfg, {"run.threads": threads}, where="export threads")
 
 
 def _refuse_degenerate(ws: Workspace, metrics: dict[str, float], last: str, force: bool) -> None:
@@ -181,9 +201,16 @@ def _train_member(cfg: ExperimentConfig, dataset: Dataset, index: int, size: int
         cfg = with_overrides(cfg, {"run.seed": cfg.run.seed + index}, where=f"ensemble member {index}")
     ws = Workspace(cfg, dataset)
     prefix = _member_prefix(index, size)
-    results = {s: run_stage(ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")], reuse=s in _feeding(stages))
+    results = {s: run_stage(ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/"),
+                                    _progress(ws, s, f"member {index + 1}/{size}" if size > 1 else "")],
+                            reuse=s in _feeding(stages))
                for s in stages}
     return Member(ws, results, results[stages[-1]].fit.thresholds)
+
+
+def _progress(ws: Workspace, stage: str, which: str) -> EpochProgress:
+    epochs = getattr(ws.cfg, stage).optim.epochs
+    return EpochProgress(f"export {stage}" + (f" ({which})" if which else ""), epochs)
 
 
 def _feeding(stages: Sequence[str]) -> set[str]:
@@ -220,7 +247,9 @@ def _refit(member: Member, stages: Sequence[str], tracker: Tracker, run_id: str,
     full_cfg = with_overrides(member.workspace.cfg, overrides, where="--full refit")
     full_ws = Workspace(full_cfg, member.workspace.dataset, refit=True)
     prefix = f"full/{_member_prefix(index, size)}"
-    refit = {s: run_stage(full_ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/")], reuse=s in _feeding(stages))
+    refit = {s: run_stage(full_ws, s, [MlflowEpochLogger(tracker, run_id, f"{prefix}{s}/"),
+                                       _progress(full_ws, s, "full refit" + (f" {index + 1}/{size}" if size > 1 else ""))],
+                          reuse=s in _feeding(stages))
              for s in stages}
     return Member(full_ws, refit, member.thresholds)
 
@@ -268,12 +297,32 @@ def _signature(needs_images: bool) -> Any:
     from mlflow.types import ColSpec, Schema
 
     inputs = [ColSpec("string", "ImageID"), ColSpec("string", "Caption")]
-    if needs_images:
-        inputs.append(ColSpec("string", "image_path"))
+    if needs_images:  # one of the two per row (the predictor says which row lacks both)
+        inputs += [ColSpec("string", IMAGE_COLUMN, required=False), ColSpec("string", IMAGE_DATA_COLUMN, required=False)]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", "ImageID"), ColSpec("string", "Labels")]))
 
 
-def save_pyfunc(model_dir: Path, bundle: Path, needs_images: bool) -> None:
+def input_example(dataset: Dataset, needs_images: bool, image_size: int, rows: int = 2) -> pd.DataFrame:
+    """Real rows for the model's input example (what ``mlflow models serve`` users copy): images
+    inline, as a client on another machine sends them, as JPEGs at the model's own input size."""
+    first = dataset.test if dataset.n_test else dataset.train
+    ids, captions = list(first.image_ids[:rows]), list(first.captions[:rows])
+    example = {"ImageID": ids, "Caption": captions}
+    if needs_images:
+        example[IMAGE_DATA_COLUMN] = [_jpeg_base64(dataset.image_path(i), image_size) for i in ids]
+    return pd.DataFrame(example)
+
+
+def _jpeg_base64(path: Path, size: int) -> str:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        out = io.BytesIO()
+        img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR).save(out, "JPEG", quality=90)
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def save_pyfunc(model_dir: Path, bundle: Path, needs_images: bool, example: pd.DataFrame | None = None) -> None:
     import mlflow.pyfunc
 
     from mmsearch.serving import model_code
@@ -282,18 +331,28 @@ def save_pyfunc(model_dir: Path, bundle: Path, needs_images: bool) -> None:
     # pinned requirements, not an mmsearch install; inference imports no training module.
     mlflow.pyfunc.save_model(str(model_dir), python_model=model_code.__file__, artifacts={"bundle": str(bundle)},
                              code_paths=[str(Path(mmsearch.__file__).parent)], pip_requirements=_requirements(),
-                             signature=_signature(needs_images), metadata={NEEDS_IMAGES: needs_images})
+                             signature=_signature(needs_images), input_example=example,
+                             metadata={NEEDS_IMAGES: needs_images})
 
 
 def register(tracker: Tracker, name: str, source: str, run_id: str, sweeps: Sequence[str],
-             decisions: Sequence[Decision]) -> str:
+             decisions: Sequence[Decision], metrics: dict[str, float] | None = None) -> str:
+    """A new version of ``name`` from the export run's model, aliased champion. The version
+    carries what a registry page should answer without opening the run: where it came from (the
+    sweeps and each decision) and how it scored (validation metrics as tags and in its text)."""
     client = tracker.client
     try:
         client.get_registered_model(name)
     except Exception:
         client.create_registered_model(name, description="mmsearch final model")
-    tags = {"sweeps": ",".join(sweeps), **{f"decided.{d.key}": f"{d.value}: {d.describe()}" for d in decisions}}
-    version = client.create_model_version(name, source, run_id=run_id, tags=tags)
+    headline = {k: v for k, v in (metrics or {}).items() if k.rsplit("/", 1)[-1].startswith("final_val_f1")
+                or k == "baseline_most_frequent_label_f1"}
+    tags = {"sweeps": ",".join(sweeps), **{f"decided.{d.key}": f"{d.value}: {d.describe()}" for d in decisions},
+            **{f"metric.{k}": f"{v:.4f}" for k, v in headline.items()}}
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in headline.items())
+    description = (f"From sweep(s) {', '.join(sweeps) or '(none: the paper defaults)'}; validation {scores or '-'}. "
+                   + " ".join(f"{d.key}={d.value} ({d.describe()})." for d in decisions))
+    version = client.create_model_version(name, source, run_id=run_id, tags=tags, description=description[:5000])
     client.set_registered_model_alias(name, ALIAS, version.version)
     return str(version.version)
 

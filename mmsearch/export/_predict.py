@@ -72,7 +72,10 @@ def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path, tracking_u
         frame[IMAGE_COLUMN] = [str(data / "data" / i) for i in table.image_ids]
     try:
         predicted = model.predict(frame)
-    except InputError as exc:  # the model's own checks (empty caption, missing or undecodable image): name the line
+    except Exception as raised:  # the model's own checks (empty caption, missing or undecodable image): name the line
+        exc = raised if isinstance(raised, InputError) else raised.__cause__  # the pyfunc wraps it for MLflow's server
+        if not isinstance(exc, InputError):
+            raise
         located = [Problem(f"{path}:{table.lines[row]}", p.message) for row, p in zip(exc.rows, exc.problems)]
         raise InputError(f"{path}: rows the model cannot predict", located or exc.problems) from None
     labels = [[int(x) for x in s.split()] for s in predicted["Labels"]]

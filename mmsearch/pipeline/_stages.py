@@ -147,10 +147,19 @@ def run_stage(ws: Workspace, stage: str, callbacks: Sequence[Callback] = (), reu
     if reuse:
         result = cached_result(ws, owner)
         if result is not None:
-            state = FitState(result.model)
+            # The callbacks see the recorded fit as they would have seen it live: start, each epoch
+            # with the best so far, end (where the MLflow logger writes what it still holds).
+            state = FitState(result.model, replayed=True)
+            for cb in callbacks:
+                cb.on_fit_start(state)
             for entry in result.fit.history:
+                state.history.append(entry)
+                if entry.val_f1 > state.best_f1:
+                    state.best_f1, state.best_epoch = entry.val_f1, entry.epoch
                 for cb in callbacks:
                     cb.on_epoch_end(state, entry)
+            for cb in callbacks:
+                cb.on_fit_end(state)
             return result
     return owner.train(ws, callbacks)
 

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 from mmsearch._files import bundled, read_mapping
 from mmsearch._registry import Registry
 from mmsearch._settings import Settings, problems_from
-from mmsearch.charts import verdict, welch_diff
+from mmsearch.charts import ranked_levels, verdict, welch_diff
 from mmsearch.errors import ConfigError
 
 FINDINGS = bundled("findings") / "paper.yaml"
@@ -98,12 +98,11 @@ def _best(f: Finding, levels: list[dict[str, Any]], extra: dict[str, Any]) -> Ve
     if chosen["n"] == 0 or len(ran) < 2:
         return Verdict(NOT_RUN, "", f"no completed trial of level {f.value}" if chosen["n"] == 0
                        else "fewer than two levels completed")
-    sign = 1 if extra["maximize"] else -1
-    others = sorted((b for b in ran if b is not chosen), key=lambda b: -sign * b["mean"])
-    rival = others[0]  # the best of the other levels
+    ranked = ranked_levels(ran, extra["maximize"])  # the rule `sweep status` and export use
+    rival = next(b for b in ranked if b is not chosen)  # the best of the other levels
     diff, low, high = welch_diff(chosen["values"], rival["values"])
     seen = verdict(low, high, extra["maximize"])
-    best = chosen if sign * chosen["mean"] >= sign * rival["mean"] else rival
+    best = ranked[0]
     measured = f"best {_fmt(best)}" + ("" if best is chosen else f"; paper's {_fmt(chosen)}")
     interval = "no interval: one repeat" if math.isnan(low) else f"95% CI {low:+.4f}..{high:+.4f}"
     if seen == "better":

@@ -56,3 +56,16 @@ def visible_gpus(environ: dict[str, str] | os._Environ[str] = os.environ) -> lis
         return [str(i) for i, line in enumerate(x for x in listing.splitlines() if x.startswith("GPU "))]
     return []
 
+
+
+def idle_cpu_threads() -> tuple[int, int, float]:
+    """(threads to train with, CPUs this process may use, 1-minute load average) for a process
+    training in the foreground with ``run.threads`` unset: the CPUs that other processes leave
+    idle. torch's default takes every core even when a sweep already keeps them busy, and
+    OpenMP threads competing for cores slow each epoch several times over."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform: assume idle
+        load = 0.0
+    return max(1, min(cpus, cpus - int(load + 0.5))), cpus, load

@@ -52,7 +52,8 @@ from mmsearch.search._study import (
     SweepStudy,
     cells_of,
 )
-from mmsearch.search._summary import SweepSummary, log_report, progress_line, summarize
+from mmsearch.search._summary import SweepSummary, describe_sweep, log_report, progress_line, summarize
+from mmsearch.search._trial import log_dataset
 from mmsearch.search._worker import EXIT_CUDA_ERROR, EXIT_DISK_FULL, WorkerArgs, load_study, spawn, warm_workers
 from mmsearch.tracking import DEFAULT_DIR, Tracker
 
@@ -153,7 +154,7 @@ class Coordinator:
             self.record = {"owner": ProcessIdentity.current().attr(), "state": "running", "started": time.time(),
                            "beat": time.time()}
             study.set_user_attr(COORDINATOR_PREFIX + self.token, dict(self.record))
-            self.experiment_id = self.tracker.experiment(f"sweep/{spec.name}", _describe(ctx))
+            self.experiment_id = self.tracker.experiment(f"sweep/{spec.name}", describe_sweep(ctx))
             self.parent = self._open_parent()
             keeper.repair()
             keeper.end_stray_runs(self.parent)
@@ -209,6 +210,7 @@ class Coordinator:
             tracker.log_params(parent, {"sweep.stage": spec.stage, "sweep.mode": spec.mode, "sweep.factor": spec.factor,
                                         "sweep.size": spec.size, "sweep.metric": spec.metric,
                                         **flatten(to_dict(self.ctx.base))})
+            log_dataset(tracker, parent, self.ctx.dataset)
             tracker.log_text(parent, dump_yaml(self.ctx.base), "base_config.yaml")
             tracker.log_text(parent, spec.path.read_text(), "sweep.yaml")
             return parent
@@ -431,10 +433,3 @@ def _waiting_on(running: list[Any]) -> list[str]:
 
 class _WorkerDiskFull(Exception):
     """A worker (or the upstream job) exited because the disk is full."""
-
-
-def _describe(ctx: SweepContext) -> str:
-    spec = ctx.spec
-    what = (f"factor `{spec.factor}`, levels {', '.join(spec.labels)} x {spec.repeats} repeats"
-            if spec.mode == "ablation" else f"search over {', '.join(spec.space)} ({spec.n_trials} trials)")
-    return f"{spec.description}. Paper {spec.paper}. {what}; metric {spec.metric}."

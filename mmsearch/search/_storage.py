@@ -118,8 +118,13 @@ def _journal(url: str) -> StudyStorage:
             raise StorageError(f"--storage {url}: cannot create the journal file {path} ({exc.strerror}); "
                                "give a path on an ordinary writable disk") from None
 
+    # One lock file per study (studies in one journal do not wait for each other), all in one
+    # hidden folder beside the journal rather than one more file in the user's folder per study.
+    locks = path.with_name(f".{path.name}.locks")
+
     def lock(study_name: str) -> FileLock:
-        return FileLock(str(path.with_name(f"{path.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock")))
+        locks.mkdir(exist_ok=True)
+        return FileLock(str(locks / f"{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"))
 
     return StudyStorage(str(path), "journal", JournalStorage(SafeJournalFile(str(path))), lock)
 

@@ -249,6 +249,15 @@ def level_metrics(summary: SweepSummary) -> dict[str, float]:
     return out
 
 
+def describe_sweep(ctx: SweepContext) -> str:
+    """The experiment's description: what the sweep varies, from which figure, by which metric."""
+    spec = ctx.spec
+    what = (f"factor `{spec.factor}`, levels {', '.join(spec.labels)} x {spec.repeats} repeats"
+            if spec.mode == "ablation" else f"search over {', '.join(spec.space)} ({spec.n_trials} trials)")
+    return f"{spec.description}. Paper {spec.paper}. {what}; metric {spec.metric}."
+
+
+
 def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary: SweepSummary) -> None:
     """The sweep's charts, their data and per-level statistics on its MLflow parent run."""
     figures, data = sweep_charts(ctx, study, records(study.get_trials(deepcopy=False)))
@@ -260,4 +269,82 @@ def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary
         metrics[f"best_{ctx.spec.metric}"] = summary.best_value
     tracker.log_metrics(parent, metrics)
     tracker.set_tags(parent, {"best_level": summary.best_level or "",
-                              "best_params": json.dumps(summary.best_params, default=str)})
+                              "best_params": json.dumps(summary.best_params, default=str),
+                              "mlflow.runName": parent_run_name(ctx, summary)})
+    if summary.levels:
+        tracker.log_text(parent, level_csv(summary), "levels.csv")
+        if summary.experiment_id:
+            # The answer on the first line: the description shows one line until expanded.
+            tracker.describe_experiment(summary.experiment_id,
+                                        f"{best_markdown(summary)}\n\n{describe_sweep(ctx)}\n\n{level_markdown(summary)}")
+        dashboard_note(study, ctx, summary)
+
+
+def dashboard_note(study: Any, ctx: SweepContext, summary: SweepSummary) -> None:
+    """The level table as the study's note in optuna-dashboard (when installed): the dashboard's
+    "Best Trial" is the single best trial, not the best level, which is a mean over repeats."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return
+    save_note(study, f"## {ctx.spec.name}\n\n{describe_sweep(ctx)}\n\n{level_markdown(summary)}\n\n"
+                     f"The dashboard's *Best Trial* is the one best trial; the best **level** above is the best mean "
+                     f"{ctx.spec.metric} over its repeats (ties: more repeats, then the base level), as "
+                     f"`mmsearch sweep status {ctx.spec.name}`, the report and `export` decide it.")
+
+
+def parent_run_name(ctx: SweepContext, summary: SweepSummary) -> str:
+    """The answer first, in the one column the MLflow runs table always shows (the parent row is
+    collapsed, metric columns off to the right): ``★ dropout_count=2 (val_f1 0.7752) · STUDY``."""
+    spec = summary.spec
+    if summary.best_value is None:
+        return ctx.study_name
+    if summary.best_level is not None:
+        best = f"{(spec.factor or 'level').rsplit('.', 1)[-1]}={summary.best_level}"
+    else:
+        best = f"trial {summary.best_trial.number}" if summary.best_trial is not None else "best"
+    return f"★ {best} ({spec.metric} {summary.best_value:.4f}) · {ctx.study_name}"
+
+
+def level_csv(summary: SweepSummary) -> str:
+    """Each level's statistics as a table (the parent run's ``levels.csv``)."""
+    columns = ["level", "n", "mean", "std", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "vs_base", "is_base",
+               "is_best", "degenerate", "failed"]
+    rows = [",".join(columns)]
+    for b in summary.levels:
+        cells = [b.get(c, "") for c in columns]
+        rows.append(",".join("" if isinstance(v, float) and math.isnan(v) else
+                             (f"{v:.6f}" if isinstance(v, float) else _csv_cell(str(v))) for v in cells))
+    return "\n".join(rows) + "\n"
+
+
+def _csv_cell(value: str) -> str:
+    return f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\n') else value
+
+
+def best_markdown(summary: SweepSummary) -> str:
+    """``**Best dropout_count: 2**: mean val_f1 0.7752 (95% CI …, n=3), not distinguishable from the base level 1 (…)``."""
+    spec = summary.spec
+    bar = next((b for b in summary.levels if b["level"] == summary.best_level), None)
+    if bar is None:
+        return f"No level of {spec.name} has a complete trial yet."
+    ci = "" if math.isnan(bar["ci_low"]) else f"95% CI {bar['ci_low']:.4f}..{bar['ci_high']:.4f}, "
+    return (f"**Best {(spec.factor or 'level').rsplit('.', 1)[-1]}: {summary.best_level}**: mean {spec.metric} "
+            f"{bar['mean']:.4f} ({ci}n={bar['n']}), {versus_base(bar, spec.base)}")
+
+
+def level_markdown(summary: SweepSummary) -> str:
+    """The per-level table of ``sweep status``, in markdown, for the experiment's description."""
+    spec = summary.spec
+    factor = spec.factor or "level"
+    lines = [f"**Levels** (study `{summary.study_name}`, {summary.done}/{summary.total} cells complete; "
+             f"best by mean {spec.metric}: **{summary.best_level}**)", "",
+             f"| {factor} | n | mean ± std | 95% CI | vs base (95% CI of the difference) |", "|---|---|---|---|---|"]
+    for b in summary.levels:
+        mean = "-" if b["n"] == 0 else f"{b['mean']:.4f} ± {b['std']:.4f}"
+        ci = "-" if math.isnan(b["ci_low"]) else f"{b['ci_low']:.4f}..{b['ci_high']:.4f}"
+        vs = "base" if b["is_base"] else b["vs_base"] + (
+            "" if math.isnan(b["diff_low"]) else f" ({b['diff_low']:+.4f}..{b['diff_high']:+.4f})")
+        name = f"**{b['level']}** ★" if b["is_best"] else str(b["level"])
+        lines.append(f"| {name} | {b['n']} | {mean} | {ci} | {vs}{' · ≤ baseline' if b.get('degenerate') else ''} |")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch._disk import on_disk_full, reserve_used
 from mmsearch._interrupts import deferred
@@ -28,6 +28,9 @@ from mmsearch.search._liveness import Heartbeat, ProcessIdentity
 from mmsearch.search._study import cell_key, requeue
 from mmsearch.tracking import DEFAULT_END_STATES, MlflowEpochLogger, Tracker
 from mmsearch.training import Callback, EpochLog, FitState, history_columns, most_frequent_label_f1
+
+if TYPE_CHECKING:
+    from mmsearch.data import Dataset
 
 log = logging.getLogger("mmsearch.sweep")
 
@@ -161,6 +164,7 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
                 on_open=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)) as run_id:
             cfg = with_overrides(setup.base, overrides, where=f"{spec.path} trial {trial.number}")
             tracker.log_params(run_id, flatten(to_dict(cfg)))
+            log_dataset(tracker, run_id, ctx.dataset)
             tracker.log_text(run_id, dump_yaml(cfg), "config.yaml")
             callbacks = [MlflowEpochLogger(tracker, run_id, prefix="epoch/"),
                          _TrialReporter(trial, spec.metric, spec.mode == "search", revoked)]
@@ -235,6 +239,12 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
         raise
     finally:
         setup.heartbeat.unwatch(trial_id)
+
+
+def log_dataset(tracker: Tracker, run_id: str, dataset: Dataset) -> None:
+    """The run's dataset in MLflow's Dataset column: the data folder, its content digest, its size."""
+    tracker.log_dataset(run_id, dataset.root.name, dataset.fingerprint, str(dataset.root),
+                        {"train_rows": dataset.n_train, "test_rows": dataset.n_test, "images": dataset.has_images})
 
 
 def interrupt_reason() -> tuple[str, str | None]:

@@ -3,10 +3,11 @@
 from mmsearch.serving._predictor import (
     BUNDLE_FILE,
     IMAGE_COLUMN,
+    IMAGE_DATA_COLUMN,
     NEEDS_IMAGES,
     Bundle,
     InputError,
     Predictor,
 )
 
-__all__ = ["BUNDLE_FILE", "IMAGE_COLUMN", "NEEDS_IMAGES", "Bundle", "InputError", "Predictor"]
+__all__ = ["BUNDLE_FILE", "IMAGE_COLUMN", "IMAGE_DATA_COLUMN", "NEEDS_IMAGES", "Bundle", "InputError", "Predictor"]

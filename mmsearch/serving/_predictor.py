@@ -9,6 +9,9 @@ exactly as the training image cache does, so served and trained inputs are the s
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,8 @@ from mmsearch.text import Preprocessor, Vocabulary
 
 BUNDLE_FILE = "bundle.json"
 IMAGE_COLUMN = "image_path"
+IMAGE_DATA_COLUMN = "image_base64"  # the image file's bytes inline, base64: a client with no access to the server's disk
+IMAGE_COLUMNS = (IMAGE_COLUMN, IMAGE_DATA_COLUMN)
 NEEDS_IMAGES = "needs_images"  # key of the pyfunc model's metadata: does predict need IMAGE_COLUMN?
 
 
@@ -79,12 +84,19 @@ class Predictor:
 
     # -- input checks ---------------------------------------------------------------------
     def check(self, frame: pd.DataFrame) -> None:
-        required = ["ImageID", "Caption"] + ([IMAGE_COLUMN] if self.bundle.needs_images else [])
+        """Every row the model cannot predict, at once. An image model takes each row's image as
+        a file path on this machine (``image_path``) or inline (``image_base64``); a caption-only
+        model needs neither."""
+        required = ["ImageID", "Caption"]
         missing = [c for c in required if c not in frame.columns]
+        if self.bundle.needs_images and not any(c in frame.columns for c in IMAGE_COLUMNS):
+            missing.append(f"{IMAGE_COLUMN} or {IMAGE_DATA_COLUMN}")
         if missing:
+            need = required + ([f"{IMAGE_COLUMN} or {IMAGE_DATA_COLUMN}"] if self.bundle.needs_images else [])
             raise InputError("wrong input columns", [Problem(
-                "input", f"missing column(s) {', '.join(missing)}; got {list(frame.columns)}, need {required}")])
+                "input", f"missing column(s) {', '.join(missing)}; got {list(frame.columns)}, need {need}")])
         problems, rows = [], []  # rows: each problem's position, which a caller maps to a file line
+        images = _image_sources(frame) if self.bundle.needs_images else []
         for pos, row in enumerate(frame.itertuples(index=False)):
             where = f"row {pos} (ImageID {row.ImageID!r})"
             caption = row.Caption
@@ -95,11 +107,9 @@ class Predictor:
                 problems.append(Problem(where, f"Caption: {len(caption):,} characters; a caption is at most "
                                                f"{MAX_CAPTION_CHARS:,}"))
                 rows.append(pos)
-            if self.bundle.needs_images:
-                path = getattr(row, IMAGE_COLUMN)
-                if not isinstance(path, str) or not Path(path).is_file():
-                    problems.append(Problem(where, f"{IMAGE_COLUMN}: image file {path!r} not found"))
-                    rows.append(pos)
+            if images and isinstance(images[pos], str):
+                problems.append(Problem(where, images[pos]))
+                rows.append(pos)
         if problems:
             raise InputError("rows the model cannot predict", problems, rows)
 
@@ -107,7 +117,7 @@ class Predictor:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         self.check(frame)
         captions, ids = list(frame["Caption"]), list(frame["ImageID"])
-        paths = list(frame[IMAGE_COLUMN]) if self.bundle.needs_images else None
+        paths = _image_sources(frame) if self.bundle.needs_images else None
         out, problems = [], []
         for start in range(0, len(frame), self.batch_size):
             sl = slice(start, start + self.batch_size)
@@ -128,12 +138,35 @@ class Predictor:
         return pd.DataFrame({"ImageID": list(frame["ImageID"]), "Labels": [" ".join(map(str, ls)) for ls in labels]})
 
 
+def _image_sources(frame: pd.DataFrame) -> list[Path | bytes | str]:
+    """Each row's image: a file (``image_path``), its bytes (``image_base64``, which wins when a
+    row has both) or, as a string, what is wrong with the row's image."""
+    paths = frame[IMAGE_COLUMN] if IMAGE_COLUMN in frame.columns else [None] * len(frame)
+    inline = frame[IMAGE_DATA_COLUMN] if IMAGE_DATA_COLUMN in frame.columns else [None] * len(frame)
+    out: list[Path | bytes | str] = []
+    for path, data in zip(paths, inline):
+        if isinstance(data, str) and data.strip():
+            try:
+                out.append(base64.b64decode(data, validate=True))
+            except (binascii.Error, ValueError) as exc:
+                out.append(f"{IMAGE_DATA_COLUMN}: not base64 ({exc}); send the image file's bytes, e.g. "
+                           "`base64 -w0 FILE`")
+        elif isinstance(path, str) and Path(path).is_file():
+            out.append(Path(path))
+        elif isinstance(path, str) and path:
+            out.append(f"{IMAGE_COLUMN}: image file {path!r} not found on the machine that predicts (send the image "
+                       f"inline as {IMAGE_DATA_COLUMN} instead)")
+        else:
+            out.append(f"no image: give {IMAGE_COLUMN} (a file on the machine that predicts) or {IMAGE_DATA_COLUMN}")
+    return out
+
+
 class _Batch:
     """One batch of checked input. Its captions are tokenised and its images decoded once, however
     many ensemble members ask (members share their preprocessing and image size). An image that
     cannot be decoded is recorded in ``problems`` (its pixels stay zero)."""
 
-    def __init__(self, captions: list[str], paths: list[str] | None) -> None:
+    def __init__(self, captions: list[str], paths: list[Path | bytes | str] | None) -> None:
         self.captions, self.paths = captions, paths
         self.problems: list[tuple[int, str]] = []
         self._tokens: dict[PreprocessConfig, list[list[str]]] = {}
@@ -149,12 +182,14 @@ class _Batch:
         assert self.paths is not None
         if size not in self._pixels:
             out = np.zeros((len(self.paths), size, size, 3), np.uint8)
-            for i, path in enumerate(self.paths):
+            for i, source in enumerate(self.paths):
                 try:
-                    out[i] = decode_image(Path(path), size)
+                    out[i] = decode_image(io.BytesIO(source) if isinstance(source, bytes) else Path(source), size)
                 except Exception as exc:  # PIL raises many types for corrupt files
+                    what = (f"{IMAGE_DATA_COLUMN}: cannot decode its {len(source):,} bytes" if isinstance(source, bytes)
+                            else f"{IMAGE_COLUMN}: cannot decode {source}")
                     if not any(row == i for row, _ in self.problems):
-                        self.problems.append((i, f"{IMAGE_COLUMN}: cannot decode {path} ({type(exc).__name__}: {exc})"))
+                        self.problems.append((i, f"{what} ({type(exc).__name__}: {exc})"))
             self._pixels[size] = out
         return self._pixels[size]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import time
@@ -30,6 +31,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # our summaries name the runs
 
 T = TypeVar("T")
+# MLflow's own defaults (3.7+): runs and registry in ./mlflow.db, artifacts under ./mlruns, so
+# `mlflow ui`, `mlflow models serve` and `mlflow.search_runs()` find mmsearch's runs without flags.
+DEFAULT_DB = "mlflow.db"
 DEFAULT_DIR = "mlruns"
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow's UI opens an experiment without this tag in its GenAI (traces) view.
@@ -45,13 +49,34 @@ class TrackingError(MmsearchError):
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
-    folder = (root or Path.cwd()) / DEFAULT_DIR
+    """MLflow's default store in ``root`` (the current folder): ``sqlite:///ROOT/mlflow.db``. A
+    store of an earlier mmsearch (``ROOT/mlruns/mlflow.db``) is moved there once, with a message;
+    its artifacts stay where they are (their locations are in the store)."""
+    root = (root or Path.cwd()).resolve()
+    db, legacy = root / DEFAULT_DB, root / DEFAULT_DIR / DEFAULT_DB
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        (root / DEFAULT_DIR).mkdir(parents=True, exist_ok=True)
+        if legacy.is_file() and not db.exists():
+            _move_legacy_store(legacy, db)
     except OSError as exc:
-        raise TrackingError(f"cannot create the default MLflow store {folder} ({exc.strerror}): run from a writable "
+        raise TrackingError(f"cannot use the default MLflow store {db} ({exc.strerror}): run from a writable "
                             "folder or set --tracking-uri / MLFLOW_TRACKING_URI") from None
-    return f"sqlite:///{folder.resolve()}/mlflow.db"
+    if legacy.is_file():
+        log.warning("two MLflow stores here: %s (used: MLflow's default) and %s (an earlier mmsearch's, not read); "
+                    "pass --tracking-uri sqlite:///%s to read the old one", db, legacy, legacy)
+    return f"sqlite:///{db}"
+
+
+def _move_legacy_store(legacy: Path, db: Path) -> None:
+    if any(legacy.with_name(legacy.name + suffix).exists() for suffix in ("-journal", "-wal")):
+        return  # a process is writing it now (or died mid-write): move it on a later, quiet start
+    try:
+        os.link(legacy, db)  # no-clobber: of two processes starting together one moves it
+    except FileExistsError:
+        return
+    legacy.unlink()
+    log.warning("moved the MLflow store %s to %s, where MLflow itself looks (`mlflow ui`, `mlflow models serve`, "
+                "notebooks); its artifacts stay under %s", legacy, db, legacy.parent)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -64,6 +89,14 @@ def ui_link(uri: str, experiment_id: str, run_id: str | None = None, local_ui: s
     unless the link asks for the model-training view."""
     base = uri.rstrip("/") if urllib.parse.urlsplit(uri).scheme in ("http", "https") else local_ui
     return f"{base}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "") + "?workflowType=machine_learning"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where the experiments of a SQLite store keep their artifacts (None: the server decides)."""
+    db = _sqlite_path(uri)
+    if db is None:
+        return None
+    return str(db.parent / ("artifacts" if db.parent.name == DEFAULT_DIR else DEFAULT_DIR))
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -176,10 +209,11 @@ class Tracker:
                 self.outbox.send_left_behind()
 
     def _artifact_root(self) -> str | None:
-        # Artifacts live beside the SQLite store the user chose; without a location MLflow would
-        # put them under ./mlruns of whatever folder the process runs in.
-        db = _sqlite_path(self.uri)
-        return str(db.parent / "artifacts") if db is not None else None
+        # Artifacts live beside the SQLite store the user chose, under mlruns/ as MLflow's default
+        # layout has them; without a location MLflow would use ./mlruns of whatever folder the
+        # process runs in. A store that is itself in a mlruns/ folder (an earlier mmsearch's
+        # layout) keeps artifacts/ beside it.
+        return artifact_root(self.uri)
 
     def experiment(self, name: str, description: str | None = None) -> str:
         found = _retry(lambda: self.client.get_experiment_by_name(name), "get_experiment")
@@ -265,6 +299,17 @@ class Tracker:
         for start in range(0, len(items), 100):
             self._write("log_batch", run_id=run_id, params=dict(items[start : start + 100]))
 
+    def describe_experiment(self, experiment_id: str, text: str) -> None:
+        """The experiment's description (markdown, shown above its runs table)."""
+        self._write("set_experiment_tag", experiment_id=experiment_id, key=DESCRIPTION_TAG, value=text[:5000])
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: Mapping[str, Any],
+                    context: str = "training") -> None:
+        """The dataset a run trained on, in MLflow's Dataset column (``mlflow.log_input``): its
+        name, content digest, folder and size."""
+        self._write("log_input", run_id=run_id, name=name, digest=digest[:36],
+                    source=json.dumps({"uri": source}), profile=json.dumps(dict(profile)), context=context)
+
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.log_metric_steps(run_id, [(step or 0, metrics)])
 
@@ -329,6 +374,14 @@ class Tracker:
             client.update_run(run_id, status=args["status"])
         elif op == "log_text":
             client.log_text(run_id, args["text"], args["artifact_file"])
+        elif op == "set_experiment_tag":
+            client.set_experiment_tag(args["experiment_id"], args["key"], args["value"])
+        elif op == "log_input":
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            dataset = Dataset(name=args["name"], digest=args["digest"], source_type="local", source=args["source"],
+                              profile=args["profile"])
+            client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", args["context"])])])
         elif op == "find_queued":
             ids = [e.experiment_id for e in client.search_experiments(max_results=10000)]
             found = client.search_runs(ids, f"tags.`{QUEUED_TAG}` = '{args['queued_as']}'", max_results=1)

@@ -48,12 +48,14 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def serve_ui(uri: str, host: str, port: int) -> int:
+    from mmsearch.tracking._tracker import artifact_root
+
     check_port_free(host, port)
     # The store's URI goes in the environment: it may hold a password, and arguments are public (ps).
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:///"):  # artifacts beside the store, where Tracker writes them
-        cmd += ["--default-artifact-root", os.path.join(os.path.dirname(uri[len("sqlite:///"):]), "artifacts")]
+        cmd += ["--default-artifact-root", str(artifact_root(uri))]
     from mmsearch.search._storage import masked
 
     print(f"MLFLOW_BACKEND_STORE_URI={masked(uri)} " + " ".join(cmd), flush=True)

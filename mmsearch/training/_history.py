@@ -46,6 +46,7 @@ class FitState:
     should_stop: bool = False
     best_epoch: int = 0  # the epoch with the best validation F1 so far (the engine keeps this)
     best_f1: float = -1.0
+    replayed: bool = False  # a cached stage's recorded fit, replayed to the callbacks: nothing trains
 
 
 class Callback:
@@ -59,3 +60,30 @@ class Callback:
 
     def on_fit_end(self, state: FitState) -> None:
         pass
+
+
+class EpochProgress(Callback):
+    """One line per epoch on a terminal; in a log (no terminal), a timestamped line at most every
+    ``log_every_s`` seconds and at the last epoch, the cadence of a sweep's progress line. For
+    what trains in the foreground (``export``, ``train``); a sweep's coordinator reports its trials."""
+
+    def __init__(self, what: str, epochs: int, log_every_s: float = 30.0) -> None:
+        import sys
+
+        self.what, self.epochs = what, epochs
+        self.terminal = sys.stderr.isatty()
+        self.every = 0.0 if self.terminal else log_every_s
+        self.last = float("-inf")
+
+    def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
+        import sys
+        import time
+
+        now = time.monotonic()
+        if now - self.last < self.every and epoch.epoch < self.epochs and not state.should_stop:
+            return
+        self.last = now
+        line = (f"{self.what}: epoch {epoch.epoch}/{self.epochs}, val_f1 {epoch.val_f1:.4f} (best {state.best_f1:.4f} "
+                f"at epoch {state.best_epoch}), train_loss {epoch.train_loss:.4f}, {epoch.seconds:.1f} s/epoch"
+                + (" (cached: trained earlier with the same settings)" if state.replayed else ""))
+        print(line if self.terminal else f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
