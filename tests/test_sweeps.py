@@ -2,6 +2,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -254,3 +256,26 @@ def test_a_sweep_that_leaves_a_cell_failed_exits_3_and_names_it(tmp_path: Path, 
     # The rerun tries only the missing cell, which fails the same way: still 3, never 0.
     assert main(argv) == 3
     assert "incomplete: 1 cell(s)" in capsys.readouterr().err
+
+
+def test_levels_whose_weights_are_not_here_are_named_before_anything_trains(
+        tmp_path: Path, small: dict, caplog: pytest.LogCaptureFixture) -> None:
+    """cnn-backbone on the cpu profile, offline with only mobilenet_v2's weights cached (the
+    shipped cache): the warning names the six other levels once, with where the file belongs."""
+    from mmsearch.models import checkpoint_path
+    from mmsearch.search._context import resolve
+    from mmsearch.search._coordinator import warn_missing_assets
+
+    ctx = resolve(_request(tmp_path, small, "cnn-backbone"))
+    cached = {lv for lv in ctx.spec.labels if checkpoint_path(lv).exists()}
+    assert "mobilenet_v2" in cached and len(cached) < len(ctx.spec.labels)  # as the shipped cache has it
+    with caplog.at_level("WARNING", logger="mmsearch.sweep"):
+        warn_missing_assets(ctx)
+    (line,) = [r.getMessage() for r in caplog.records if "ImageNet weights" in r.getMessage()]
+    named = line.split("level(s) ", 1)[1].split(" need ", 1)[0].split(", ")
+    assert set(named) == set(ctx.spec.labels) - cached, line
+    assert "offline" in line and str(checkpoint_path("resnet50").parent) in line and "image.pretrained=false" in line
+    # `mmsearch models` says the same, backbone by backbone.
+    proc = subprocess.run([sys.executable, "-m", "mmsearch", "models"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "mobilenet_v2 (cached)" in proc.stdout and "resnet50 (not cached)" in proc.stdout

@@ -583,16 +583,23 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from mmsearch._assets import backbone_asset, corpus_asset
     from mmsearch.data import AUGMENTATION_SETS
     from mmsearch.models import BACKBONES, POOLINGS
     from mmsearch.optim import LOSSES, SCHEDULERS
     from mmsearch.search import PRUNERS, SAMPLERS, STORAGE_KINDS
     from mmsearch.text import CAPTIONS_WORD2VEC, GENSIM_DATA, TOKENIZERS
 
-    print("backbones: " + ", ".join(BACKBONES.names()))
+    def offline(asset: Any) -> str:
+        return "" if asset is None else " (cached)" if asset.cached else " (not cached)" if not asset.usable else ""
+
+    print("backbones (ImageNet weights in TORCH_HOME): " + ", ".join(f"{n}{offline(backbone_asset(n))}"
+                                                                       for n in BACKBONES.names()))
     for name, members in AUGMENTATION_SETS.items():
         print(f"augmentation {name}: {', '.join(members) or '(nothing)'}")
-    print("corpora: " + ", ".join([*GENSIM_DATA, CAPTIONS_WORD2VEC, "file:PATH"]))
+    print("corpora (word vectors in GENSIM_DATA_DIR): " + ", ".join(
+        [*(f"{n}{offline(corpus_asset(n))}" for n in GENSIM_DATA), CAPTIONS_WORD2VEC, "file:PATH"]))
+    print("(not cached: this machine is offline, so training that needs it fails; cached: usable offline)")
     print("tokenizers: " + ", ".join(TOKENIZERS.names()) + "; poolings: " + ", ".join(POOLINGS.names()))
     print("losses: " + ", ".join(LOSSES.names()) + "; schedulers: " + ", ".join(SCHEDULERS.names()))
     print("samplers: " + ", ".join(SAMPLERS.names()) + "; pruners: " + ", ".join(PRUNERS.names()))

@@ -32,7 +32,7 @@ from typing import Any
 from mmsearch._disk import check_free_space, disk_full_error, make_reserves, on_disk_full, reserve_used
 from mmsearch._interrupts import interrupt_once
 from mmsearch._paths import cache_root
-from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict
+from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict, with_overrides
 from mmsearch.data import load_images
 from mmsearch.errors import ConfigError, MmsearchError, Problem, first_line
 from mmsearch.runtime import visible_gpus
@@ -73,6 +73,7 @@ def run_sweep(request: SweepRequest) -> SweepSummary:
     warm_workers()  # the workers' imports (torch) overlap with the coordinator's (MLflow) and its checks
     tracker = Tracker(request.tracking_uri)  # an unusable store fails here, before a study exists
     ctx = resolve(request)
+    warn_missing_assets(ctx)
     gpus = sweep_gpus(ctx)
     workers = request.workers or max(1, len(gpus))
     ctx.request = request = replace(request, workers=workers)
@@ -407,6 +408,34 @@ class Coordinator:
         except Exception as exc:  # report what could not be cleaned, never a traceback
             log.error("clean-up after the %s stop failed: %s", reason, exc)
         return summary
+
+
+def warn_missing_assets(ctx: SweepContext) -> None:
+    """Before anything trains: the levels whose ImageNet weights or word vectors are neither cached
+    nor downloadable (offline), each asset once with its levels and how to get it. Their cells still
+    run and fail with that message (the others run), and the sweep exits 3 naming them."""
+    from mmsearch._assets import backbone_asset, corpus_asset, missing
+
+    spec = ctx.spec
+    labels: list[str | None] = list(spec.labels) if spec.mode == "ablation" else [None]
+    needed: dict[Any, list[str]] = {}
+    for label in labels:
+        cfg = ctx.base if label is None else with_overrides(ctx.base, spec.level(label).set, where=f"{spec.path} {label}")
+        wanted = [corpus_asset(cfg.text.corpus)]
+        if stage_needs_images(spec.stage) and cfg.image.pretrained:
+            wanted.append(backbone_asset(cfg.image.backbone))
+        for asset in missing(wanted):
+            needed.setdefault(asset, []).append(label or "every trial")
+    kinds: dict[str, list[Any]] = {}
+    for asset in needed:
+        kinds.setdefault(asset.kind, []).append(asset)
+    for kind, assets in kinds.items():  # one line per kind of asset, however many levels lack it
+        which = [label for a in assets for label in needed[a]]
+        levels = "every level" if len(which) == len(labels) else f"level(s) {', '.join(which)}"
+        names = ", ".join(f"{a.name} ({a.where})" for a in assets)
+        log.warning("%s: %s need %s that this machine does not have and cannot download (offline): %s. Their cells "
+                    "will fail; to run them, %s", spec.name, levels, kind, names,
+                    assets[0].fix if len(assets) == 1 else assets[0].fix.replace(Path(assets[0].where).name, "each file"))
 
 
 def _waiting_on(running: list[Any]) -> list[str]:
