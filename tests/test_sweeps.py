@@ -89,7 +89,7 @@ def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> N
     # What the MLflow UI shows without opening a run: the level table above the runs table, the
     # dataset in the Dataset column of every run, the table as the parent's levels.csv.
     described = tracker.client.get_experiment(summary.experiment_id).tags["mlflow.note.content"]
-    assert "| dropout_count | n | mean ± std |" in described and f"**{summary.best_level}** ★" in described
+    assert "| fusion.dropout_count | n | mean ± std |" in described and f"**{summary.best_level}** ★" in described
     for run in [tracker.client.get_run(summary.parent_run_id), tracker.client.get_run(children[0].info.run_id)]:
         (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
         assert dataset.name == Path(small["data.path"]).name and json.loads(dataset.profile)["train_rows"] > 0
@@ -100,8 +100,9 @@ def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> N
     # optuna-dashboard's study note says the best level (its own "Best Trial" is one trial).
     from optuna_dashboard._note import get_note_from_system_attrs
 
-    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(str(tmp_path / "journal.log")).optuna)
-    note = get_note_from_system_attrs(study.system_attrs, None)["body"]
+    storage = open_storage(str(tmp_path / "journal.log")).optuna
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(summary.study_name))
+    note = get_note_from_system_attrs(attrs, None)["body"]
     assert f"**{summary.best_level}** ★" in note and "Best Trial" in note
 
 
