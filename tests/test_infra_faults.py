@@ -232,12 +232,16 @@ def test_a_stopped_lock_holder_stalls_the_sweep_which_says_so_and_loses_nothing(
            note="every other process waited, saying on which process and `kill -CONT PID`; nothing lost, no FAIL")
 
 
-def _terminate_backends(database: str) -> int:
+def _terminate_backends(database: str, allow_connections: bool = True) -> int:
+    """End every session on ``database``; with ``allow_connections=False`` the database also
+    refuses new ones (superusers included) until called again with True: a pooled connection's
+    pre-ping reconnects silently after a mere termination, a refused reconnect is an outage."""
     import psycopg
 
     from _sweepproc import PG_ADMIN
 
     with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allow_connections).lower()}')
         rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                              "AND pid <> pg_backend_pid()", (database,)).fetchall()
     return len(rows)
@@ -255,8 +259,8 @@ def test_postgresql_connections_terminated_again_and_again_cost_no_cell(tmp_path
         proc = start(args, tmp_path, sweep_env(tmp_path))
         wait_for(lambda: running_owner(url) or proc.poll() is not None, 240, "a trial running in a worker")
         killed = 0
-        for _ in range(10):
-            killed += _terminate_backends(url.rsplit("/", 1)[1])
+        for i in range(10):  # 10 times 1 s apart; from the 4th to the 7th the database also refuses connections
+            killed += _terminate_backends(url.rsplit("/", 1)[1], allow_connections=not 3 <= i < 7)
             time.sleep(1)
         code, out, err = finish(proc)
         assert killed >= 10, killed
@@ -265,7 +269,8 @@ def test_postgresql_connections_terminated_again_and_again_cost_no_cell(tmp_path
         result = outcome(url, [f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
         assert_every_cell_once(result)
         assert result["states"].get("FAIL", 0) == 0, result["errors"]
-        record(f"PostgreSQL connections terminated 10 times 1 s apart ({killed} sessions)", url, result, [code], [err],
+        record(f"PostgreSQL connections terminated 10 times 1 s apart ({killed} sessions), new ones refused for 4 s",
+               url, result, [code], [err],
                note="each process said 'lost the connection' and 'reconnected'; every call retried; no FAIL")
 
 

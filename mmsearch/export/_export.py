@@ -35,7 +35,7 @@ from mmsearch.config import (
 )
 from mmsearch.data import LABELS, Dataset
 from mmsearch.export._best import Decision, sweep_decisions
-from mmsearch.pipeline import STAGES, StageResult, Workspace, run_stage
+from mmsearch.pipeline import STAGES, StageResult, Workspace, foreground_threads, run_stage
 from mmsearch.search import SweepRequest, load_sweep
 from mmsearch.search._liveness import ProcessIdentity
 from mmsearch.serving import BUNDLE_FILE, IMAGE_COLUMN, IMAGE_DATA_COLUMN, NEEDS_IMAGES
@@ -121,7 +121,7 @@ def export_model(request: ExportRequest) -> ExportResult:
     if request.ensemble < 1:
         raise mmsearch.MmsearchError(f"--ensemble must be 1 or more, got {request.ensemble}")
     cfg, decisions, request = final_config(request)
-    cfg = _foreground_threads(cfg)
+    cfg = foreground_threads(cfg)
     dataset = Workspace(cfg).dataset
     stages = [s for s in STAGE_NAMES if not stage_needs_images(s)] if request.caption_only or not dataset.has_images \
         else list(STAGE_NAMES)
@@ -158,21 +158,6 @@ def export_model(request: ExportRequest) -> ExportResult:
     return ExportResult(request.name, version, run_id, f"models:/{request.name}@{ALIAS}", cfg, decisions, metrics,
                         first.workspace, first.results, folder, members,
                         base_overrides(request, decisions))
-
-
-def _foreground_threads(cfg: ExperimentConfig) -> ExperimentConfig:
-    """``run.threads`` as given, else the CPUs other processes leave idle (said when that is fewer
-    than all): what a sweep worker gets is its share of the CPUs, never all of a busy machine."""
-    if cfg.run.threads:
-        return cfg
-    from mmsearch.runtime import idle_cpu_threads
-
-    threads, cpus, load = idle_cpu_threads()
-    if threads < cpus:
-        log.warning("%d of %d CPUs are busy (load average %.1f): training with %d thread(s); --set run.threads=N "
-                    "to choose", cpus - threads, cpus, load, threads)
-    # Where it runs, not what it is: run.threads is a placement field, so the model and its caches are the same.
-    return with_overrides(cfg, {"run.threads": threads}, where="export threads")
 
 
 def _refuse_degenerate(ws: Workspace, metrics: dict[str, float], last: str, force: bool) -> None:

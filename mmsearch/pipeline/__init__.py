@@ -4,10 +4,10 @@
 from mmsearch._lazy import lazy_exports
 
 __all__ = ["STAGES", "DatasetReport", "Stage", "StageResult", "TrainOutcome", "Workspace", "run_stage",
-           "train_experiment", "inspect_dataset"]
+           "train_experiment", "inspect_dataset", "foreground_threads"]
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(["STAGES", "Stage", "StageResult", "run_stage"], "._stages"),
     **dict.fromkeys(["TrainOutcome", "train_experiment"], "._train"),
-    "Workspace": "._workspace",
+    **dict.fromkeys(["Workspace", "foreground_threads"], "._workspace"),
     **dict.fromkeys(["DatasetReport", "inspect_dataset"], "._inspect"),
 })

@@ -10,9 +10,9 @@ from typing import Any
 from mmsearch.charts import history_figure, report_html
 from mmsearch.config import STAGE_NAMES, dump_yaml, flatten, load_experiment, to_dict
 from mmsearch.pipeline._stages import STAGES, StageResult, run_stage
-from mmsearch.pipeline._workspace import Workspace
+from mmsearch.pipeline._workspace import Workspace, foreground_threads
 from mmsearch.tracking import MlflowEpochLogger, Tracker
-from mmsearch.training import always_label1_f1, history_columns
+from mmsearch.training import EpochProgress, always_label1_f1, history_columns
 
 log = logging.getLogger("mmsearch.train")
 
@@ -31,7 +31,7 @@ def train_experiment(experiment: str, overrides: Mapping[str, Any] | None = None
     one MLflow run with per-epoch curves of every stage."""
     for stage in stages:
         STAGES.get(stage)  # an unknown stage is an error listing the registered ones, before anything runs
-    cfg = load_experiment(experiment, overrides)
+    cfg = foreground_threads(load_experiment(experiment, overrides))
     tracker = Tracker(tracking_uri)
     ws = Workspace(cfg)
     experiment_id = tracker.experiment(experiment_name, "single training runs of `mmsearch train`")
@@ -44,7 +44,8 @@ def train_experiment(experiment: str, overrides: Mapping[str, Any] | None = None
         tracker.log_metrics(run_id, {"baseline_label1_f1": baseline})
         figures = []
         for stage in stages:
-            result = run_stage(ws, stage, [MlflowEpochLogger(tracker, run_id, prefix=f"{stage}/")])
+            result = run_stage(ws, stage, [MlflowEpochLogger(tracker, run_id, prefix=f"{stage}/"),
+                                           EpochProgress(f"train {stage}", getattr(cfg, stage).optim.epochs)])
             results[stage] = result
             tracker.log_metrics(run_id, {f"{stage}/final_{k}": v for k, v in result.metrics.items()})
             tracker.log_metrics(run_id, {f"{stage}/params": result.params, f"{stage}/size_mb": result.size_mb})

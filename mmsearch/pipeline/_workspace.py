@@ -4,6 +4,7 @@ reads (tokens, vocabulary, embedding matrix, decoded images) built lazily and ca
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,24 @@ from mmsearch.config import ExperimentConfig, with_overrides
 from mmsearch.data import Dataset, Split, demo_dataset, load_images
 from mmsearch.runtime import Runtime, runtime_for
 from mmsearch.text import EmbeddingMatrix, Preprocessor, Vocabulary, embedding_matrix
+
+log = logging.getLogger("mmsearch.runtime")
+
+
+def foreground_threads(cfg: ExperimentConfig) -> ExperimentConfig:
+    """For what trains in the foreground (``export``, ``train``): ``run.threads`` as given, else the
+    CPUs other processes leave idle (said when that is fewer than all), as a sweep worker gets
+    its share of the CPUs rather than all of a busy machine."""
+    if cfg.run.threads:
+        return cfg
+    from mmsearch.runtime import idle_cpu_threads
+
+    threads, cpus, load = idle_cpu_threads()
+    if threads < cpus:
+        log.warning("%d of %d CPUs are busy (load average %.1f): training with %d thread(s); --set run.threads=N "
+                    "to choose", cpus - threads, cpus, load, threads)
+    # Where it runs, not what it is: run.threads is a placement field, so the model and its caches are the same.
+    return with_overrides(cfg, {"run.threads": threads}, where="threads of a foreground run")
 
 
 class Workspace:
