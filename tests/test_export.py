@@ -340,3 +340,25 @@ def test_mlflow_models_serve_answers_the_readme_request(exported: dict, tmp_path
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, 15)
         server.wait(30)
+
+
+def test_export_in_a_log_prints_its_epochs_and_logs_the_cached_stages_curves(exported: dict, small: dict,
+                                                                            speed: dict, tmp_path: Path) -> None:
+    """`mmsearch export` without a terminal: timestamped epoch lines per stage (a stage whose
+    weights are cached says so), and every stage's per-epoch curves in its MLflow run, the
+    replayed ones included."""
+    args = ["export", "fusion-dropout-count", "--name", "log-model", "--experiment", "cpu", "--data", small["data.path"],
+            "--storage", exported["storage"], "--out-dir", str(tmp_path / "exports")]
+    for key, value in speed.items():
+        args += ["--set", f"{key}={value}"]
+    proc = subprocess.run([sys.executable, "-m", "mmsearch", *args], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if " export " in f" {line}" and ": epoch " in line]
+    assert {line.split("export ", 1)[1].split(":", 1)[0] for line in lines} == {"image", "text", "fusion"}, proc.stderr
+    assert all(line[:2].isdigit() and line[2] == ":" for line in lines)  # timestamped: not a terminal
+    assert any("(cached: trained earlier" in line for line in lines)  # upstream stages come from the sweep's cache
+    run_id = proc.stdout.split("(run ", 1)[1].split(")", 1)[0]
+    client = Tracker().client
+    for stage in ("image", "text", "fusion"):
+        assert len(client.get_metric_history(run_id, f"{stage}/val_f1")) >= 2, stage

@@ -217,3 +217,22 @@ def test_runtime_precision_names_are_a_registry(small: dict) -> None:
     with pytest.raises(Exception) as err:
         load_experiment("cpu", {"run.device": "gpu"})
     assert "cuda:N" in str(err.value)
+
+
+def test_a_foreground_run_takes_no_more_threads_than_the_load_leaves_idle(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """`export` and `train`: run.threads is the budget; a busy machine lowers it, and says so."""
+    import mmsearch.runtime._devices as devices
+    from mmsearch.config import load_experiment
+    from mmsearch.pipeline import foreground_threads
+
+    cfg = load_experiment("cpu")
+    assert cfg.run.threads == 2
+    monkeypatch.setattr(devices, "idle_cpu_threads", lambda: (1, 2, 1.9))  # a 2-worker sweep on 2 cores
+    with caplog.at_level("WARNING", logger="mmsearch.runtime"):
+        assert foreground_threads(cfg).run.threads == 1
+    assert "load average 1.9 on 2 CPUs" in caplog.text and "1 thread(s) instead of 2" in caplog.text
+    monkeypatch.setattr(devices, "idle_cpu_threads", lambda: (8, 8, 0.0))  # idle: the budget, not every CPU
+    assert foreground_threads(cfg).run.threads == 2
+    unset = cfg.model_copy(update={"run": cfg.run.model_copy(update={"threads": None})})
+    assert foreground_threads(unset).run.threads == 8

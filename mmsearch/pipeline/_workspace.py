@@ -23,17 +23,19 @@ log = logging.getLogger("mmsearch.runtime")
 
 
 def foreground_threads(cfg: ExperimentConfig) -> ExperimentConfig:
-    """For what trains in the foreground (``export``, ``train``): ``run.threads`` as given, else the
-    CPUs other processes leave idle (said when that is fewer than all), as a sweep worker gets
-    its share of the CPUs rather than all of a busy machine."""
-    if cfg.run.threads:
-        return cfg
+    """For what trains in the foreground (``export``, ``train``): at most ``run.threads`` (a
+    profile's budget for the machine; every CPU when unset), and no more than the CPUs other
+    processes leave idle, said when that is fewer. A sweep worker gets its share of the budget
+    the same way; a foreground run that took every core of a machine a sweep keeps busy made
+    OpenMP threads compete for cores and each epoch several times slower."""
     from mmsearch.runtime import idle_cpu_threads
 
-    threads, cpus, load = idle_cpu_threads()
-    if threads < cpus:
-        log.warning("%d of %d CPUs are busy (load average %.1f): training with %d thread(s); --set run.threads=N "
-                    "to choose", cpus - threads, cpus, load, threads)
+    idle, cpus, load = idle_cpu_threads()
+    budget = cfg.run.threads or cpus
+    threads = max(1, min(budget, idle))
+    if threads < budget:
+        log.warning("other processes keep this machine busy (load average %.1f on %d CPUs): training with %d "
+                    "thread(s) instead of %d", load, cpus, threads, budget)
     # Where it runs, not what it is: run.threads is a placement field, so the model and its caches are the same.
     return with_overrides(cfg, {"run.threads": threads}, where="threads of a foreground run")
 
