@@ -1,4 +1,6 @@
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -164,3 +166,16 @@ def test_engine_accounts_for_time_spent_in_callbacks() -> None:
     # Four epochs of a 50 ms hook: the engine charges it to that callback, inside the fit's time.
     assert 0.2 <= result.callback_seconds["_Slow"] <= result.seconds
     assert set(result.callback_seconds) == {"RestoreBest", "_Slow"}  # early_stopping=None: nothing stops it
+
+
+def test_each_backbones_checkpoint_name_is_the_one_torchvision_downloads() -> None:
+    """`mmsearch models` and `sweep run` ask whether weights are cached without importing torch:
+    the registry's file names must be torchvision's own."""
+    import torch
+
+    from mmsearch.models import BACKBONES, checkpoint_path
+
+    for name in BACKBONES.names():
+        spec = BACKBONES.get(name)
+        assert spec.checkpoint == spec.weights_enum().url.rsplit("/", 1)[1], name
+        assert checkpoint_path(name) == Path(torch.hub.get_dir()) / "checkpoints" / spec.checkpoint

@@ -121,8 +121,8 @@ def export_model(request: ExportRequest) -> ExportResult:
     if request.ensemble < 1:
         raise mmsearch.MmsearchError(f"--ensemble must be 1 or more, got {request.ensemble}")
     cfg, decisions, request = final_config(request)
+    dataset = Workspace(cfg).dataset  # bad data is one message, before anything about threads
     cfg = foreground_threads(cfg)
-    dataset = Workspace(cfg).dataset
     stages = [s for s in STAGE_NAMES if not stage_needs_images(s)] if request.caption_only or not dataset.has_images \
         else list(STAGE_NAMES)
     tracker = Tracker(request.tracking_uri)

@@ -6,6 +6,7 @@ and how to cut off the classifier so the backbone returns its pooled features.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ class BackboneSpec:
     weights: str  # "<WeightsEnum>.<member>"
     classifier: str  # attribute path to replace with Identity
     feature_dim: int
+    # The file torchvision downloads the weights to (the name in the enum's URL; a test keeps them
+    # equal), so asking whether they are cached needs neither torch nor torchvision.
+    checkpoint: str
 
     def weights_enum(self) -> Any:
         enum_name, member = self.weights.split(".")
@@ -34,19 +38,31 @@ class BackboneSpec:
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 # The paper's four (Fig. 1)
-BACKBONES.register("resnet50", BackboneSpec("resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", 2048))
-BACKBONES.register("resnet152", BackboneSpec("resnet152", "ResNet152_Weights.IMAGENET1K_V2", "fc", 2048))
-BACKBONES.register("wide_resnet101_2", BackboneSpec("wide_resnet101_2", "Wide_ResNet101_2_Weights.IMAGENET1K_V2", "fc", 2048))
-BACKBONES.register("resnext101_32x8d", BackboneSpec("resnext101_32x8d", "ResNeXt101_32X8D_Weights.IMAGENET1K_V2", "fc", 2048))
+BACKBONES.register("resnet50", BackboneSpec("resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", 2048,
+                                                 "resnet50-11ad3fa6.pth"))
+BACKBONES.register("resnet152", BackboneSpec("resnet152", "ResNet152_Weights.IMAGENET1K_V2", "fc", 2048,
+                                                 "resnet152-f82ba261.pth"))
+BACKBONES.register("wide_resnet101_2", BackboneSpec("wide_resnet101_2", "Wide_ResNet101_2_Weights.IMAGENET1K_V2", "fc", 2048,
+                                                 "wide_resnet101_2-d733dc28.pth"))
+BACKBONES.register("resnext101_32x8d", BackboneSpec("resnext101_32x8d", "ResNeXt101_32X8D_Weights.IMAGENET1K_V2", "fc", 2048,
+                                                 "resnext101_32x8d-110c445d.pth"))
 # CPU-sized
-BACKBONES.register("resnet18", BackboneSpec("resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", 512))
-BACKBONES.register("mobilenet_v2", BackboneSpec("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", "classifier", 1280))
-BACKBONES.register("mobilenet_v3_small", BackboneSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "classifier", 576))
+BACKBONES.register("resnet18", BackboneSpec("resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", 512,
+                                                 "resnet18-f37072fd.pth"))
+BACKBONES.register("mobilenet_v2", BackboneSpec("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", "classifier", 1280,
+                                                 "mobilenet_v2-b0353104.pth"))
+BACKBONES.register("mobilenet_v3_small", BackboneSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "classifier", 576,
+                                                 "mobilenet_v3_small-047dcff4.pth"))
+
+
+def hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch: $TORCH_HOME/hub, else the XDG cache's torch/hub."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub"
 
 
 def checkpoint_path(name: str) -> Path:
-    url = BACKBONES.get(name).weights_enum().url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return hub_dir() / "checkpoints" / BACKBONES.get(name).checkpoint
 
 
 def build_backbone(name: str, pretrained: bool) -> tuple[Any, int]:

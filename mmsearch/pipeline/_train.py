@@ -31,9 +31,11 @@ def train_experiment(experiment: str, overrides: Mapping[str, Any] | None = None
     one MLflow run with per-epoch curves of every stage."""
     for stage in stages:
         STAGES.get(stage)  # an unknown stage is an error listing the registered ones, before anything runs
-    cfg = foreground_threads(load_experiment(experiment, overrides))
+    cfg = load_experiment(experiment, overrides)
     tracker = Tracker(tracking_uri)
-    ws = Workspace(cfg)
+    dataset = Workspace(cfg).dataset  # bad data is one message, before anything about threads
+    cfg = foreground_threads(cfg)
+    ws = Workspace(cfg, dataset)
     experiment_id = tracker.experiment(experiment_name, "single training runs of `mmsearch train`")
     results: dict[str, StageResult] = {}
     with tracker.run(experiment_id, f"{cfg.name}:{'+'.join(stages)}", tags={"experiment": cfg.name}) as run_id:
