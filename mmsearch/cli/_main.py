@@ -501,16 +501,15 @@ def _status_table(s: Any, info: dict[str, Any]) -> list[str]:
 def _level_table(s: Any) -> list[str]:
     """Every level with its mean, 95% interval and verdict against the base level (``sweep run``
     ends with it, ``sweep status`` shows it)."""
+    from mmsearch.search._summary import level_cells
+
     spec = s.spec
     factor = spec.factor or "level"
     width = max([len(factor)] + [len(str(b["level"])) for b in s.levels]) + 1
     lines = [f"  {factor:<{width}} {'n':>2}  {'mean ± std':<17} {'95% CI':<17} {'vs base (95% CI of diff)':<40} failed"]
     for b in s.levels:
         mark = "★" if b["is_best"] else " "
-        mean = "-" if b["n"] == 0 else f"{b['mean']:.4f} ± {b['std']:.4f}"
-        ci = "-" if math.isnan(b["ci_low"]) else f"{b['ci_low']:.4f}..{b['ci_high']:.4f}"
-        vs = "base" if b["is_base"] else b["vs_base"] + (
-            "" if math.isnan(b["diff_low"]) else f" ({b['diff_low']:+.4f}..{b['diff_high']:+.4f})")
+        mean, ci, vs = level_cells(b)
         flag = "  ≤ baseline" if b.get("degenerate") else ""
         lines.append(f"{mark} {str(b['level']):<{width}} {b['n']:>2}  {mean:<17} {ci:<17} {vs:<40} {b['failed']}{flag}")
     lines.append(f"  ★ best level by mean {spec.metric} ({spec.direction}); 'better'/'worse' only when the Welch "

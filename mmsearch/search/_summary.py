@@ -3,6 +3,8 @@ and the sweep's report (the paper's charts) logged to its MLflow parent run."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
@@ -249,13 +251,22 @@ def level_metrics(summary: SweepSummary) -> dict[str, float]:
     return out
 
 
+def level_cells(bar: dict[str, Any]) -> tuple[str, str, str]:
+    """A level's mean ± std, 95% CI and verdict against the base level, as ``sweep status``, the
+    experiment description and the dashboard note print them."""
+    mean = "-" if bar["n"] == 0 else f"{bar['mean']:.4f} ± {bar['std']:.4f}"
+    ci = "-" if math.isnan(bar["ci_low"]) else f"{bar['ci_low']:.4f}..{bar['ci_high']:.4f}"
+    vs = "base" if bar["is_base"] else bar["vs_base"] + (
+        "" if math.isnan(bar["diff_low"]) else f" ({bar['diff_low']:+.4f}..{bar['diff_high']:+.4f})")
+    return mean, ci, vs
+
+
 def describe_sweep(ctx: SweepContext) -> str:
     """The experiment's description: what the sweep varies, from which figure, by which metric."""
     spec = ctx.spec
     what = (f"factor `{spec.factor}`, levels {', '.join(spec.labels)} x {spec.repeats} repeats"
             if spec.mode == "ablation" else f"search over {', '.join(spec.space)} ({spec.n_trials} trials)")
     return f"{spec.description}. Paper {spec.paper}. {what}; metric {spec.metric}."
-
 
 
 def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary: SweepSummary) -> None:
@@ -310,16 +321,13 @@ def level_csv(summary: SweepSummary) -> str:
     """Each level's statistics as a table (the parent run's ``levels.csv``)."""
     columns = ["level", "n", "mean", "std", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "vs_base", "is_base",
                "is_best", "degenerate", "failed"]
-    rows = [",".join(columns)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
     for b in summary.levels:
-        cells = [b.get(c, "") for c in columns]
-        rows.append(",".join("" if isinstance(v, float) and math.isnan(v) else
-                             (f"{v:.6f}" if isinstance(v, float) else _csv_cell(str(v))) for v in cells))
-    return "\n".join(rows) + "\n"
-
-
-def _csv_cell(value: str) -> str:
-    return f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\n') else value
+        writer.writerow("" if isinstance(v, float) and math.isnan(v) else f"{v:.6f}" if isinstance(v, float) else v
+                        for v in (b.get(c, "") for c in columns))
+    return out.getvalue()
 
 
 def best_markdown(summary: SweepSummary) -> str:
@@ -341,10 +349,7 @@ def level_markdown(summary: SweepSummary) -> str:
              f"best by mean {spec.metric}: **{summary.best_level}**)", "",
              f"| {factor} | n | mean ± std | 95% CI | vs base (95% CI of the difference) |", "|---|---|---|---|---|"]
     for b in summary.levels:
-        mean = "-" if b["n"] == 0 else f"{b['mean']:.4f} ± {b['std']:.4f}"
-        ci = "-" if math.isnan(b["ci_low"]) else f"{b['ci_low']:.4f}..{b['ci_high']:.4f}"
-        vs = "base" if b["is_base"] else b["vs_base"] + (
-            "" if math.isnan(b["diff_low"]) else f" ({b['diff_low']:+.4f}..{b['diff_high']:+.4f})")
+        mean, ci, vs = level_cells(b)
         name = f"**{b['level']}** ★" if b["is_best"] else str(b["level"])
         lines.append(f"| {name} | {b['n']} | {mean} | {ci} | {vs}{' · ≤ baseline' if b.get('degenerate') else ''} |")
     return "\n".join(lines)

@@ -83,10 +83,11 @@ class Predictor:
         self.pipelines = [_Pipeline(member, device) for member in bundle.members]
 
     # -- input checks ---------------------------------------------------------------------
-    def check(self, frame: pd.DataFrame) -> None:
+    def check(self, frame: pd.DataFrame) -> list[Path | bytes | str]:
         """Every row the model cannot predict, at once. An image model takes each row's image as
         a file path on this machine (``image_path``) or inline (``image_base64``); a caption-only
-        model needs neither."""
+        model needs neither. Returns each row's image (a file or its bytes; empty for a
+        caption-only model), decoded from base64 once."""
         required = ["ImageID", "Caption"]
         missing = [c for c in required if c not in frame.columns]
         if self.bundle.needs_images and not any(c in frame.columns for c in IMAGE_COLUMNS):
@@ -112,12 +113,13 @@ class Predictor:
                 rows.append(pos)
         if problems:
             raise InputError("rows the model cannot predict", problems, rows)
+        return images
 
     # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        self.check(frame)
+        images = self.check(frame)
         captions, ids = list(frame["Caption"]), list(frame["ImageID"])
-        paths = _image_sources(frame) if self.bundle.needs_images else None
+        paths = images if self.bundle.needs_images else None
         out, problems = [], []
         for start in range(0, len(frame), self.batch_size):
             sl = slice(start, start + self.batch_size)
