@@ -35,7 +35,7 @@ def test_every_command_has_an_example_that_runs_that_command() -> None:
         isinstance(a, argparse._SubParsersAction) for a in sub._actions)]
     assert {" ".join(path) for path, _ in leaves} == {
         "data synth", "data holdout", "data inspect", "train", "config", "sweep list", "sweep show", "sweep run",
-        "sweep status", "export", "predict", "report", "ui", "models", "cache show", "cache prune"}
+        "sweep status", "export", "predict", "report", "reproduce", "ui", "models", "cache show", "cache prune"}
     for path, sub in leaves:
         example = sub.get_default("example")
         assert example and f"example:\n  {example}" in sub.format_help(), path

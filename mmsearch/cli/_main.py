@@ -194,6 +194,35 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the page goes (default reports/reproduction.html; the command prints where)")
     report.add_argument("--markdown", action="store_true", help="also print the verdict table as Markdown")
 
+    repro = _cmd(sub, "reproduce", "The whole paper in one command: every sweep of findings/paper.yaml that can run on "
+                 "this data, planned and costed first, on one schedule; then the paper's final model and the measured "
+                 "one, compared on the test split; then the report. Rerun to resume; run it on several machines with "
+                 "one --storage and --tracking-uri to share the cells.",
+                 "mmsearch reproduce --experiment cpu --workers 2 --plan", _reproduce)
+    repro.add_argument("--experiment", help="base experiment of every sweep (default: each sweep's own, the paper)")
+    _data_options(repro)
+    repro.add_argument("--storage", help="Optuna storage: a journal file (default ./optuna-journal.log), "
+                                         "postgresql://... or redis://...")
+    repro.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
+    repro.add_argument("--workers", type=positive_int, default=None,
+                       help="worker processes shared by every sweep (default: one per GPU given by --gpus, else 1)")
+    repro.add_argument("--gpus", metavar="LIST", help="GPUs for the workers, as for `sweep run` (e.g. 0,1; 'none': no GPU)")
+    repro.add_argument("--only", action="append", default=[], metavar="GLOB",
+                       help="only the sweeps whose name matches (repeatable), e.g. 'text-*'")
+    repro.add_argument("--skip", action="append", default=[], metavar="GLOB", help="leave out the sweeps that match (repeatable)")
+    repro.add_argument("--plan", action="store_true", help="print the plan with its time estimates and exit (trains "
+                                                           "nothing beyond the calibration, which is cached)")
+    repro.add_argument("--repeats", type=positive_int, default=3, metavar="N",
+                       help="members of each final model, seeds run.seed..run.seed+N-1, for the 95%% intervals (default 3)")
+    repro.add_argument("--export", metavar="NAME", help="also register the better final model as NAME@champion")
+    repro.add_argument("--findings", type=Path, help="findings file (default: the bundled findings/paper.yaml)")
+    repro.add_argument("--out", type=Path, default=Path("reports/reproduction.html"),
+                       help="where the report goes (default reports/reproduction.html)")
+    repro.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
+                       help="how often a running trial says it is alive (default 10)")
+    repro.add_argument("--grace", type=positive_seconds, default=None, metavar="SECONDS",
+                       help="a running trial silent this long is judged dead (default 600)")
+
     ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlflow.db, as `mlflow ui` would); stopping it stops the server.",
               "mmsearch ui --port 5000", _ui)
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
@@ -571,6 +600,56 @@ def _report(args: argparse.Namespace) -> int:
           f"(MLflow run {report.run_id})")
     if args.markdown:
         print("\n".join(verdict_table(report.sections)))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from mmsearch.config import request_overrides
+    from mmsearch.reproduce import ReproduceRequest, make_plan, reproduce_paper
+
+    _interruptible()
+    options = {k: v for k, v in (("heartbeat_s", args.heartbeat), ("grace_s", args.grace)) if v is not None}
+    request = ReproduceRequest(experiment=args.experiment, data=args.data, overrides=request_overrides(args.overrides),
+                               storage=_storage(args.storage), tracking_uri=args.tracking_uri, workers=args.workers,
+                               gpus=args.gpus, only=args.only, skip=args.skip, repeats=args.repeats, export=args.export,
+                               findings=args.findings, out=args.out, **options)
+
+    def show(plan: Any) -> None:
+        for line in plan.lines():
+            print(line, flush=True)
+
+    if args.plan:
+        plan, _ = make_plan(request)
+        show(plan)
+        return 0
+    outcome = reproduce_paper(request, show)
+    for name, s in sorted(outcome.summaries.items(), key=lambda item: [p.name for p in outcome.plan.sweeps].index(item[0])):
+        best = f"; best {s.spec.factor}={s.best_level} ({s.spec.metric} {s.best_value:.4f})" if s.best_level else ""
+        print(f"{name}: {s.progress}{best}")
+    for name, why in outcome.failed.items():
+        print(f"{name}: failed: {why.splitlines()[0]}")
+    if outcome.final is not None:
+        from mmsearch.report import final_table
+
+        print("\n".join(final_table(outcome.final)))
+    if outcome.report_path is not None:
+        print(f"report: {outcome.report_path} (MLflow run {outcome.report_run_id})")
+    if outcome.note:
+        print(outcome.note)
+    t, plan = outcome.timings, outcome.plan
+    after = t.get("sweeps", 0.0) + t.get("final", 0.0) + t.get("report", 0.0)
+    print(f"took {outcome.seconds:.0f}s: planning {t.get('plan', 0):.0f}s (calibration "
+          f"{plan.calibration.seconds if plan.calibration else 0:.0f}s), sweeps {t.get('sweeps', 0):.0f}s, final models "
+          f"{t.get('final', 0):.0f}s, report {t.get('report', 0):.0f}s; after the plan {after:.0f}s, which it estimated "
+          f"at {plan.total_s:.0f}s ({plan.schedule_s:.0f}s of sweeps, {plan.final_s:.0f}s of final models)")
+    if outcome.missing:
+        print(f"incomplete: {len(outcome.missing)} cell(s) not COMPLETE (exit {EXIT_INCOMPLETE}); the final models and "
+              "the report wait for every cell; rerun the same command to retry them:", file=sys.stderr)
+        for sweep, cell, why in outcome.missing[:20]:
+            print(f"  {sweep} {cell}: {why}", file=sys.stderr)
+        if len(outcome.missing) > 20:
+            print(f"  ... and {len(outcome.missing) - 20} more", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0
 
 

@@ -6,10 +6,12 @@ from mmsearch.export._export import (
            ExportRequest,
            ExportResult,
            base_overrides,
+           export_config,
            export_model,
            final_config,
+           register,
 )
 from mmsearch.export._predict import PredictOutcome, load_model, predict_csv
 
 __all__ = ["PredictOutcome", "load_model", "predict_csv", "Decision", "sweep_decisions", "ALIAS", "ExportRequest",
-           "ExportResult", "base_overrides", "export_model", "final_config"]
+           "ExportResult", "base_overrides", "export_config", "export_model", "final_config", "register"]

@@ -8,7 +8,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -121,6 +121,18 @@ def export_model(request: ExportRequest) -> ExportResult:
     if request.ensemble < 1:
         raise mmsearch.MmsearchError(f"--ensemble must be 1 or more, got {request.ensemble}")
     cfg, decisions, request = final_config(request)
+    return export_config(cfg, decisions, request)
+
+
+# What a caller measures on the written bundle before it is logged (``mmsearch reproduce``: the
+# test split's F1 of each member): metrics logged to the export run and returned with the rest.
+Evaluate = Callable[[Path], dict[str, float]]
+
+
+def export_config(cfg: ExperimentConfig, decisions: list[Decision], request: ExportRequest,
+                  evaluate: Evaluate | None = None) -> ExportResult:
+    """Train ``cfg`` (``request.ensemble`` members), log it to an export run and register it;
+    ``decisions`` are its provenance (which sweep chose which setting)."""
     dataset = Workspace(cfg).dataset  # bad data is one message, before anything about threads
     cfg = foreground_threads(cfg)
     stages = [s for s in STAGE_NAMES if not stage_needs_images(s)] if request.caption_only or not dataset.has_images \
@@ -147,6 +159,10 @@ def export_model(request: ExportRequest) -> ExportResult:
         tracker.log_metrics(run_id, metrics)
         with tempfile.TemporaryDirectory() as tmp:
             bundle = write_bundle(Path(tmp) / "bundle", members, stages, thresholds)
+            if evaluate is not None:
+                scores = evaluate(bundle)
+                tracker.log_metrics(run_id, scores)
+                metrics.update(scores)
             model_dir = Path(tmp) / "model"
             save_pyfunc(model_dir, bundle, "image" in stages,
                         input_example(dataset, "image" in stages, cfg.data.image_size))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ class ReportRequest:
     tracking_uri: str | None = None
     out: Path = Path("reports/reproduction.html")  # beside exports/, not loose in the working folder
     findings: Path | None = None
+    final: Any = None  # mmsearch.reproduce.FinalComparison: the two final models (``mmsearch reproduce``)
 
 
 @dataclass
@@ -127,6 +129,9 @@ def reproduce(request: ReportRequest) -> Report:
                      tags={"experiment": request.experiment or "", "data": request.data or "demo"}) as run_id:
         tracker.log_text(run_id, page, "reproduction.html")
         tracker.log_text(run_id, json.dumps([_row(s) for s in sections], indent=1, default=str), "verdicts.json")
+        if request.final is not None:
+            tracker.log_text(run_id, json.dumps(request.final.to_json(), indent=1, default=str), "final_models.json")
+            tracker.log_text(run_id, "\n".join(final_table(request.final)) + "\n", "final_models.md")
         tracker.log_metrics(run_id, {k.replace(" ", "_"): v for k, v in report.outcomes.items()})
     report.run_id = run_id
     return report
@@ -178,4 +183,64 @@ def _render(request: ReportRequest, report: Report) -> str:
         if s.command:
             text += f"<p>Run it with <code>{esc(s.command)}</code></p>"
         blocks.append((f"{f.section}, {f.figure}: {f.sweep}", text, s.figure))
+    if request.final is not None:
+        blocks.append(("The measured final model", _final_html(request.final), None))
     return page_html("The paper reproduced, figure by figure", blocks)
+
+
+def _interval(scores: list[float]) -> str:
+    from mmsearch.charts import mean_ci
+
+    mean, _, low, high = mean_ci(scores)
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.4f} (n={len(scores)}, " + ("no interval)" if math.isnan(low) else f"95% CI {low:.4f}..{high:.4f})")
+
+
+def final_table(final: Any) -> list[str]:
+    """Each factor's decision and the two final models' scores, as Markdown (the README quotes it)."""
+    lines = ["| factor | sweep | paper's value | final value | why |", "|---|---|---|---|---|"]
+    for d in final.decisions:
+        lines.append(f"| `{d.factor}` | {d.sweep} | {d.base or '-'} | {'**' + str(d.chosen) + '**' if d.changed else d.chosen or '-'} "
+                     f"| {d.why} |")
+    split = final.split
+    lines += ["", f"| final model | registered | {split} samples-F1 per member (mean, 95% CI) | averaged model |",
+              "|---|---|---|---|"]
+    for role, m in final.models.items():
+        lines.append(f"| {role} | `{m.name}` v{m.version} | {_interval(m.scores)} | "
+                     f"{'-' if m.ensemble is None else f'{m.ensemble:.4f}'} |")
+    diff, low, high = final.difference
+    if not math.isnan(diff):
+        ci = "no interval" if math.isnan(low) else f"95% CI {low:+.4f}..{high:+.4f}"
+        verdict = ("not distinguishable" if math.isnan(low) or low <= 0 <= high else
+                   ("measured better" if low > 0 else "paper better"))
+        lines += ["", f"measured - paper: {diff:+.4f} ({ci}): **{verdict}**" +
+                  (f"; registered as {final.champion}" if final.champion else "")]
+    if split != "test":
+        lines.append("(no test_labels.csv in the data: scored on the validation split, which the sweeps chose levels on)")
+    return lines
+
+
+def _final_html(final: Any) -> str:
+    esc = html.escape
+    rows = "".join(f"<tr><td><code>{esc(d.factor)}</code></td><td>{esc(d.sweep)}</td><td>{esc(str(d.base or '-'))}</td>"
+                   f"<td>{'<b>' if d.changed else ''}{esc(str(d.chosen or '-'))}{'</b>' if d.changed else ''}</td>"
+                   f"<td>{esc(d.why)}</td></tr>" for d in final.decisions)
+    models = "".join(f"<tr><td>{esc(role)}</td><td><code>{esc(m.name)}</code> v{esc(m.version)}</td>"
+                     f"<td>{esc(_interval(m.scores))}</td><td>{'-' if m.ensemble is None else f'{m.ensemble:.4f}'}</td></tr>"
+                     for role, m in final.models.items())
+    diff, low, high = final.difference
+    summary = "" if math.isnan(diff) else (
+        f"<p>measured − paper: <b>{diff:+.4f}</b> "
+        + ("(no interval)" if math.isnan(low) else f"(95% CI {low:+.4f}..{high:+.4f})") + "</p>")
+    split = final.split
+    note = "" if split == "test" else ("<p>No <code>test_labels.csv</code> in the data: scored on the validation split, "
+                                       "which the sweeps chose levels on (optimistic for the measured model).</p>")
+    return ("<p>For each factor, the level its sweep found better than the paper's value with a Welch 95% interval of "
+            "the difference excluding zero; otherwise the paper's value stays. Both configurations were trained with "
+            "the same seeds and registered.</p>"
+            "<table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>factor</th><th>sweep</th>"
+            "<th>paper's value</th><th>final value</th><th>why</th></tr>" + rows + "</table>"
+            f"<p></p><table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>final model</th>"
+            f"<th>registered</th><th>{esc(split)} samples-F1 per member</th><th>averaged model</th></tr>" + models
+            + "</table>" + summary + note + (f"<p>Champion: <code>{esc(final.champion)}</code></p>" if final.champion else ""))

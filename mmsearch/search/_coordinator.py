@@ -137,12 +137,37 @@ class Coordinator:
         self.gpus = gpus or []
         self.procs: list[Any] = []
         self.placed: dict[int, str | None] = {}  # live worker pid -> its GPU
+        self.spawned = 0  # worker processes this run started
+        self.upstream_job: Any = None  # the upstream job started by ``start_upstream``, while it runs
+        self.upstream_ready = not STAGE_INPUTS[ctx.spec.stage]
         self._stop_progress = threading.Event()
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, started: float) -> SweepSummary:
-        ctx, spec = self.ctx, self.ctx.spec
         interrupt_once()
+        self.open(started)
+        try:
+            if STAGE_INPUTS[self.ctx.spec.stage]:
+                self._prepare_upstream()
+            self._supervise()
+        except KeyboardInterrupt:
+            self._stop_progress.set()
+            raise self._interrupted() from None
+        except BaseException as exc:
+            self._stop_progress.set()
+            if on_disk_full(exc) or isinstance(exc, _WorkerDiskFull):
+                self.stop_all("disk full")
+                raise disk_full_error(self.places, str(exc) if isinstance(exc, _WorkerDiskFull) else first_line(exc)) from None
+            self.abandon(exc)
+            raise
+        finally:
+            self.close()
+        return self._finish(started)
+
+    def open(self, started: float) -> None:
+        """Join the study: its attributes, this run's coordinator record and heartbeat, the MLflow
+        experiment and parent run, repairs of what dead processes left, the missing cells enqueued."""
+        ctx, spec = self.ctx, self.ctx.spec
         with ctx.storage.lock(ctx.study_name):
             study = load_study(ctx)
             with warnings.catch_warnings():  # experimental in Optuna 5; names the objective in optuna-dashboard
@@ -166,24 +191,11 @@ class Coordinator:
         self.heartbeat.start()
         if self.request.progress:
             threading.Thread(target=self._progress, args=(started,), daemon=True, name="mmsearch-progress").start()
-        try:
-            if STAGE_INPUTS[spec.stage]:
-                self._prepare_upstream()
-            self._supervise()
-        except KeyboardInterrupt:
-            self._stop_progress.set()
-            raise self._interrupted() from None
-        except BaseException as exc:
-            self._stop_progress.set()
-            if on_disk_full(exc) or isinstance(exc, _WorkerDiskFull):
-                self._stop_all("disk full")
-                raise disk_full_error(self.places, str(exc) if isinstance(exc, _WorkerDiskFull) else first_line(exc)) from None
-            self._abandon(exc)
-            raise
-        finally:
-            self._stop_progress.set()
-            self.heartbeat.stop()
-        return self._finish(started)
+
+    def close(self) -> None:
+        """Stop this run's progress line and coordinator heartbeat (the record says how it ended)."""
+        self._stop_progress.set()
+        self.heartbeat.stop()
 
     def summary(self) -> SweepSummary:
         s = summarize(self.ctx.spec, self.ctx.study_name, self.keeper.trials(), self.token, self.request.trials)
@@ -291,36 +303,64 @@ class Coordinator:
         with keeper.lock():
             return bool(keeper.claimable())
 
-    def _supervise(self) -> None:
-        keeper, workers = self.keeper, self.request.workers
-        budget = workers + MAX_RETRIES * self.ctx.spec.size  # respawns: bounded even if workers keep dying
-        spawned = 0
-        while True:
-            for p in [p for p in self.procs if not p.is_alive()]:
-                self.procs.remove(p)
-                self.placed.pop(p.pid, None)
-                p.join()
-                if p.exitcode == EXIT_DISK_FULL:
-                    raise _WorkerDiskFull(f"worker process {p.pid} stopped at a full disk")
-                if p.exitcode == EXIT_CUDA_ERROR:
-                    log.warning("worker process %d left after a CUDA error; a fresh one takes its place", p.pid)
-                elif p.exitcode != 0:  # its parent knows at once: repair now, not after a grace
-                    why = f"signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0 else f"exit code {p.exitcode}"
-                    log.warning("worker process %d died (%s)", p.pid, why)
-                with keeper.lock():
-                    keeper.repair()
-                    if p.exitcode != 0:
-                        keeper.end_stray_runs(self.parent)
-            if reserve_used():
-                raise _WorkerDiskFull("a process of this sweep met a full disk")
+    @property
+    def spawn_budget(self) -> int:
+        """Worker processes this run may start: bounded even if workers keep dying."""
+        return self.request.workers + MAX_RETRIES * self.ctx.spec.size
+
+    def reap(self) -> None:
+        """Join the worker processes that ended: a death is repaired at once (its trial failed,
+        its run ended, its cell enqueued again); a full disk stops the sweep; the upstream job's
+        end marks the upstream features ready (or raises its failure)."""
+        keeper = self.keeper
+        for p in [p for p in self.procs if not p.is_alive()]:
+            self.procs.remove(p)
+            self.placed.pop(p.pid, None)
+            p.join()
+            if p.exitcode == EXIT_DISK_FULL:
+                raise _WorkerDiskFull(f"worker process {p.pid} stopped at a full disk")
+            if p is self.upstream_job:
+                self.upstream_job = None
+                if p.exitcode != 0:
+                    raise MmsearchError(f"preparing the upstream features of {self.ctx.spec.name} failed (worker exit "
+                                        f"code {p.exitcode}; its message is above); none of its trials ran")
+                self.upstream_ready = True
+                continue
+            if p.exitcode == EXIT_CUDA_ERROR:
+                log.warning("worker process %d left after a CUDA error; a fresh one takes its place", p.pid)
+            elif p.exitcode != 0:  # its parent knows at once: repair now, not after a grace
+                why = f"signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+                log.warning("worker process %d died (%s)", p.pid, why)
             with keeper.lock():
-                pending = keeper.claimable()
-            for _ in range(max(0, min(workers - len(self.procs), pending, budget - spawned))):
-                self._spawn(spawned)
-                spawned += 1
+                keeper.repair()
+                if p.exitcode != 0:
+                    keeper.end_stray_runs(self.parent)
+        if reserve_used():
+            raise _WorkerDiskFull("a process of this sweep met a full disk")
+
+    def pending(self) -> int:
+        """Trials a new worker could claim now."""
+        with self.keeper.lock():
+            return self.keeper.claimable()
+
+    def spawn_worker(self) -> None:
+        self._spawn(self.spawned)
+        self.spawned += 1
+
+    def start_upstream(self) -> None:
+        """The upstream job (see ``_prepare_upstream``) without waiting for it: ``reap`` says when it is done."""
+        self.upstream_job = self._spawn(-1, "upstream")
+
+    def _supervise(self) -> None:
+        workers = self.request.workers
+        while True:
+            self.reap()
+            pending = self.pending()
+            for _ in range(max(0, min(workers - len(self.procs), pending, self.spawn_budget - self.spawned))):
+                self.spawn_worker()
             if self.procs:
                 wait([p.sentinel for p in self.procs], timeout=min(2.0, self.request.heartbeat_s))
-            elif pending and spawned >= budget:
+            elif pending and self.spawned >= self.spawn_budget:
                 log.error("workers kept dying; %d trial(s) left unclaimed", pending)
                 return
             elif not self._wait_for_others():
@@ -340,8 +380,9 @@ class Coordinator:
         if process.exitcode != 0:
             raise MmsearchError(f"preparing the upstream features of {self.ctx.spec.name} failed (worker exit code "
                                 f"{process.exitcode}; its message is above); no trial ran")
+        self.upstream_ready = True
 
-    def _abandon(self, exc: BaseException) -> None:
+    def abandon(self, exc: BaseException) -> None:
         """A failure outside any trial (upstream preparation, a storage that went away): the
         coordinator record and, when no other coordinator is running, the parent run end FAILED
         with the reason, so nothing stays RUNNING."""
@@ -358,6 +399,9 @@ class Coordinator:
         self.record["state"] = state
         self.keeper.study.set_user_attr(COORDINATOR_PREFIX + self.token, dict(self.record))
 
+    def finish(self, started: float) -> SweepSummary:
+        return self._finish(started)
+
     def _finish(self, started: float) -> SweepSummary:
         keeper = self.keeper
         self.tracker.close(wait_s=OUTBOX_WAIT_S)  # what the workers queued while the tracker was away goes first
@@ -373,14 +417,14 @@ class Coordinator:
 
     def _interrupted(self) -> SweepInterrupted:
         """Stop everything this run started; fail what it held; end its runs KILLED."""
-        summary = self._stop_all("interrupted")
+        summary = self.stop_all("interrupted")
         failed = summary.mine.get("FAIL", 0) if summary is not None else 0
         return SweepInterrupted(
             f"interrupted: this run's unfinished trials are FAIL 'interrupted' ({failed} failed in this run) and "
             f"their MLflow runs KILLED; rerun `mmsearch sweep run {self.ctx.spec.name}` with the same options to resume",
             summary)
 
-    def _stop_all(self, reason: str) -> SweepSummary | None:
+    def stop_all(self, reason: str) -> SweepSummary | None:
         """Interrupt this run's workers, fail the trials it still holds with ``reason``, end its
         runs and (when no other coordinator runs) the parent run KILLED."""
         live = [p for p in self.procs if p.is_alive()]

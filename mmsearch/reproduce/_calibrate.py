@@ -1,0 +1,94 @@
+"""A short calibration of this machine and data: each stage of the base configuration trained
+once, in a worker process with a worker's share of the threads (the coordinator never runs
+torch). What it trains is not thrown away: the image and text networks are cached exactly as
+the fusion sweeps' upstream job and the sweeps' base cells would train them. The measurement
+is cached by data, configuration, stages and threads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from mmsearch._cache import cached, entry, stable_hash
+from mmsearch.config import STAGE_INPUTS, STAGE_NAMES, ExperimentConfig, to_dict, with_overrides
+from mmsearch.data import Dataset
+from mmsearch.errors import MmsearchError
+from mmsearch.reproduce._plan import Calibration, StageCost
+
+log = logging.getLogger("mmsearch.reproduce")
+VERSION = 1
+
+
+def worker_threads(base: ExperimentConfig, workers: int) -> int:
+    """A sweep worker's share of the threads (as ``worker_setup`` gives it)."""
+    return max(1, (base.run.threads or os.cpu_count() or 1) // max(1, workers))
+
+
+def calibrate(base: ExperimentConfig, dataset: Dataset, stages: list[str], workers: int) -> Calibration:
+    from mmsearch.search._worker import _context
+
+    cfg = with_overrides(base, {"run.threads": worker_threads(base, workers)}, where="calibration")
+    stages = [s for s in STAGE_NAMES if s in stages or any(s in STAGE_INPUTS[o] for o in stages)]
+    key = stable_hash({"config": to_dict(cfg), "data": dataset.fingerprint, "stages": stages, "v": VERSION})
+    path = entry("calibration", key, ".json")
+    started = time.perf_counter()
+    if not path.exists():
+        log.warning("calibrating: training the %s stage(s) of the base configuration once on this data (%d "
+                    "thread(s), as a worker has); what it trains is cached for the sweeps", ", ".join(stages),
+                    cfg.run.threads)
+        process = _context().Process(target=_measure_main, args=(cfg, str(dataset.root), stages, str(path),
+                                                                 dict(os.environ)), name="mmsearch-calibration")
+        process.start()
+        try:
+            process.join()
+        except BaseException:
+            process.kill()
+            process.join()
+            raise
+        if process.exitcode != 0 or not path.exists():
+            raise MmsearchError(f"calibrating the stages {', '.join(stages)} failed (exit code {process.exitcode}; its "
+                                "message is above); nothing was planned or run")
+    costs = {s: StageCost(**c) for s, c in json.loads(path.read_text())["costs"].items()}
+    seconds = time.perf_counter() - started
+    return Calibration(costs, seconds if seconds > 1.0 else 0.0, key)
+
+
+def _measure_main(cfg: ExperimentConfig, root: str, stages: list[str], path: str, environ: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(environ)
+    os.environ["MMSEARCH_PROGRESS"] = "0"
+    logging.basicConfig(level=logging.WARNING, force=True,
+                        format="%(asctime)s [calibration] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    costs = measure(cfg, Dataset.open(root), stages)
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps({"costs": {s: asdict(c) for s, c in costs.items()}}, indent=1))
+
+    cached(Path(path), write, kind="calibration", what="calibration")
+
+
+def measure(cfg: ExperimentConfig, dataset: Dataset, stages: list[str]) -> dict[str, StageCost]:
+    """Train each stage once: its seconds per epoch and the epochs early stopping ran. A stage
+    another one trains on is kept in (or read from) the stage cache, as the sweeps keep it."""
+    from mmsearch.pipeline import Workspace, run_stage
+
+    ws = Workspace(cfg, dataset)
+    out = {}
+    for stage in stages:
+        feeds = any(stage in STAGE_INPUTS[other] for other in stages)
+        started = time.perf_counter()
+        result = run_stage(ws, stage, reuse=feeds)
+        wall = time.perf_counter() - started
+        fit = result.fit
+        epochs = max(1, len(fit.history))
+        extract = 0.0
+        if stage == "image" and wall > fit.seconds:
+            # The backbone's pass over every row went into its feature cache now: one over the
+            # training rows is what a level with random augmentations pays every epoch.
+            extract = (wall - fit.seconds) * len(ws.split.train) / max(1, dataset.n_train + dataset.n_test)
+        out[stage] = StageCost(stage, fit.seconds / epochs, epochs, getattr(cfg, stage).optim.epochs, extract)
+    return out
