@@ -23,13 +23,8 @@ log = logging.getLogger("mmsearch.reproduce")
 VERSION = 1
 
 
-def worker_threads(base: ExperimentConfig, workers: int) -> int:
-    """A sweep worker's share of the threads (as ``worker_setup`` gives it)."""
-    return max(1, (base.run.threads or os.cpu_count() or 1) // max(1, workers))
-
-
 def calibrate(base: ExperimentConfig, dataset: Dataset, stages: list[str], workers: int) -> Calibration:
-    from mmsearch.search._worker import _context
+    from mmsearch.search._worker import _context, worker_threads
 
     cfg = with_overrides(base, {"run.threads": worker_threads(base, workers)}, where="calibration")
     stages = [s for s in STAGE_NAMES if s in stages or any(s in STAGE_INPUTS[o] for o in stages)]

@@ -102,13 +102,17 @@ def work(setup: TrialSetup) -> int:
     return ran
 
 
+def worker_threads(base: Any, workers: int) -> int:
+    """A worker's share of the base config's thread budget (every CPU when it sets none)."""
+    return max(1, (base.run.threads or os.cpu_count() or 1) // max(1, workers))
+
+
 def worker_setup(args: WorkerArgs) -> TrialSetup:
     """What every trial of this worker shares: the sweep resolved again here, its share of the
     CPU threads, the study (its sampler seeded per worker), MLflow and a heartbeat."""
     request = replace(args.request, study_name=args.study_name)
     ctx = resolve(request)
-    total_threads = ctx.base.run.threads or os.cpu_count() or 1
-    base = with_overrides(ctx.base, {"run.threads": max(1, total_threads // max(1, request.workers or 1))})
+    base = with_overrides(ctx.base, {"run.threads": worker_threads(ctx.base, request.workers or 1)})
     study = load_study(ctx, seed_offset=args.index)
     heartbeat = Heartbeat(ctx.storage.optuna, ctx.storage.optuna.get_study_id_from_name(ctx.study_name),
                           request.heartbeat_s)
