@@ -125,17 +125,22 @@ class Schedule:
         if running:
             return
         self.summaries[c.ctx.spec.name] = c.finish(started)
+        self._say(started)  # a sweep's end is news even between the periodic lines
 
     def _progress(self, started: float) -> None:
-        terminal = sys.stderr.isatty()
-        every = 5.0 if terminal else PROGRESS_LOG_EVERY_S
+        every = 5.0 if sys.stderr.isatty() else PROGRESS_LOG_EVERY_S
         while not self._stop.wait(every):
-            try:
-                line = self.progress(self, started) if self.progress else ""
-            except Exception:  # progress must never break the schedule
-                continue
-            if line and not self._stop.is_set():
-                print(line if terminal else f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+            self._say(started)
+
+    def _say(self, started: float) -> None:
+        if self.progress is None or self._stop.is_set():
+            return
+        try:
+            line = self.progress(self, started)
+        except Exception:  # progress must never break the schedule
+            return
+        if line:
+            print(line if sys.stderr.isatty() else f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
     def _interrupted(self, opened: list[Coordinator]) -> SweepInterrupted:
         failed = 0
