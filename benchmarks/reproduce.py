@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no timing line in the output of reproduce:\n{out[-3000:]}")
     total, _, calibration, sweeps_s, final_s, _, after, estimated = (int(x) for x in took.groups())
     names = [line.split(":")[0] for line in out.splitlines() if re.match(r"^[a-z][\w-]+: \d+/\d+ cells complete", line)]
+    if not names:
+        raise SystemExit(f"no sweep lines ('NAME: N/M cells complete') in the output of reproduce:\n{out[-3000:]}")
     schedule_s = total - calibration - final_s - int(took.group(6))
 
     _run(["reproduce", "--plan", *select], sequential)  # the same calibration into its cache: not timed

@@ -7,13 +7,25 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _sweepproc import finish, open_study, sets, start, sweep_env, wait_for
+from _sweepproc import (
+    finish,
+    free_port,
+    fresh_postgres,
+    open_study,
+    sets,
+    start,
+    sweep_env,
+    wait_for,
+    wait_until_serving,
+)
 from conftest import needs_glove, needs_mobilenet, needs_nltk
 
 pytestmark = [needs_glove, needs_mobilenet, needs_nltk]
@@ -167,6 +179,58 @@ def test_killed_and_interrupted_mid_second_sweep_then_rerun_every_cell_once_one_
     again = _left(storage, tracking)
     _assert_done_once(again)
     assert again["models"] == left["models"]
+
+
+@pytest.mark.slow  # about 4 minutes on 2 cores: two reproduce processes and an MLflow server
+@pytest.mark.postgres
+def test_two_processes_on_postgresql_and_an_mlflow_server_share_every_cell_once_one_report(
+        tmp_path: Path, small: dict, speed: dict, two_sweeps: Path) -> None:
+    pytest.importorskip("requests")
+    with fresh_postgres() as optuna_db, fresh_postgres() as mlflow_db:
+        port = free_port()
+        server_dir = tmp_path / "server"
+        server_dir.mkdir()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_db, "--artifacts-destination",
+             str(server_dir / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=server_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        tracking = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_serving(server, tracking, "the MLflow server to start", every=1.0)
+            args = [*_args(small, speed, two_sweeps, optuna_db), "--tracking-uri", tracking]
+            machines = []
+            for name in ("machine-a", "machine-b"):  # a folder and a cache each, as on two machines
+                home = tmp_path / name
+                home.mkdir()
+                env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONUNBUFFERED": "1",
+                       "MMSEARCH_CACHE_DIR": str(home / "cache")}
+                machines.append(start(args, home, env))
+            results = [finish(proc, 900) for proc in machines]
+            for code, _, err in results:
+                assert code == 0 and "Traceback" not in err and "IntegrityError" not in err, err[-4000:]
+            left = _left(optuna_db, tracking)
+            _assert_done_once(left)
+            assert set(left["models"]) <= {"reproduce-paper", "reproduce-measured"} and \
+                set(left["models"].values()) == {1}, left["models"]
+            # One of them trained the final models and wrote the report; the other said who does, or (when it
+            # got there after) found them made and printed the same page.
+            pages = {out.split("report: ")[1].split(" (MLflow run")[0] for _, out, _ in results if "report: " in out}
+            assert len(pages) == 1 and Path(pages.pop()).exists(), [out[-1500:] for _, out, _ in results]
+            assert all("report: " in out or "trains the final models and writes the report" in out
+                       for _, out, _ in results), [out[-1500:] for _, out, _ in results]
+            # Both took part: the COMPLETE cells were run by workers of both processes.
+            pids = {proc.pid for proc in machines}
+            ran_by: Counter[int] = Counter()
+            for sweep in ("r-text-lr", "r-fusion-p"):
+                study = open_study(optuna_db, sweep)
+                owner = {key.split(":", 1)[1]: value["owner"]["pid"] for key, value in study.user_attrs.items()
+                         if key.startswith("coordinator:")}
+                ran_by.update(owner[t.user_attrs["coordinator"]] for t in study.get_trials(deepcopy=False)
+                              if t.state.name == "COMPLETE")
+            assert set(ran_by) == pids, (ran_by, pids)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 def test_plan_sets_aside_what_cannot_run_and_costs_the_rest_from_a_cached_calibration(
