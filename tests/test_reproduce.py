@@ -316,7 +316,7 @@ def test_decide_takes_a_level_only_when_its_interval_excludes_zero(small: dict, 
     text_bar = {b["level"]: b for b in summaries["r-text-lr"].levels}
     assert text_bar["0.03"]["vs_base"] == "better", text_bar  # 0.002 for 12 epochs barely moves
     assert by["r-text-lr"].chosen == "0.03" and by["r-text-lr"].settings == {"text.optim.lr": 0.03}
-    assert "beats the paper's 0.002" in by["r-text-lr"].why and "95% CI of the difference +" in by["r-text-lr"].why
+    assert "beats the cpu experiment's 0.002" in by["r-text-lr"].why and "95% CI of the difference +" in by["r-text-lr"].why
     fusion_bar = {b["level"]: b for b in summaries["r-fusion-p"].levels}
     if fusion_bar["0.06"]["vs_base"] != "better":  # p 0.05 vs 0.06: within noise, as the interval says
         assert by["r-fusion-p"].chosen == "0.05" and not by["r-fusion-p"].settings

@@ -199,7 +199,7 @@ def _interval(scores: list[float]) -> str:
 
 def final_table(final: Any) -> list[str]:
     """Each factor's decision and the two final models' scores, as Markdown (the README quotes it)."""
-    lines = ["| factor | sweep | paper's value | final value | why |", "|---|---|---|---|---|"]
+    lines = [f"| factor | sweep | {_base_column(final)} | final value | why |", "|---|---|---|---|---|"]
     for d in final.decisions:
         lines.append(f"| `{d.factor}` | {d.sweep} | {d.base or '-'} | {'**' + str(d.chosen) + '**' if d.changed else d.chosen or '-'} "
                      f"| {d.why} |")
@@ -221,6 +221,10 @@ def final_table(final: Any) -> list[str]:
     return lines
 
 
+def _base_column(final: Any) -> str:
+    return "paper's value" if final.experiment == "paper" else f"base value ({final.experiment})"
+
+
 def _final_html(final: Any) -> str:
     esc = html.escape
     rows = "".join(f"<tr><td><code>{esc(d.factor)}</code></td><td>{esc(d.sweep)}</td><td>{esc(str(d.base or '-'))}</td>"
@@ -236,11 +240,15 @@ def _final_html(final: Any) -> str:
     split = final.split
     note = "" if split == "test" else ("<p>No <code>test_labels.csv</code> in the data: scored on the validation split, "
                                        "which the sweeps chose levels on (optimistic for the measured model).</p>")
-    return ("<p>For each factor, the level its sweep found better than the paper's value with a Welch 95% interval of "
-            "the difference excluding zero; otherwise the paper's value stays. Both configurations were trained with "
-            "the same seeds and registered.</p>"
+    profile = "" if final.experiment == "paper" else (
+        f" The base experiment is <code>{esc(final.experiment)}</code>: the paper's final configuration as that profile "
+        "renders it, so its values (and the model called <i>paper</i>) are the profile's, not always the ones the "
+        "table above quotes from the paper.")
+    return ("<p>For each factor, the level its sweep found better than the base value with a Welch 95% interval of "
+            "the difference excluding zero; otherwise the base value stays. Both configurations were trained with "
+            f"the same seeds and registered.{profile}</p>"
             "<table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>factor</th><th>sweep</th>"
-            "<th>paper's value</th><th>final value</th><th>why</th></tr>" + rows + "</table>"
+            f"<th>{esc(_base_column(final))}</th><th>final value</th><th>why</th></tr>" + rows + "</table>"
             f"<p></p><table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>final model</th>"
             f"<th>registered</th><th>{esc(split)} samples-F1 per member</th><th>averaged model</th></tr>" + models
             + "</table>" + summary + note + (f"<p>Champion: <code>{esc(final.champion)}</code></p>" if final.champion else ""))

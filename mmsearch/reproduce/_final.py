@@ -2,8 +2,8 @@
 paper's own and compared on data no sweep chose on.
 
 For each factor, the level its sweep found better than the base experiment's (the paper's value,
-as the profile scales it) with a Welch 95% interval of the difference excluding zero; otherwise
-the paper's value stays. Both configurations are trained by the export machinery with the same
+as the profile scales it: ``--experiment cpu`` compares with the cpu profile's) with a Welch 95%
+interval of the difference excluding zero; otherwise the base value stays. Both configurations are trained by the export machinery with the same
 seeds (``repeats`` members each: seeds run.seed, run.seed + 1, ...), registered, and scored member
 by member on the test split (``test_labels.csv``; without it, on validation, said so).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch.charts import mean_ci, ranked_levels, welch_diff
-from mmsearch.config import ExperimentConfig, with_overrides
+from mmsearch.config import ExperimentConfig, flatten, to_dict, with_overrides
 from mmsearch.search import SweepContext, SweepSummary
 
 log = logging.getLogger("mmsearch.reproduce")
@@ -65,6 +65,7 @@ class FinalComparison:
     decisions: list[FactorDecision]
     models: dict[str, FinalModel] = field(default_factory=dict)
     champion: str = ""  # the registered NAME@champion, when asked
+    experiment: str = "paper"  # the base experiment: whose values the "paper" model and the decisions keep
 
     @property
     def split(self) -> str:
@@ -85,30 +86,38 @@ class FinalComparison:
 
     def to_json(self) -> dict[str, Any]:
         return {"decisions": [asdict(d) for d in self.decisions], "models": {k: asdict(m) for k, m in self.models.items()},
-                "champion": self.champion}
+                "champion": self.champion, "experiment": self.experiment}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> FinalComparison:
         return cls([FactorDecision(**d) for d in raw["decisions"]], {k: FinalModel(**m) for k, m in raw["models"].items()},
-                   raw.get("champion", ""))
+                   raw.get("champion", ""), raw.get("experiment", "paper"))
+
+
+def reference(experiment: str | None) -> str:
+    """Whose value a factor keeps: the paper's, or the profile's rendering of it (the cpu
+    profile shortens epochs and sequences, so its values differ from the paper's Appendix 6.1)."""
+    return "the paper's" if experiment in (None, "paper") else f"the {experiment} experiment's"
 
 
 def decide(contexts: list[SweepContext], summaries: dict[str, SweepSummary]) -> list[FactorDecision]:
-    """Factor by factor, in the plan's order: the measured level, or the paper's and why."""
+    """Factor by factor, in the plan's order: the measured level, or the base's and why."""
     out = []
     for ctx in contexts:
         spec, s = ctx.spec, summaries.get(ctx.spec.name)
         if spec.mode != "ablation" or s is None:
             continue
         factor = spec.factor or spec.name
-        base = spec.base
+        base, ref = spec.base, reference(spec.experiment)
         ranked = ranked_levels(s.levels, spec.maximize)
         if base is None:
-            out.append(FactorDecision(spec.name, factor, None, None, {}, "no level of the sweep is the base experiment's "
-                                      "own, so nothing to compare with: the base value stays"))
+            value = flatten(to_dict(ctx.base)).get(factor, "?")
+            out.append(FactorDecision(spec.name, factor, None, None if value is None else str(value), {},
+                                      f"no level of the sweep ({', '.join(spec.labels())}) is {ref} configuration "
+                                      f"({factor}={value}), so nothing to compare with: it stays"))
             continue
         if not ranked:
-            out.append(FactorDecision(spec.name, factor, base, base, {}, "no level completed: the paper's value stays"))
+            out.append(FactorDecision(spec.name, factor, base, base, {}, f"no level completed: {ref} value stays"))
             continue
         best = ranked[0]
         label = str(best["level"])
@@ -118,18 +127,18 @@ def decide(contexts: list[SweepContext], summaries: dict[str, SweepSummary]) -> 
             cited = s.best_trial
             out.append(FactorDecision(
                 spec.name, factor, base, label, dict(spec.level(label).set),
-                f"{label} beats the paper's {base} by {best['diff']:+.4f} {spec.metric}{interval}", ctx.study_name,
+                f"{label} beats {ref} {base} by {best['diff']:+.4f} {spec.metric}{interval}", ctx.study_name,
                 spec.metric, float(best["mean"]), int(best["n"]), cited.number if cited else -1,
                 cited.attrs.get("mlflow_run_id") if cited else None,
                 float(cited.value) if cited and cited.value is not None else math.nan))
         elif label == base:
-            out.append(FactorDecision(spec.name, factor, base, base, {}, f"the paper's {base} has the best mean "
+            out.append(FactorDecision(spec.name, factor, base, base, {}, f"{ref} {base} has the best mean "
                                                                          f"{spec.metric} {best['mean']:.4f}"))
         else:
             why = "one repeat gives no interval" if not interval else "the interval includes 0"
             out.append(FactorDecision(spec.name, factor, base, base, {},
-                                      f"best {label} is {best['diff']:+.4f} from the paper's {base}{interval}, but {why}: "
-                                      "the paper's value stays"))
+                                      f"best {label} is {best['diff']:+.4f} from {ref} {base}{interval}, but {why}: "
+                                      "it stays"))
     return out
 
 

@@ -339,14 +339,14 @@ def train_finals(request: ReproduceRequest, selection: Selection, decisions: lis
     base = selection.contexts[0].base
     data = Path(str(base.data.path))
     stages = _final_stages(selection.contexts)
-    comparison = FinalComparison(decisions)
+    comparison = FinalComparison(decisions, experiment=selection.contexts[0].spec.experiment or "paper")
     configs = {PAPER: base, MEASURED: measured_config(base, decisions)}
     same = not any(d.changed for d in decisions)
     results = {}
     for role, cfg in configs.items():
         if role == MEASURED and same:
-            log.warning("no factor was measured better than the paper's value: the measured final configuration is "
-                        "the paper's, so it is not trained twice")
+            log.warning("no factor was measured better than its base value: the measured final configuration is "
+                        "the base one, so it is not trained twice")
             comparison.models[MEASURED] = replace(comparison.models[PAPER], role=MEASURED)
             continue
         provenance = [Decision(k, v, d.sweep, d.study, d.trial, d.run_id, d.mean, d.metric,
