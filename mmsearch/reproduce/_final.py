@@ -113,7 +113,7 @@ def decide(contexts: list[SweepContext], summaries: dict[str, SweepSummary]) -> 
         if base is None:
             value = flatten(to_dict(ctx.base)).get(factor, "?")
             out.append(FactorDecision(spec.name, factor, None, None if value is None else str(value), {},
-                                      f"no level of the sweep ({', '.join(spec.labels())}) is {ref} configuration "
+                                      f"no level of the sweep ({', '.join(spec.labels)}) is {ref} configuration "
                                       f"({factor}={value}), so nothing to compare with: it stays"))
             continue
         if not ranked:
