@@ -2,8 +2,8 @@
 sweep keeps busy, with every core (what ``export`` used: the cpu profile's ``run.threads: 2`` on
 2 cores) against the threads ``foreground_threads`` picks (the CPUs the load leaves idle).
 
-The load is one busy process per core, as a sweep with that many workers is; the case waits for
-the load average to show it (``foreground_threads`` reads it), then trains the text stage on
+The load is one busy process per core, as a sweep with that many workers is; the case lets it
+settle (``foreground_threads`` measures the busy CPUs over half a second), then trains the text stage on
 the real captions with each thread count in turn, several times, and compares the median
 seconds per epoch. The table goes to BENCHMARKS.md (section ``threads``).
 """
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     _epoch_seconds(cfg, cpus)  # vocabulary, vectors and tokens cached before anything is timed
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
     try:
-        time.sleep(70)  # the 1-minute load average catches up with the load
+        time.sleep(5)  # every load process past its start-up
         chosen = foreground_threads(cfg).run.threads or cpus
         loadavg = os.getloadavg()[0]
         default, ours = [], []

@@ -219,6 +219,29 @@ def test_runtime_precision_names_are_a_registry(small: dict) -> None:
     assert "cuda:N" in str(err.value)
 
 
+def test_idle_threads_follow_the_load_now_not_a_minute_ago() -> None:
+    """One spinning process per CPU: every CPU is busy at once (the load average would still say
+    idle for a minute); once they exit, the CPUs are free again at once (it would still say busy)."""
+    import time
+
+    from mmsearch.runtime import idle_cpu_threads
+
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2 or not Path("/proc/stat").exists():
+        pytest.skip("needs /proc/stat and at least 2 CPUs")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    try:
+        time.sleep(1.0)
+        threads, _, busy = idle_cpu_threads()
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert threads == 1 and busy > cpus - 0.5, (threads, busy)
+    threads_after, _, busy_after = idle_cpu_threads()
+    assert busy_after < busy - 1.0 and threads_after > threads, (busy, busy_after, threads_after)
+
+
 def test_a_foreground_run_takes_no_more_threads_than_the_load_leaves_idle(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """`export` and `train`: run.threads is the budget; a busy machine lowers it, and says so."""
@@ -231,7 +254,7 @@ def test_a_foreground_run_takes_no_more_threads_than_the_load_leaves_idle(
     monkeypatch.setattr(devices, "idle_cpu_threads", lambda: (1, 2, 1.9))  # a 2-worker sweep on 2 cores
     with caplog.at_level("WARNING", logger="mmsearch.runtime"):
         assert foreground_threads(cfg).run.threads == 1
-    assert "load average 1.9 on 2 CPUs" in caplog.text and "1 thread(s) instead of 2" in caplog.text
+    assert "1.9 of 2 CPUs busy" in caplog.text and "1 thread(s) instead of 2" in caplog.text
     monkeypatch.setattr(devices, "idle_cpu_threads", lambda: (8, 8, 0.0))  # idle: the budget, not every CPU
     assert foreground_threads(cfg).run.threads == 2
     unset = cfg.model_copy(update={"run": cfg.run.model_copy(update={"threads": None})})

@@ -30,12 +30,12 @@ def foreground_threads(cfg: ExperimentConfig) -> ExperimentConfig:
     OpenMP threads compete for cores and each epoch several times slower."""
     from mmsearch.runtime import idle_cpu_threads
 
-    idle, cpus, load = idle_cpu_threads()
+    idle, cpus, busy = idle_cpu_threads()
     budget = cfg.run.threads or cpus
     threads = max(1, min(budget, idle))
     if threads < budget:
-        log.warning("other processes keep this machine busy (load average %.1f on %d CPUs): training with %d "
-                    "thread(s) instead of %d", load, cpus, threads, budget)
+        log.warning("other processes keep this machine busy (%.1f of %d CPUs busy just now): training with %d "
+                    "thread(s) instead of %d", busy, cpus, threads, budget)
     # Where it runs, not what it is: run.threads is a placement field, so the model and its caches are the same.
     return with_overrides(cfg, {"run.threads": threads}, where="threads of a foreground run")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +59,40 @@ def visible_gpus(environ: dict[str, str] | os._Environ[str] = os.environ) -> lis
 
 
 
-def idle_cpu_threads() -> tuple[int, int, float]:
-    """(threads to train with, CPUs this process may use, 1-minute load average) for a process
-    training in the foreground with ``run.threads`` unset: the CPUs that other processes leave
-    idle. torch's default takes every core even when a sweep already keeps them busy, and
-    OpenMP threads competing for cores slow each epoch several times over."""
+def idle_cpu_threads(window_s: float = 0.5) -> tuple[int, int, float]:
+    """(threads to train with, CPUs this process may use, CPUs busy now) for a process training
+    in the foreground: the CPUs that other processes leave idle. torch's default takes every core
+    even when a sweep already keeps them busy, and OpenMP threads competing for cores slow each
+    epoch several times over. Busy is measured over ``window_s`` from /proc/stat, not read from
+    the 1-minute load average: that lags by a minute both ways (after a sweep's workers exit it
+    still says busy, and halved the threads of the final models trained right after them)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform: assume idle
-        load = 0.0
-    return max(1, min(cpus, cpus - int(load + 0.5))), cpus, load
+    busy = _busy_cpus(window_s)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # not available on this platform: assume idle
+            busy = 0.0
+    return max(1, min(cpus, cpus - int(busy + 0.5))), cpus, busy
+
+
+def _busy_cpus(window_s: float) -> float | None:
+    """CPUs busy over the next ``window_s`` (all of the machine's, as /proc/stat counts them,
+    scaled to its CPU count), or None where /proc/stat is not there."""
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle  # guest time is already inside user
+
+    first = sample()
+    if first is None:
+        return None
+    time.sleep(window_s)
+    second = sample()
+    if second is None or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (total - idle) / total * (os.cpu_count() or 1)
