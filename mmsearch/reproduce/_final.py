@@ -111,10 +111,14 @@ def decide(contexts: list[SweepContext], summaries: dict[str, SweepSummary]) -> 
         base, ref = spec.base, reference(spec.experiment)
         ranked = ranked_levels(s.levels, spec.maximize)
         if base is None:
-            value = flatten(to_dict(ctx.base)).get(factor, "?")
+            values = flatten(to_dict(ctx.base))
+            value = values.get(factor, "?")
+            namesake = spec.level(str(value)) if str(value) in spec.labels else None
+            differs = "" if namesake is None else "; level {} also sets {}".format(value, ", ".join(
+                f"{k}={v} ({ref}: {values.get(k)})" for k, v in namesake.set.items() if k != factor and values.get(k) != v))
             out.append(FactorDecision(spec.name, factor, None, None if value is None else str(value), {},
                                       f"no level of the sweep ({', '.join(spec.labels)}) is {ref} configuration "
-                                      f"({factor}={value}), so nothing to compare with: it stays"))
+                                      f"({factor}={value}{differs}), so nothing to compare with: it stays"))
             continue
         if not ranked:
             out.append(FactorDecision(spec.name, factor, base, base, {}, f"no level completed: {ref} value stays"))
