@@ -140,7 +140,14 @@ def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Seque
         np.save(folder / VECTORS_FILE, np.ascontiguousarray(kv.vectors, dtype=np.float32))
         (folder / WORDS_FILE).write_text(json.dumps(list(kv.index_to_key)))
 
-    folder = cached(entry("vectors", f"{label}-{key}"), write, kind="vectors", what=f"word vectors {name}", events=events)
+    target = entry("vectors", f"{label}-{key}")
+    if spec.kind == "gensim" and not target.exists():
+        from mmsearch._assets import corpus_asset
+
+        asset = corpus_asset(spec.name)
+        if asset is not None and not asset.usable:  # said before the cache logs that it builds what it cannot
+            raise _offline(spec.name, Path(asset.where))
+    folder = cached(target, write, kind="vectors", what=f"word vectors {name}", events=events)
     vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")  # allow_pickle stays False
     words = json.loads((folder / WORDS_FILE).read_text())
     kv = KeyedVectors(vector_size=vectors.shape[1], count=0)
@@ -149,17 +156,20 @@ def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Seque
     return kv
 
 
+def _offline(name: str, folder: Path) -> AssetMissingError:
+    return AssetMissingError(
+        f"word vectors {name!r} are not in {folder} and cannot be downloaded (offline). "
+        f"On a connected machine run: python -c \"import gensim.downloader as api; api.load('{name}')\" "
+        f"and copy {folder} here, or set GENSIM_DATA_DIR to a folder that has it.")
+
+
 @CORPUS_KINDS.register("gensim")
 def _load_gensim(spec: CorpusSpec, **_: Any):  # type: ignore[no-untyped-def]
     base = gensim_data_dir()
     folder = base / spec.name
     online = can_reach("github.com")
     if not folder.exists() and not online:
-        raise AssetMissingError(
-            f"word vectors {spec.name!r} are not in {folder} and cannot be downloaded (offline). "
-            f"On a connected machine run: python -c \"import gensim.downloader as api; api.load('{spec.name}')\" "
-            f"and copy {folder} here, or set GENSIM_DATA_DIR to a folder that has it."
-        )
+        raise _offline(spec.name, folder)
     log.info("loading word vectors %s with gensim (once; later runs read the cache)", spec.name)
     if online:
         import gensim.downloader as api
