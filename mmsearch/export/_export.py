@@ -130,11 +130,15 @@ Evaluate = Callable[[Path], dict[str, float]]
 
 
 def export_config(cfg: ExperimentConfig, decisions: list[Decision], request: ExportRequest,
-                  evaluate: Evaluate | None = None) -> ExportResult:
+                  evaluate: Evaluate | None = None, threads: int | None = None) -> ExportResult:
     """Train ``cfg`` (``request.ensemble`` members), log it to an export run and register it;
-    ``decisions`` are its provenance (which sweep chose which setting)."""
+    ``decisions`` are its provenance (which sweep chose which setting). ``threads``: pinned by a
+    caller that trains several models it compares (on CPU the thread count changes the floating-
+    point sums, so two models trained with different counts differ by more than their settings);
+    else the CPUs idle now, as ``foreground_threads`` picks them."""
     dataset = Workspace(cfg).dataset  # bad data is one message, before anything about threads
-    cfg = foreground_threads(cfg)
+    cfg = foreground_threads(cfg) if threads is None else with_overrides(cfg, {"run.threads": threads},
+                                                                          where="threads of a foreground run")
     stages = [s for s in STAGE_NAMES if not stage_needs_images(s)] if request.caption_only or not dataset.has_images \
         else list(STAGE_NAMES)
     tracker = Tracker(request.tracking_uri)

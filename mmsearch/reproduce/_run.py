@@ -335,6 +335,7 @@ def train_finals(request: ReproduceRequest, selection: Selection, decisions: lis
     """The paper's final configuration and the measured one, each ``repeats`` members with the
     same seeds, registered (``reproduce-paper``, ``reproduce-measured``), scored on the test split."""
     from mmsearch.export import Decision, ExportRequest, export_config, register
+    from mmsearch.pipeline import foreground_threads
 
     base = selection.contexts[0].base
     data = Path(str(base.data.path))
@@ -342,6 +343,9 @@ def train_finals(request: ReproduceRequest, selection: Selection, decisions: lis
     comparison = FinalComparison(decisions, experiment=selection.contexts[0].spec.experiment or "paper")
     configs = {PAPER: base, MEASURED: measured_config(base, decisions)}
     same = not any(d.changed for d in decisions)
+    # Both with the same threads, chosen once: on CPU the count changes the sums, and the two models
+    # must differ only by the measured settings.
+    threads = foreground_threads(base).run.threads
     results = {}
     for role, cfg in configs.items():
         if role == MEASURED and same:
@@ -357,7 +361,8 @@ def train_finals(request: ReproduceRequest, selection: Selection, decisions: lis
                                ensemble=request.repeats, storage=request.storage, tracking_uri=request.tracking_uri,
                                out_dir=Path("exports"), caption_only="image" not in stages, force=True)
         log.warning("training the %s final configuration: %d member(s)", role, request.repeats)
-        result = export_config(cfg, provenance, export, evaluate=lambda bundle: split_scores(bundle, data)[0])
+        result = export_config(cfg, provenance, export, evaluate=lambda bundle: split_scores(bundle, data)[0],
+                               threads=threads)
         scores, ensemble, split = member_scores(result.metrics, request.repeats, stages[-1])
         comparison.models[role] = FinalModel(role, result.name, result.version, result.run_id, scores, ensemble, split)
         results[role] = result
