@@ -260,6 +260,24 @@ def test_plan_sets_aside_what_cannot_run_and_costs_the_rest_from_a_cached_calibr
     assert again.splitlines()[0] == out.splitlines()[0]
 
 
+def test_offline_without_the_base_assets_says_all_of_them_before_anything_runs(tmp_path: Path, small: dict) -> None:
+    """TORCH_HOME and GENSIM_DATA_DIR pointing at empty folders (a relative path from the wrong
+    folder): one message naming both assets and where they were expected; nothing calibrated."""
+    torch_home, gensim = tmp_path / "torch", tmp_path / "gensim-data"
+    torch_home.mkdir()
+    gensim.mkdir()
+    env = sweep_env(tmp_path, TORCH_HOME=str(torch_home), GENSIM_DATA_DIR=str(gensim), MMSEARCH_OFFLINE="1",
+                    MMSEARCH_CACHE_DIR=str(tmp_path / "cache"))
+    args = ["reproduce", "--plan", "--experiment", "cpu", "--data", str(small["data.path"]),
+            "--storage", str(tmp_path / "journal.log"), "--workers", "2"]
+    code, out, err = finish(start(args, tmp_path, env), 120)
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert "the final models train the base configuration" in err and "nothing was planned or run" in err, err
+    assert f"word vectors glove-wiki-gigaword-50 (expected in {gensim}" in err, err
+    assert f"ImageNet weights mobilenet_v2 (expected in {torch_home}" in err, err
+    assert "calibrating" not in err and not (tmp_path / "cache" / "calibration").exists()
+
+
 def test_plan_and_schedule_share_workers_and_upstream_across_sweeps(small: dict, speed: dict, tmp_path: Path) -> None:
     """The simulated schedule: upstream jobs first, each sweep's cells after its own upstream job,
     every worker busy until the last cell (no idling at a sweep's end)."""

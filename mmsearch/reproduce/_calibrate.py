@@ -35,6 +35,8 @@ def calibrate(base: ExperimentConfig, dataset: Dataset, stages: list[str], worke
         log.warning("calibrating: training the %s stage(s) of the base configuration once on this data (%d "
                     "thread(s), as a worker has); what it trains is cached for the sweeps", ", ".join(stages),
                     cfg.run.threads)
+        failure = path.with_name(path.name + ".error")
+        failure.unlink(missing_ok=True)  # a killed run's
         process = _context().Process(target=_measure_main, args=(cfg, str(dataset.root), stages, str(path),
                                                                  dict(os.environ)), name="mmsearch-calibration")
         process.start()
@@ -44,6 +46,10 @@ def calibrate(base: ExperimentConfig, dataset: Dataset, stages: list[str], worke
             process.kill()
             process.join()
             raise
+        if failure.exists():  # bad input the child named (weights not cached, bad data): its one message
+            message = failure.read_text().rstrip(". ")
+            failure.unlink()
+            raise MmsearchError(f"calibrating the stages {', '.join(stages)}: {message}; nothing was planned or run")
         if process.exitcode != 0 or not path.exists():
             raise MmsearchError(f"calibrating the stages {', '.join(stages)} failed (exit code {process.exitcode}; its "
                                 "message is above); nothing was planned or run")
@@ -58,7 +64,11 @@ def _measure_main(cfg: ExperimentConfig, root: str, stages: list[str], path: str
     os.environ["MMSEARCH_PROGRESS"] = "0"
     logging.basicConfig(level=logging.WARNING, force=True,
                         format="%(asctime)s [calibration] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    costs = measure(cfg, Dataset.open(root), stages)
+    try:
+        costs = measure(cfg, Dataset.open(root), stages)
+    except MmsearchError as exc:
+        Path(path + ".error").write_text(str(exc))
+        raise SystemExit(2) from None
 
     def write(tmp: Path) -> None:
         tmp.write_text(json.dumps({"costs": {s: asdict(c) for s, c in costs.items()}}, indent=1))

@@ -22,7 +22,7 @@ from typing import Any
 from mmsearch._cache import stable_hash
 from mmsearch._disk import check_free_space, make_reserves
 from mmsearch._interrupts import interrupt_once
-from mmsearch.config import request_overrides, stage_needs_images
+from mmsearch.config import ExperimentConfig, request_overrides, stage_needs_images
 from mmsearch.data import demo_dataset, load_images
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.reproduce._final import (
@@ -182,6 +182,21 @@ def _without_assets(ctx: SweepContext) -> dict[str, str]:
     return out
 
 
+def _final_assets_or_raise(base: ExperimentConfig, stages: list[str]) -> None:
+    """The final models train the base configuration: without its weights or word vectors on an
+    offline machine nothing can close the loop, so say all of what is missing before anything runs."""
+    from mmsearch._assets import backbone_asset, corpus_asset, missing
+
+    wanted = [corpus_asset(base.text.corpus)] if "text" in stages else []
+    if "image" in stages and base.image.pretrained:
+        wanted.append(backbone_asset(base.image.backbone))
+    gone = missing(wanted)
+    if gone:
+        raise MmsearchError("the final models train the base configuration, and this machine is offline without its "
+                            + "; ".join(f"{a.kind} {a.name} (expected in {a.where}: {a.fix})" for a in gone)
+                            + "; nothing was planned or run")
+
+
 # -- the plan ------------------------------------------------------------------------------------
 def make_plan(request: ReproduceRequest, selection: Selection | None = None) -> tuple[Plan, Selection]:
     """Costs from the storage's finished trials where there are some, else a calibration."""
@@ -206,6 +221,7 @@ def make_plan(request: ReproduceRequest, selection: Selection | None = None) -> 
         t.state.name == "COMPLETE" for t in studies[c.spec.name].get_trials(deepcopy=False))}
     stages = sorted({c.spec.stage for c in contexts if c.spec.name not in measured_by_study})
     final_stages = _final_stages(contexts)
+    _final_assets_or_raise(base, final_stages)
     calibration = calibrate(base, contexts[0].dataset, sorted(set(stages) | set(final_stages)), workers)
     plans = [sweep_plan(c, studies.get(c.spec.name), calibration.costs, overhead) for c in contexts]
     share_upstream(plans, overhead)
