@@ -56,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     (data / "train.csv").write_text("".join(lines[: args.rows + 1]))
     cfg = load_experiment("cpu", {"data.path": str(data), "text.optim.epochs": 4, "text.optim.early_stopping": None})
     cpus = len(os.sched_getaffinity(0))
-    idle = foreground_threads(cfg).run.threads
+    from mmsearch.runtime import idle_cpu_threads
+
+    idle, _, idle_busy = idle_cpu_threads()
     _epoch_seconds(cfg, cpus)  # vocabulary, vectors and tokens cached before anything is timed
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
     try:
         time.sleep(5)  # every load process past its start-up
         chosen = foreground_threads(cfg).run.threads or cpus
-        loadavg = os.getloadavg()[0]
+        _, _, busy = idle_cpu_threads()
         default, ours = [], []
         for _ in range(args.repeats):
             default.append(_epoch_seconds(cfg, cpus))
@@ -79,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         f"than every core under load) | {'yes' if base / mine >= 1.0 else 'no'} |"])
     report = "\n".join([
         f"Written by `python -m benchmarks.threads --rows {args.rows} --repeats {args.repeats}` on "
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC: {cpus} CPUs, load average {loadavg:.1f} under the "
-        f"load; on the idle machine foreground_threads picked {idle}. Medians of {args.repeats} alternating runs of "
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC: {cpus} CPUs, {busy:.1f} busy under the load "
+        f"(as foreground_threads measures it); before it, {idle_busy:.1f} busy and {idle} thread(s) picked. Medians of {args.repeats} alternating runs of "
         "4 epochs each (the first epoch of each run left out).", "", table])
     print(report)
     replace_section(ROOT / "BENCHMARKS.md", "threads", report)
