@@ -23,6 +23,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmsearch._assets import Asset
 from mmsearch._cache import stable_hash
 from mmsearch.config import STAGE_INPUTS, ExperimentConfig, to_dict, with_overrides
 from mmsearch.search import SweepContext, records
@@ -182,15 +183,21 @@ def level_config(ctx: SweepContext, label: str) -> ExperimentConfig:
     return with_overrides(ctx.base, ctx.spec.level(label).set, where=f"{ctx.spec.path} {label}")
 
 
+def missing_assets(cfg: ExperimentConfig, images: bool) -> list[Asset]:
+    """The downloadable assets ``cfg`` trains with (its word vectors; its ImageNet weights when
+    ``images`` and pretrained) that this offline machine does not have."""
+    from mmsearch._assets import backbone_asset, corpus_asset, missing
+
+    wanted: list[Asset | None] = [corpus_asset(cfg.text.corpus)] + ([backbone_asset(cfg.image.backbone)]
+                                                 if images and cfg.image.pretrained else [])
+    return missing(wanted)
+
+
 def lacks_assets(ctx: SweepContext, label: str) -> bool:
     """Whether the level needs weights or word vectors this offline machine does not have."""
-    from mmsearch._assets import backbone_asset, corpus_asset, missing
     from mmsearch.config import stage_needs_images
 
-    cfg = level_config(ctx, label)
-    wanted = [corpus_asset(cfg.text.corpus)] + ([backbone_asset(cfg.image.backbone)]
-                                                 if stage_needs_images(ctx.spec.stage) and cfg.image.pretrained else [])
-    return bool(missing(wanted))
+    return bool(missing_assets(level_config(ctx, label), stage_needs_images(ctx.spec.stage)))
 
 
 def cell_seconds(ctx: SweepContext, label: str, costs: dict[str, StageCost], overhead: float) -> float:

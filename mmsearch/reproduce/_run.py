@@ -15,9 +15,10 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch._cache import stable_hash
 from mmsearch._disk import check_free_space, make_reserves
@@ -28,6 +29,7 @@ from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.reproduce._final import (
     MEASURED,
     PAPER,
+    FactorDecision,
     FinalComparison,
     FinalModel,
     decide,
@@ -46,6 +48,10 @@ from mmsearch.reproduce._plan import (
 )
 from mmsearch.search import SweepContext, SweepRequest, SweepSummary, open_storage, resolve
 from mmsearch.search._liveness import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Heartbeat, ProcessIdentity, judge
+
+if TYPE_CHECKING:
+    from mmsearch.reproduce._schedule import Schedule
+    from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.reproduce")
 LEDGER_PREFIX = "reproduce@"
@@ -165,18 +171,13 @@ def select(request: ReproduceRequest) -> Selection:
 def _without_assets(ctx: SweepContext) -> dict[str, str]:
     """The levels (an ablation's labels, else "") that need weights or word vectors this offline
     machine does not have, each with what it lacks."""
-    from mmsearch._assets import backbone_asset, corpus_asset, missing
-    from mmsearch.reproduce._plan import level_config
+    from mmsearch.reproduce._plan import level_config, missing_assets
 
     spec = ctx.spec
     labels: list[str] = spec.labels if spec.mode == "ablation" else [""]
     out = {}
     for label in labels:
-        cfg = level_config(ctx, label) if label else ctx.base
-        wanted = [corpus_asset(cfg.text.corpus)]
-        if stage_needs_images(spec.stage) and cfg.image.pretrained:
-            wanted.append(backbone_asset(cfg.image.backbone))
-        gone = missing(wanted)
+        gone = missing_assets(level_config(ctx, label) if label else ctx.base, stage_needs_images(spec.stage))
         if gone:
             out[label] = ", ".join(f"{a.kind} not in {Path(a.where).parent}" for a in gone)
     return out
@@ -185,12 +186,9 @@ def _without_assets(ctx: SweepContext) -> dict[str, str]:
 def _final_assets_or_raise(base: ExperimentConfig, stages: list[str]) -> None:
     """The final models train the base configuration: without its weights or word vectors on an
     offline machine nothing can close the loop, so say all of what is missing before anything runs."""
-    from mmsearch._assets import backbone_asset, corpus_asset, missing
+    from mmsearch.reproduce._plan import missing_assets
 
-    wanted = [corpus_asset(base.text.corpus)] if "text" in stages else []
-    if "image" in stages and base.image.pretrained:
-        wanted.append(backbone_asset(base.image.backbone))
-    gone = missing(wanted)
+    gone = missing_assets(base, "image" in stages)
     if gone:
         raise MmsearchError("the final models train the base configuration, and this machine is offline without its "
                             + "; ".join(f"{a.kind} {a.name} (expected in {a.where}: {a.fix})" for a in gone)
@@ -240,7 +238,7 @@ def _final_stages(contexts: list[SweepContext]) -> list[str]:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def reproduce_paper(request: ReproduceRequest, plan_printer: Any = None) -> ReproduceOutcome:
+def reproduce_paper(request: ReproduceRequest, plan_printer: Callable[[Plan], None] | None = None) -> ReproduceOutcome:
     from mmsearch.reproduce._schedule import Schedule
     from mmsearch.search._coordinator import local_places, sweep_gpus, warn_missing_assets
     from mmsearch.search._worker import warm_workers
@@ -287,13 +285,13 @@ def reproduce_paper(request: ReproduceRequest, plan_printer: Any = None) -> Repr
     return outcome
 
 
-def _progress(plan: Plan, workers: int) -> Any:
+def _progress(plan: Plan, workers: int) -> Callable[[Schedule, float], str]:
     """Sweeps and cells done, elapsed, and what is left: the plan's estimate of each sweep's missing
     cells, scaled by how this run's finished cells of that sweep (else of every sweep) compared
     with their estimates."""
     from mmsearch.reproduce._schedule import cells_done
 
-    def line(schedule: Any, started: float) -> str:
+    def line(schedule: Schedule, started: float) -> str:
         done, total, mine, left_by_sweep = cells_done(schedule.coordinators)
         ratios: dict[str, list[float]] = {}
         for sweep, level, seconds in mine:
@@ -310,7 +308,7 @@ def _progress(plan: Plan, workers: int) -> Any:
     return line
 
 
-def _close_the_loop(request: ReproduceRequest, selection: Selection, ledger: Ledger, tracker: Any,
+def _close_the_loop(request: ReproduceRequest, selection: Selection, ledger: Ledger, tracker: Tracker,
                     outcome: ReproduceOutcome) -> None:
     """Once for every process: the final models and the report, by whichever process claims them."""
     from mmsearch.report import ReportRequest, reproduce
@@ -347,7 +345,8 @@ def _close_the_loop(request: ReproduceRequest, selection: Selection, ledger: Led
         ledger.release()
 
 
-def train_finals(request: ReproduceRequest, selection: Selection, decisions: list[Any], tracker: Any) -> FinalComparison:
+def train_finals(request: ReproduceRequest, selection: Selection, decisions: list[FactorDecision],
+                 tracker: Tracker) -> FinalComparison:
     """The paper's final configuration and the measured one, each ``repeats`` members with the
     same seeds, registered (``reproduce-paper``, ``reproduce-measured``), scored on the test split."""
     from mmsearch.export import Decision, ExportRequest, export_config, register

@@ -20,7 +20,7 @@ from typing import Any
 
 from mmsearch._disk import on_disk_full, reserve_used
 from mmsearch._interrupts import deferred, interrupt_once
-from mmsearch.config import with_overrides
+from mmsearch.config import ExperimentConfig, with_overrides
 from mmsearch.errors import MmsearchError, first_line
 from mmsearch.runtime._devices import VISIBLE_ENV
 from mmsearch.search._context import SweepContext, SweepRequest, resolve
@@ -102,7 +102,7 @@ def work(setup: TrialSetup) -> int:
     return ran
 
 
-def worker_threads(base: Any, workers: int) -> int:
+def worker_threads(base: ExperimentConfig, workers: int) -> int:
     """A worker's share of the base config's thread budget (every CPU when it sets none)."""
     return max(1, (base.run.threads or os.cpu_count() or 1) // max(1, workers))
 
