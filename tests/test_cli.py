@@ -189,6 +189,7 @@ def test_status_finds_the_study_the_user_ran(tmp_path: Path, small: dict, speed:
 
     data = json.loads(capsys.readouterr().out, parse_constant=not_json)
     assert data["done"] == 1 and any(level["ci_low"] is None for level in data["levels"])  # one repeat: no interval
+    assert data["method"].startswith("paired t on matched seeds") and "±0.005" in data["method"]
 
 
 def test_sweep_run_in_a_log_prints_timestamped_progress_on_change_and_ends_with_every_level(

@@ -95,7 +95,9 @@ def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> N
         assert dataset.name == Path(small["data.path"]).name and json.loads(dataset.profile)["train_rows"] > 0
     table = Path(tracker.client.download_artifacts(summary.parent_run_id, "levels.csv", str(tmp_path))).read_text()
     rows = list(csv.DictReader(io.StringIO(table)))
-    assert [r["level"] for r in rows] == [str(b["level"]) for b in summary.levels] and all(r["n"] == "3" for r in rows)
+    assert [r["level"] for r in rows] == [str(b.level) for b in summary.levels] and all(r["n"] == "3" for r in rows)
+    assert {r["method"] for r in rows if r["is_base"] == "False"} == {"paired"}  # the same seeds pair the levels
+    assert "*Verdicts*: paired t on matched seeds" in described
     assert [r["level"] for r in rows if r["is_best"] == "True"] == [summary.best_level]
     # optuna-dashboard's study note says the best level (its own "Best Trial" is one trial).
     from optuna_dashboard._note import get_note_from_system_attrs
@@ -104,6 +106,63 @@ def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> N
     attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(summary.study_name))
     note = get_note_from_system_attrs(attrs, None)["body"]
     assert f"**{summary.best_level}** ★" in note and "Best Trial" in note
+
+
+UNTIL_DECIDED = """name: u-fusion-p
+description: fusion dropout p, repeats until decided (test)
+paper: test
+stage: fusion
+mode: ablation
+factor: fusion.dropout_p
+levels: [0.05, 0.06, 0.5]
+repeats: auto
+max_repeats: 5
+"""
+
+
+def test_repeats_until_decided_add_cells_only_where_a_comparison_is_undecided(tmp_path: Path, small: dict) -> None:
+    """``repeats: auto``: 3 repeats, then one more round at a time for the base and the undecided
+    levels only, each cell once, up to the cap; the study keeps the plan, so every later reader
+    holds the same error rate; a rerun adds nothing."""
+    sweep = tmp_path / "u-fusion-p.yaml"
+    sweep.write_text(UNTIL_DECIDED)
+    request = _request(tmp_path, small, str(sweep), workers=2)
+    summary = run_sweep(request)
+    storage = str(tmp_path / "journal.log")
+    cells = _cells(storage, summary.study_name)
+    assert set(cells.values()) == {1}, cells  # each cell once
+    repeats = {lv: sorted(r for (level, r) in cells if level == lv) for lv in ("0.05", "0.06", "0.5")}
+    assert all(r == list(range(len(r))) for r in repeats.values()), repeats  # rounds add the next seed
+    base = repeats["0.05"]
+    assert len(base) > 3, "the test needs one undecided comparison after the first round"
+    for b in summary.levels:
+        if b.is_base:
+            continue
+        if len(repeats[b.level]) < len(base):  # it stopped getting repeats: decided by then
+            assert b.decided, (b.level, b.vs_base)
+        if len(base) < 5:  # the sweep stopped before the cap: everything is decided
+            assert b.decided, (b.level, b.vs_base)
+    assert summary.total == summary.done == len(cells) and not summary.missing
+    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(storage).optuna)
+    assert study.user_attrs["sequential"] == {"repeats": 3, "max_repeats": 5}
+    assert summary.design.looks == 3 and summary.design.first_look == 3
+    status, _ = sweep_status(replace(request, study_name=summary.study_name), "sweep status")
+    assert [b.vs_base for b in status.levels] == [b.vs_base for b in summary.levels]  # read back the same
+    again = run_sweep(request)
+    assert again.ran == 0 and _cells(storage, summary.study_name) == cells
+
+
+def test_until_decided_resumes_a_fixed_study_by_adding_cells(tmp_path: Path, small: dict) -> None:
+    sweep = tmp_path / "u-fusion-p.yaml"
+    sweep.write_text(UNTIL_DECIDED.replace("repeats: auto", "repeats: 2").replace("[0.05, 0.06, 0.5]", "[0.05, 0.06]"))
+    request = _request(tmp_path, small, str(sweep), workers=2)
+    first = run_sweep(request)
+    assert first.done == 4 and all(b.vs_base in ("base", "inconclusive") for b in first.levels)  # 2 seeds: df 1
+    more = run_sweep(replace(request, until_decided=True, max_repeats=4))
+    cells = _cells(str(tmp_path / "journal.log"), more.study_name)
+    assert more.study_name == first.study_name and set(cells.values()) == {1} and len(cells) > 4, cells
+    study = optuna.load_study(study_name=more.study_name, storage=open_storage(str(tmp_path / "journal.log")).optuna)
+    assert study.user_attrs["sequential"] == {"repeats": 2, "max_repeats": 4}  # the first look counts as a look
 
 
 def test_interrupted_sweep_resumes_only_missing_cells(tmp_path: Path, small: dict) -> None:

@@ -11,6 +11,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from mmsearch.stats import LevelStats
+
 HEIGHT = 420  # a chart fits beside its neighbours on a laptop screen; the report scrolls
 PALETTE = qualitative.D3 + qualitative.Set2
 
@@ -37,30 +39,33 @@ def curves_figure(curves: Sequence[Mapping[str, Any]], title: str, y_title: str)
     return fig
 
 
-def ablation_figure(bars: Sequence[Mapping[str, Any]], factor: str, metric: str = "validation samples-F1") -> go.Figure:
-    """Mean per level with its 95% CI, on an axis zoomed to the data; base and best marked."""
-    shown = [b for b in bars if b["n"] > 0]
-    x = [str(b["level"]) for b in bars]
-    y = [None if math.isnan(b["mean"]) else b["mean"] for b in bars]
-    up = [0 if math.isnan(b["ci_high"]) else b["ci_high"] - b["mean"] for b in bars]
-    down = [0 if math.isnan(b["ci_low"]) else b["mean"] - b["ci_low"] for b in bars]
-    colours = ["#d62728" if b["is_base"] else "#1f77b4" for b in bars]
-    text = [("★ best " if b["is_best"] else "") + ("base " if b["is_base"] else "")
-            + (f"n={b['n']}" + (f", {b['failed']} failed" if b["failed"] else "")) for b in bars]
+def ablation_figure(levels: Sequence[LevelStats], factor: str, metric: str = "validation samples-F1") -> go.Figure:
+    """Mean per level with its 95% CI, on an axis zoomed to the data; base and best marked, each
+    level's verdict against the base in its label."""
+    shown = [s for s in levels if s.n > 0]
+    x = [str(s.level) for s in levels]
+    y = [None if math.isnan(s.mean) else s.mean for s in levels]
+    up = [0 if math.isnan(s.ci_high) else s.ci_high - s.mean for s in levels]
+    down = [0 if math.isnan(s.ci_low) else s.mean - s.ci_low for s in levels]
+    colours = ["#d62728" if s.is_base else "#1f77b4" for s in levels]
+    text = [("★ " if s.is_best else "") + ("base" if s.is_base else s.vs_base)
+            + (f" n={s.n}" + (f", {s.failed} failed" if s.failed else "")) for s in levels]
     fig = go.Figure(go.Scatter(
         x=x, y=y, mode="markers+text", text=text, textposition="top center",
-        marker={"size": [16 if b["is_best"] else 11 for b in bars], "color": colours,
-                "symbol": ["star" if b["is_best"] else "circle" for b in bars]},
+        marker={"size": [16 if s.is_best else 11 for s in levels], "color": colours,
+                "symbol": ["star" if s.is_best else "circle" for s in levels]},
         error_y={"type": "data", "symmetric": False, "array": up, "arrayminus": down, "thickness": 1.5, "width": 6},
-        hovertext=[f"{factor}={b['level']}: mean {b['mean']:.4f} (95% CI {b['ci_low']:.4f}..{b['ci_high']:.4f}), "
-                   f"vs base: {b['vs_base']}" for b in bars], hoverinfo="text", showlegend=False))
-    lows = [b["ci_low"] if not math.isnan(b["ci_low"]) else b["mean"] for b in shown]
-    highs = [b["ci_high"] if not math.isnan(b["ci_high"]) else b["mean"] for b in shown]
+        hovertext=[f"{factor}={s.level}: mean {s.mean:.4f} (95% CI {s.ci_low:.4f}..{s.ci_high:.4f}), vs base: "
+                   + (s.comparison.describe() if s.comparison is not None else s.vs_base) for s in levels],
+        hoverinfo="text", showlegend=False))
+    lows = [s.ci_low if not math.isnan(s.ci_low) else s.mean for s in shown]
+    highs = [s.ci_high if not math.isnan(s.ci_high) else s.mean for s in shown]
     if shown:
         pad = max(0.002, 0.15 * (max(highs) - min(lows)))
         fig.update_yaxes(range=[min(lows) - pad, max(highs) + 2 * pad])
-    fig.update_layout(title=f"{factor}: mean {metric} per level, 95% CI over repeats (red = base, ★ = best)",
-                      xaxis_title=factor, yaxis_title=metric, xaxis_type="category", height=HEIGHT)
+    fig.update_layout(title=f"{factor}: mean {metric} per level, 95% CI over repeats (red = base, ★ = best mean); "
+                            "labels: verdict vs base", xaxis_title=factor, yaxis_title=metric, xaxis_type="category",
+                      height=HEIGHT)
     return fig
 
 

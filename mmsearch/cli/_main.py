@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "run.device is auto or cuda")
             p.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
                            help="how often a running trial says it is alive (default 10)")
+            _sequential_options(p)
         else:
             p.add_argument("--json", action="store_true", help="print the summary as JSON for machines")
 
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the report goes (default reports/reproduction.html)")
     repro.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
                        help="how often a running trial says it is alive (default 10)")
+    _sequential_options(repro)
     repro.add_argument("--grace", type=positive_seconds, default=None, metavar="SECONDS",
                        help="a running trial silent this long is judged dead (default 600)")
 
@@ -400,12 +402,15 @@ def _sweep_list(args: argparse.Namespace) -> int:
 
 def _sweep_show(args: argparse.Namespace) -> int:
     from mmsearch.config import REFERENCE, deviations
-    from mmsearch.search import load_sweep
+    from mmsearch.search import load_sweep, power_statement
 
     spec, base = load_sweep(args.name, args.experiment)
     print(spec.path.read_text())
     print(f"# base experiment: {spec.experiment}; {spec.size} trials; metric {spec.metric} ({spec.direction}); "
           f"pruner {spec.pruner}; base level: {spec.base}")
+    if spec.mode == "ablation":
+        print(f"# verdicts: {spec.design.with_looks(spec.looks).describe()}")
+        print(f"# power: {power_statement(spec).text}")
     for lv in spec.level_list:
         print(f"#   level {lv.label}: {lv.set}")
     if spec.experiment != REFERENCE:
@@ -416,13 +421,23 @@ def _sweep_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sequential_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--until-decided", action="store_true",
+                   help="after each round, add a repeat (a new seed) to the levels whose comparison with the base is "
+                        "still inconclusive, until each is decided or --max-repeats is reached (the error rate is "
+                        "split over the rounds); a sweep file's 'repeats: auto' asks the same")
+    p.add_argument("--max-repeats", type=positive_int, default=None, metavar="N",
+                   help="with --until-decided: at most N repeats per level (default: the sweep file's max_repeats, 10)")
+
+
 def _sweep_request(args: argparse.Namespace) -> Any:
     from mmsearch.config import request_overrides
     from mmsearch.search import SweepRequest
 
     overrides = request_overrides(args.overrides)
     options = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("trials", getattr(args, "trials", None)),
-                                 ("gpus", getattr(args, "gpus", None)),
+                                 ("gpus", getattr(args, "gpus", None)), ("max_repeats", getattr(args, "max_repeats", None)),
+                                 ("until_decided", getattr(args, "until_decided", None) or None),
                                  ("grace_s", args.grace), ("heartbeat_s", getattr(args, "heartbeat", None)))
                if v is not None}
     return SweepRequest(sweep=args.name, experiment=args.experiment, overrides=overrides, data=args.data,
@@ -440,7 +455,7 @@ def _sweep_run(args: argparse.Namespace) -> int:
     if s.data and args.data is None:
         print(f"data: the generated demo dataset in {s.data} (pass it as --data to `mmsearch predict`)")
     if s.best_level is not None:
-        bar = next(b for b in s.levels if b["level"] == s.best_level)
+        bar = next(b for b in s.levels if b.level == s.best_level)
         print(f"best level {s.spec.factor}={s.best_level}: mean {s.best_value:.4f} {_ci(bar)}, "
               f"{versus_base(bar, s.spec.base)}")
     elif s.best_value is not None:
@@ -468,10 +483,10 @@ def _incomplete(s: Any) -> int:
     return EXIT_INCOMPLETE
 
 
-def _ci(bar: dict[str, Any]) -> str:
-    if math.isnan(bar["ci_low"]):
-        return f"(n={bar['n']}, no interval)"
-    return f"(95% CI {bar['ci_low']:.4f}..{bar['ci_high']:.4f}, n={bar['n']})"
+def _ci(bar: Any) -> str:
+    if math.isnan(bar.ci_low):
+        return f"(n={bar.n}, no interval)"
+    return f"(95% CI {bar.ci_low:.4f}..{bar.ci_high:.4f}, n={bar.n})"
 
 
 def _states(counts: dict[str, int]) -> str:
@@ -506,7 +521,7 @@ def _finite(value: Any) -> Any:
 
 def _status_json(s: Any, info: dict[str, Any]) -> dict[str, Any]:
     return {"study": s.study_name, "sweep": s.spec.name, "done": s.done, "total": s.total, "counts": s.counts,
-            "levels": s.levels, "best_level": s.best_level, "best_value": s.best_value,
+            "levels": [b.as_dict() for b in s.levels], "method": s.design.describe(), "best_level": s.best_level, "best_value": s.best_value,
             "best_trial": {"number": s.best_trial.number, "value": s.best_trial.value, "params": s.best_trial.params}
             if s.best_trial else None, "errors": s.errors, **info, "parent_run_id": s.parent_run_id}
 
@@ -534,19 +549,22 @@ def _level_table(s: Any) -> list[str]:
 
     spec = s.spec
     factor = spec.factor or "level"
-    width = max([len(factor)] + [len(str(b["level"])) for b in s.levels]) + 1
-    lines = [f"  {factor:<{width}} {'n':>2}  {'mean ± std':<17} {'95% CI':<17} {'vs base (95% CI of diff)':<40} failed"]
+    width = max([len(factor)] + [len(str(b.level)) for b in s.levels]) + 1
+    vs_width = max([44] + [len(level_cells(b)[2]) for b in s.levels])
+    lines = [f"  {factor:<{width}} {'n':>2}  {'mean ± std':<17} {'95% CI':<17} "
+             f"{'vs base (corrected CI of the difference)':<{vs_width}} failed"]
     for b in s.levels:
-        mark = "★" if b["is_best"] else " "
+        mark = "★" if b.is_best else " "
         mean, ci, vs = level_cells(b)
-        flag = "  ≤ baseline" if b.get("degenerate") else ""
-        lines.append(f"{mark} {str(b['level']):<{width}} {b['n']:>2}  {mean:<17} {ci:<17} {vs:<40} {b['failed']}{flag}")
-    lines.append(f"  ★ best level by mean {spec.metric} ({spec.direction}); 'better'/'worse' only when the Welch "
-                 "95% interval of the difference from the base level excludes 0")
-    flat = [b for b in s.levels if b.get("degenerate")]
+        flag = "  ≤ baseline" if b.degenerate else ""
+        lines.append(f"{mark} {str(b.level):<{width}} {b.n:>2}  {mean:<17} {ci:<17} {vs:<{vs_width}} {b.failed}{flag}")
+    lines.append(f"  ★ best mean {spec.metric} ({spec.direction}). Verdicts: {s.design.describe()}: better/worse when "
+                 "the interval excludes 0, equivalent when it lies inside the margin, inconclusive otherwise "
+                 "(~N repeats: per level, likely to decide it)")
+    flat = [b for b in s.levels if b.degenerate]
     if flat:
-        lines.append(f"  ≤ baseline: {', '.join(str(b['level']) for b in flat)} score(s) no better than predicting the "
-                     f"most frequent label for every row (samples-F1 {max(b['baseline'] for b in flat):.4f}): "
+        lines.append(f"  ≤ baseline: {', '.join(str(b.level) for b in flat)} score(s) no better than predicting the "
+                     f"most frequent label for every row (samples-F1 {max(b.baseline for b in flat):.4f}): "
                      "learned nothing beyond the label frequencies")
     return lines
 
@@ -612,7 +630,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     request = ReproduceRequest(experiment=args.experiment, data=args.data, overrides=request_overrides(args.overrides),
                                storage=_storage(args.storage), tracking_uri=args.tracking_uri, workers=args.workers,
                                gpus=args.gpus, only=args.only, skip=args.skip, repeats=args.repeats, export=args.export,
-                               findings=args.findings, out=args.out, **options)
+                               findings=args.findings, out=args.out, until_decided=args.until_decided,
+                               max_repeats=args.max_repeats, **options)
 
     def show(plan: Any) -> None:
         for line in plan.lines():

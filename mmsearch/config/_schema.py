@@ -207,6 +207,17 @@ class RunConfig(Settings):
                                 "cache while the device trains (null: 1 on a GPU, 0 on cpu)")
 
 
+class StatsConfig(Settings):
+    """How an ablation's comparisons are judged (``mmsearch.stats``). Not part of a study's
+    identity: the same trials are judged again under other settings, nothing reruns."""
+
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="error rate of each family of comparisons: family-wise "
+                                                          "within a sweep, false-discovery rate across a report")
+    margin: float | None = Field(
+        None, ge=0, description="margin of practical equivalence in the metric's units (null: the sweep file's "
+                                "margin, else 0.005 for F1 metrics); differences inside it are 'equivalent'")
+
+
 class ExperimentConfig(Settings):
     name: str = Field("paper", description="experiment name")
     data: DataConfig = Field(default_factory=DataConfig, description="dataset and split")
@@ -214,6 +225,7 @@ class ExperimentConfig(Settings):
     text: TextConfig = Field(default_factory=TextConfig, description="caption network")
     fusion: FusionConfig = Field(default_factory=FusionConfig, description="fusion network")
     run: RunConfig = Field(default_factory=RunConfig, description="reproducibility and resources")
+    stats: StatsConfig = Field(default_factory=StatsConfig, description="how comparisons are judged")
 
 
 # The pipeline's stages are the sections that train a network, in the order they run.

@@ -20,7 +20,6 @@ import torch
 import yaml
 
 import mmsearch
-from mmsearch.charts import DEGENERATE_MARGIN
 from mmsearch.config import (
     STAGE_INPUTS,
     STAGE_NAMES,
@@ -39,6 +38,7 @@ from mmsearch.pipeline import STAGES, StageResult, Workspace, foreground_threads
 from mmsearch.search import SweepRequest, load_sweep
 from mmsearch.search._liveness import ProcessIdentity
 from mmsearch.serving import BUNDLE_FILE, IMAGE_COLUMN, IMAGE_DATA_COLUMN, NEEDS_IMAGES
+from mmsearch.stats import DEGENERATE_MARGIN
 from mmsearch.tracking import OWNER_TAG, MlflowEpochLogger, Tracker, end_abandoned_exports
 from mmsearch.training import EpochProgress, validation_scores
 

@@ -2,9 +2,9 @@
 
 from mmsearch._lazy import lazy_exports
 
-__all__ = ["FINDINGS", "Finding", "Report", "ReportRequest", "Section", "VERDICTS", "Verdict", "load_findings",
+__all__ = ["FINDINGS", "Finding", "Report", "ReportRequest", "Section", "KINDS", "Verdict", "judge_findings", "load_findings",
            "final_table", "reproduce", "verdict_table"]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    **dict.fromkeys(["FINDINGS", "Finding", "VERDICTS", "Verdict", "load_findings"], "._findings"),
+    **dict.fromkeys(["FINDINGS", "Finding", "KINDS", "Verdict", "judge_findings", "load_findings"], "._findings"),
     **dict.fromkeys(["Report", "ReportRequest", "Section", "final_table", "reproduce", "verdict_table"], "._reproduce"),
 })

@@ -20,7 +20,15 @@ from typing import Any
 from mmsearch.charts import ablation_figure, page_html
 from mmsearch.config import request_overrides, stage_needs_images
 from mmsearch.errors import MmsearchError
-from mmsearch.report._findings import NOT_RUN, VERDICTS, Finding, Verdict, degenerate_verdict, load_findings
+from mmsearch.report._findings import (
+    NOT_RUN,
+    Case,
+    Finding,
+    Verdict,
+    judge_findings,
+    load_findings,
+)
+from mmsearch.stats import ALPHA, Design, LevelStats
 
 log = logging.getLogger("mmsearch.report")
 
@@ -35,6 +43,7 @@ class ReportRequest:
     out: Path = Path("reports/reproduction.html")  # beside exports/, not loose in the working folder
     findings: Path | None = None
     final: Any = None  # mmsearch.reproduce.FinalComparison: the two final models (``mmsearch reproduce``)
+    alpha: float = ALPHA  # the report's false-discovery rate over all its findings' comparisons
 
 
 @dataclass
@@ -42,7 +51,7 @@ class Section:
     finding: Finding
     verdict: Verdict
     study: str | None = None
-    levels: list[dict[str, Any]] = field(default_factory=list)
+    levels: list[LevelStats] = field(default_factory=list)
     command: str = ""  # the command that runs the sweep, when it has not run
     figure: Any = None
 
@@ -52,6 +61,8 @@ class Report:
     sections: list[Section]
     path: Path
     run_id: str
+    design: Design = field(default_factory=Design)  # the family every finding's comparisons were judged in
+    comparisons: int = 0  # how many comparisons that family holds
 
     @property
     def outcomes(self) -> Counter[str]:
@@ -84,14 +95,15 @@ def _command(request: ReportRequest, sweep: str) -> str:
 
 
 def reproduce(request: ReportRequest) -> Report:
-    from mmsearch.search import load_sweep, records, summarize, sweep_oov
+    from mmsearch.search import load_sweep, looks_of, records, summarize, sweep_oov
     from mmsearch.tracking import Tracker
 
     request.overrides = {**request.overrides, **request_overrides(data=request.data)}
     request.overrides.pop("data.path", None)
     tracker = Tracker(request.tracking_uri)  # an unusable store fails before any work
     caption_only = request.data is not None and not (Path(request.data) / "data").is_dir()
-    sections = []
+    sections: list[Section] = []
+    cases: list[Case] = []
     for finding in load_findings(request.findings) if request.findings else load_findings():
         found = _study(request, finding.sweep)
         if found is None:
@@ -102,24 +114,31 @@ def reproduce(request: ReportRequest) -> Report:
             else:
                 sections.append(Section(finding, Verdict(NOT_RUN, "", "the sweep has no study in this storage"),
                                         command=_command(request, finding.sweep)))
+            cases.append(Case(finding, [], Design()))
             continue
         ctx, study = found
         trials = study.get_trials(deepcopy=False)
-        s = summarize(ctx.spec, ctx.study_name, trials)
-        extra: dict[str, Any] = {"maximize": ctx.spec.maximize}
+        s = summarize(ctx.spec, ctx.study_name, trials, looks=looks_of(study.user_attrs))
+        extra: dict[str, Any] = {"trials": trials}
         if finding.kind == "fewest_oov":
             from mmsearch.pipeline import Workspace
 
             extra["oov"] = sweep_oov(ctx, Workspace(ctx.base, ctx.dataset), finding.tried)
-        verdict = (degenerate_verdict(s.levels) if finding.kind != "fewest_oov" else None) or \
-            VERDICTS.get(finding.kind)(finding, s.levels, extra)
+        cases.append(Case(finding, s.levels, s.design, ctx.spec.maximize, extra))
+        figure = ablation_figure(s.levels, ctx.spec.factor or "level", ctx.spec.metric) if s.levels else None
+        sections.append(Section(finding, Verdict(NOT_RUN, "", ""), ctx.study_name, s.levels, figure=figure))
+    ran = [i for i, sec in enumerate(sections) if sec.study is not None]
+    alpha = float(request.overrides.get("stats.alpha", request.alpha))  # --set stats.alpha, as for a sweep
+    verdicts, design, compared = judge_findings([cases[i] for i in ran], alpha)
+    for i, verdict in zip(ran, verdicts):
+        sec, finding = sections[i], sections[i].finding
         if verdict.outcome == NOT_RUN:
-            failed = [r.attrs.get("error", "") for r in records(trials) if r.state == "FAIL" and r.level == finding.value]
+            failed = [r.attrs.get("error", "") for r in records(cases[i].extra["trials"])
+                      if r.state == "FAIL" and r.level == finding.value]
             if failed:  # why the paper's own level has no result here
                 verdict.why = f"{finding.value}'s trials failed: {_first_sentence(failed[0])}"
-        figure = ablation_figure(s.levels, ctx.spec.factor or "level", ctx.spec.metric) if s.levels else None
-        sections.append(Section(finding, verdict, ctx.study_name, s.levels, figure=figure))
-    report = Report(sections, Path(request.out), "")
+        sec.verdict = verdict
+    report = Report(sections, Path(request.out), "", design, compared)
     report.path.parent.mkdir(parents=True, exist_ok=True)
     page = _render(request, report)
     report.path.write_text(page, encoding="utf-8")
@@ -158,7 +177,7 @@ def verdict_table(sections: list[Section]) -> list[str]:
 
 def _render(request: ReportRequest, report: Report) -> str:
     esc = html.escape
-    colours = {"reproduced": "#2ca02c", "not reproduced": "#d62728", "not distinguishable": "#ff7f0e", "not run": "#7f7f7f",
+    colours = {"reproduced": "#2ca02c", "not reproduced": "#d62728", "inconclusive": "#ff7f0e", "not run": "#7f7f7f",
                "degenerate": "#9467bd"}
     rows = "".join(
         f"<tr><td>{esc(s.finding.section)}, {esc(s.finding.figure)}</td><td>{esc(s.finding.sweep)}</td>"
@@ -167,8 +186,7 @@ def _render(request: ReportRequest, report: Report) -> str:
     intro = [f"<p>Profile <b>{esc(request.experiment or 'as each study ran')}</b>, data <b>"
              f"{esc(request.data or 'the demo dataset')}</b>, studies from <code>{esc(str(request.storage or 'the default journal'))}</code>. "
              + ", ".join(f"{n} {k}" for k, n in sorted(report.outcomes.items())) + ".</p>",
-             "<p>A level is better or worse than another only when the Welch 95% interval of the difference excludes "
-             "zero; with fewer than two repeats there is no interval.</p>",
+             f"<p><b>How the verdicts are decided.</b> {esc(method_paragraph(report))}</p>",
              "<table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>paper</th><th>sweep</th>"
              "<th>paper's value</th><th>measured here</th><th>verdict</th></tr>" + rows + "</table>"]
     blocks: list[tuple[str, str, Any]] = [("", "\n".join(intro), None)]
@@ -188,8 +206,26 @@ def _render(request: ReportRequest, report: Report) -> str:
     return page_html("The paper reproduced, figure by figure", blocks)
 
 
+def method_paragraph(report: Report) -> str:
+    """The method in plain words, for the page and the README."""
+    d = report.design
+    looks = "" if d.looks == 1 else (f" Sweeps that added repeats until decided split that rate over their "
+                                     f"{d.looks} planned rounds.")
+    return (f"Each level is compared with the paper's value repeat by repeat: a repeat's seed gives both runs the same "
+            f"initial weights and batch order, so their difference cancels most of the seeds' noise (a paired t "
+            f"interval; Welch's where fewer than two seeds match). All {report.comparisons} comparisons of this page are "
+            f"judged as one family at a false-discovery rate of {d.alpha:.0%} (Benjamini-Hochberg): of the differences "
+            f"called real, at most {d.alpha:.0%} are expected to be false, and when no factor matters at all, the chance "
+            f"of any false 'better' or 'worse' on the page is at most {d.alpha:.0%}.{looks} A comparison is better or "
+            f"worse when its interval excludes 0, equivalent when it lies inside the finding's margin of practical "
+            f"equivalence (±0.005 samples-F1 unless the sweep or finding says otherwise), inconclusive otherwise, with "
+            f"the repeats that would likely decide it. A 'best' finding is reproduced when no level is decided better "
+            f"than the paper's choice and every other is decided worse or equivalent; a 'no effect' finding only when "
+            f"every level is decided equivalent, never merely because nothing was distinguishable.")
+
+
 def _interval(scores: list[float]) -> str:
-    from mmsearch.charts import mean_ci
+    from mmsearch.stats import mean_ci
 
     mean, _, low, high = mean_ci(scores)
     if math.isnan(mean):
@@ -209,12 +245,9 @@ def final_table(final: Any) -> list[str]:
     for role, m in final.models.items():
         lines.append(f"| {role} | `{m.name}` v{m.version} | {_interval(m.scores)} | "
                      f"{'-' if m.ensemble is None else f'{m.ensemble:.4f}'} |")
-    diff, low, high = final.difference
-    if not math.isnan(diff):
-        ci = "no interval" if math.isnan(low) else f"95% CI {low:+.4f}..{high:+.4f}"
-        verdict = ("not distinguishable" if math.isnan(low) or low <= 0 <= high else
-                   ("measured better" if low > 0 else "paper better"))
-        lines += ["", f"measured - paper: {diff:+.4f} ({ci}): **{verdict}**" +
+    c = final.comparison
+    if c is not None and not math.isnan(c.diff):
+        lines += ["", f"measured - paper: **{c.verdict.value}**: measured is {c.describe('paper')}" +
                   (f"; registered as {final.champion}" if final.champion else "")]
     if split != "test":
         lines.append("(no test_labels.csv in the data: scored on the validation split, which the sweeps chose levels on)")
@@ -233,10 +266,9 @@ def _final_html(final: Any) -> str:
     models = "".join(f"<tr><td>{esc(role)}</td><td><code>{esc(m.name)}</code> v{esc(m.version)}</td>"
                      f"<td>{esc(_interval(m.scores))}</td><td>{'-' if m.ensemble is None else f'{m.ensemble:.4f}'}</td></tr>"
                      for role, m in final.models.items())
-    diff, low, high = final.difference
-    summary = "" if math.isnan(diff) else (
-        f"<p>measured − paper: <b>{diff:+.4f}</b> "
-        + ("(no interval)" if math.isnan(low) else f"(95% CI {low:+.4f}..{high:+.4f})") + "</p>")
+    c = final.comparison
+    summary = "" if c is None or math.isnan(c.diff) else (
+        f"<p>measured − paper: <b>{esc(c.verdict.value)}</b>: measured is {esc(c.describe('paper'))}</p>")
     split = final.split
     note = "" if split == "test" else ("<p>No <code>test_labels.csv</code> in the data: scored on the validation split, "
                                        "which the sweeps chose levels on (optimistic for the measured model).</p>")
@@ -244,9 +276,11 @@ def _final_html(final: Any) -> str:
         f" The base experiment is <code>{esc(final.experiment)}</code>: the paper's final configuration as that profile "
         "renders it, so its values (and the model called <i>paper</i>) are the profile's, not always the ones the "
         "table above quotes from the paper.")
-    return ("<p>For each factor, the level its sweep found better than the base value with a Welch 95% interval of "
-            "the difference excluding zero; otherwise the base value stays. Both configurations were trained with "
-            f"the same seeds and registered.{profile}</p>"
+    return ("<p>For each factor, a level its sweep decided <i>better</i> than the base value (all sweeps' comparisons "
+            "with their base judged as one family at the page's false-discovery rate); an <i>equivalent</i> or "
+            "<i>inconclusive</i> level leaves the base value, and the row says which. Both configurations were trained "
+            f"with the same seeds (member i of each with seed run.seed + i, compared pair by pair) and registered."
+            f"{profile}</p>"
             "<table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>factor</th><th>sweep</th>"
             f"<th>{esc(_base_column(final))}</th><th>final value</th><th>why</th></tr>" + rows + "</table>"
             f"<p></p><table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>final model</th>"

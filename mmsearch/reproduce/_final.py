@@ -1,9 +1,12 @@
 """Closing the paper's loop: the final configuration the measurements support, trained beside the
 paper's own and compared on data no sweep chose on.
 
-For each factor, the level its sweep found better than the base experiment's (the paper's value,
-as the profile scales it: ``--experiment cpu`` compares with the cpu profile's) with a Welch 95%
-interval of the difference excluding zero; otherwise the base value stays. Both configurations are trained by the export machinery with the same
+For each factor, a level its sweep decided *better* than the base experiment's (the paper's
+value, as the profile scales it: ``--experiment cpu`` compares with the cpu profile's): every
+sweep's comparisons with its base are judged as one family, at one false-discovery rate for the
+whole reproduction (``mmsearch.stats``), so the final model changes a factor only where the
+measurements support it; an *equivalent* or *inconclusive* level leaves the base value, and the
+decision says which. Both configurations are trained by the export machinery with the same
 seeds (``repeats`` members each: seeds run.seed, run.seed + 1, ...), registered, and scored member
 by member on the test split (``test_labels.csv``; without it, on validation, said so).
 """
@@ -16,9 +19,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsearch.charts import mean_ci, ranked_levels, welch_diff
 from mmsearch.config import ExperimentConfig, flatten, to_dict, with_overrides
 from mmsearch.search import SweepContext, SweepSummary
+from mmsearch.stats import (
+    ALPHA,
+    Comparison,
+    Design,
+    SweepLevels,
+    Verdict,
+    difference,
+    judge,
+    judge_across,
+    mean_ci,
+    ranked_levels,
+)
 
 log = logging.getLogger("mmsearch.reproduce")
 PAPER, MEASURED = "paper", "measured"
@@ -72,11 +86,20 @@ class FinalComparison:
         return next(iter(self.models.values())).split if self.models else "test"
 
     @property
-    def difference(self) -> tuple[float, float, float]:
-        """measured - paper, with its Welch 95% interval."""
+    def comparison(self) -> Comparison | None:
+        """measured - paper, member by member: member i of both models trained with seed
+        run.seed + i, so the pairs are matched (a paired 95% interval, one comparison)."""
         if PAPER not in self.models or MEASURED not in self.models:
-            return math.nan, math.nan, math.nan
-        return welch_diff(self.models[MEASURED].scores, self.models[PAPER].scores)
+            return None
+        d = difference(MEASURED, PAPER, dict(enumerate(self.models[MEASURED].scores)),
+                       dict(enumerate(self.models[PAPER].scores)))
+        return judge([d], Design())[0]
+
+    @property
+    def difference(self) -> tuple[float, float, float]:
+        """measured - paper, with its paired 95% interval."""
+        c = self.comparison
+        return (math.nan, math.nan, math.nan) if c is None else (c.diff, c.low, c.high)
 
     def better(self) -> str:
         """The role whose members score better on average (the paper's on a tie)."""
@@ -100,8 +123,12 @@ def reference(experiment: str | None) -> str:
     return "the paper's" if experiment in (None, "paper") else f"the {experiment} experiment's"
 
 
-def decide(contexts: list[SweepContext], summaries: dict[str, SweepSummary]) -> list[FactorDecision]:
-    """Factor by factor, in the plan's order: the measured level, or the base's and why."""
+def decide(contexts: list[SweepContext], summaries: dict[str, SweepSummary],
+           alpha: float = ALPHA) -> list[FactorDecision]:
+    """Factor by factor, in the plan's order: a level decided better than the base, else the
+    base's value and why. Every sweep's comparisons with its base are judged as one family
+    (false-discovery rate ``alpha`` over the whole reproduction)."""
+    judged = _judge_all(contexts, summaries, alpha)
     out = []
     for ctx in contexts:
         spec, s = ctx.spec, summaries.get(ctx.spec.name)
@@ -123,27 +150,44 @@ def decide(contexts: list[SweepContext], summaries: dict[str, SweepSummary]) -> 
         if not ranked:
             out.append(FactorDecision(spec.name, factor, base, base, {}, f"no level completed: {ref} value stays"))
             continue
-        best = ranked[0]
-        label = str(best["level"])
-        interval = "" if math.isnan(best["diff_low"]) else \
-            f" (95% CI of the difference {best['diff_low']:+.4f}..{best['diff_high']:+.4f})"
-        if label != base and best["vs_base"] == "better":
-            cited = s.best_trial
+        mine = judged.get(spec.name, {})
+        better = [b for b in ranked if b.level in mine and mine[b.level].verdict is Verdict.BETTER]
+        if better:
+            best, c = better[0], mine[better[0].level]
+            label = str(best.level)
+            cited = s.best_trial if s.best_level == label else None
+            also = "" if len(better) == 1 else f" (also decided better: {', '.join(b.level for b in better[1:])})"
             out.append(FactorDecision(
                 spec.name, factor, base, label, dict(spec.level(label).set),
-                f"{label} beats {ref} {base} by {best['diff']:+.4f} {spec.metric}{interval}", ctx.study_name,
-                spec.metric, float(best["mean"]), int(best["n"]), cited.number if cited else -1,
+                f"{label} is decided {c.describe(f'{ref} {base}')} {spec.metric}{also}", ctx.study_name,
+                spec.metric, float(best.mean), int(best.n), cited.number if cited else -1,
                 cited.attrs.get("mlflow_run_id") if cited else None,
                 float(cited.value) if cited and cited.value is not None else math.nan))
-        elif label == base:
+            continue
+        top = ranked[0]
+        if top.level == base:
+            others = [c for c in mine.values()]
+            undecided = [c.level for c in others if c.verdict is Verdict.INCONCLUSIVE]
+            tail = f"; undecided: {', '.join(undecided)}" if undecided else ""
             out.append(FactorDecision(spec.name, factor, base, base, {}, f"{ref} {base} has the best mean "
-                                                                         f"{spec.metric} {best['mean']:.4f}"))
-        else:
-            why = "one repeat gives no interval" if not interval else "the interval includes 0"
-            out.append(FactorDecision(spec.name, factor, base, base, {},
-                                      f"best {label} is {best['diff']:+.4f} from {ref} {base}{interval}, but {why}: "
-                                      "it stays"))
+                                                                         f"{spec.metric} {top.mean:.4f}{tail}: it stays"))
+            continue
+        c = mine.get(top.level)
+        why = ("it is equivalent within the margin" if c is not None and c.verdict is Verdict.EQUIVALENT
+               else "it is not decided better (inconclusive)" if c is not None else "no comparison")
+        shown = f"; {c.describe(f'{ref} {base}')}" if c is not None else ""
+        out.append(FactorDecision(spec.name, factor, base, base, {},
+                                  f"best mean {top.level} is {top.mean - next(b.mean for b in s.levels if b.is_base):+.4f} "
+                                  f"from {ref} {base}, but {why}{shown}: {ref} value stays"))
     return out
+
+
+def _judge_all(contexts: list[SweepContext], summaries: dict[str, SweepSummary], alpha: float
+               ) -> dict[str, dict[str, Comparison]]:
+    """Every sweep's comparisons with its base level, judged again as one family (sweep -> level -> comparison)."""
+    return judge_across([SweepLevels(c.spec.name, summaries[c.spec.name].levels, c.spec.maximize,
+                                     summaries[c.spec.name].design)
+                         for c in contexts if c.spec.mode == "ablation" and c.spec.name in summaries], alpha)
 
 
 def measured_config(base: ExperimentConfig, decisions: list[FactorDecision]) -> ExperimentConfig:

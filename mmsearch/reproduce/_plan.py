@@ -26,7 +26,8 @@ from typing import Any
 from mmsearch._assets import Asset
 from mmsearch._cache import stable_hash
 from mmsearch.config import STAGE_INPUTS, ExperimentConfig, to_dict, with_overrides
-from mmsearch.search import SweepContext, records
+from mmsearch.search import SweepContext, looks_of, power_statement, records, summarize
+from mmsearch.stats import Looks
 
 # The fixed cost of a trial until the storage has measured one (MLflow run, Optuna bookkeeping,
 # a forked worker's setup): named in the plan as assumed.
@@ -73,6 +74,7 @@ class SweepPlan:
     upstream_key: str = ""  # the same key: the same upstream networks, built once
     shared_with: list[str] = field(default_factory=list)
     upstream_s: float = 0.0  # its upstream job, when it is the first of its key
+    power: str = ""  # what it can decide at its repeats (``search.power_statement``)
 
     @property
     def name(self) -> str:
@@ -130,6 +132,10 @@ class Plan:
                        f"{upstream:<22}  {p.source}")
         for name, why in self.skipped:
             out.append(f"  {name:<{width}}  cannot run here: {why}")
+        if any(p.power for p in self.sweeps):
+            out.append("  what each sweep can decide (80% power; its comparisons corrected together, as "
+                       "`sweep status` judges them):")
+            out += [f"    {p.power}" for p in self.sweeps if p.power]
         for name, levels in self.unrunnable.items():
             out.append(f"  {name:<{width}}  level(s) {', '.join(levels)} cannot run here (offline; "
                        f"{'; '.join(dict.fromkeys(levels.values()))}): their cells fail at once, nothing waits for them")
@@ -230,7 +236,10 @@ def sweep_plan(ctx: SweepContext, study: Any | None, costs: dict[str, StageCost]
     trials = study.get_trials(deepcopy=False) if study is not None else []
     recs = records(trials)
     complete = {(r.level, r.repeat) for r in recs if r.state == "COMPLETE"}
-    missing = [(lv, rp) for lv, rp in spec.cells() if (lv, rp) not in complete] if spec.mode == "ablation" else \
+    # Repeats until decided: the worst case, every level to the cap.
+    sequential = spec.until_decided and spec.base is not None  # without a base nothing is compared, nothing added
+    cells = [(lv, r) for lv in spec.labels for r in range(spec.max_repeats)] if sequential else spec.cells()
+    missing = [(lv, rp) for lv, rp in cells if (lv, rp) not in complete] if spec.mode == "ablation" else \
         [(f"trial {i}", 0) for i in range(max(0, spec.n_trials - len([r for r in recs if r.state in ("COMPLETE", "PRUNED")])))]
     durations: dict[str, list[float]] = {}
     for t, r in zip(trials, recs):
@@ -250,8 +259,14 @@ def sweep_plan(ctx: SweepContext, study: Any | None, costs: dict[str, StageCost]
                                    costs, overhead) if spec.mode == "ablation" else _search_seconds(ctx, costs, overhead)
         estimates.append(CellEstimate(level, repeat, seconds))
     source = (f"{len(every)} finished trial(s) of its study" if every else "calibration") if missing else "done"
+    if sequential and missing:
+        source += f"; worst case, {spec.max_repeats} repeats per level"
     done = len(complete) if spec.mode == "ablation" else spec.n_trials - len(missing)
-    return SweepPlan(ctx, spec.size, done, estimates, source, STAGE_INPUTS[spec.stage], upstream_key(ctx))
+    total = len(cells) if spec.mode == "ablation" else spec.size
+    levels = summarize(spec, ctx.study_name, trials, looks=looks_of(study.user_attrs) if study is not None else Looks()
+                       ).levels if spec.mode == "ablation" else []
+    return SweepPlan(ctx, total, done, estimates, source, STAGE_INPUTS[spec.stage], upstream_key(ctx),
+                     power=power_statement(spec, levels).text)
 
 
 def _search_seconds(ctx: SweepContext, costs: dict[str, StageCost], overhead: float) -> float:

@@ -48,10 +48,11 @@ from mmsearch.reproduce._plan import (
 )
 from mmsearch.search import SweepContext, SweepRequest, SweepSummary, open_storage, resolve
 from mmsearch.search._liveness import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Heartbeat, ProcessIdentity, judge
+from mmsearch.stats import ALPHA
+from mmsearch.tracking import Tracker
 
 if TYPE_CHECKING:
     from mmsearch.reproduce._schedule import Schedule
-    from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.reproduce")
 LEDGER_PREFIX = "reproduce@"
@@ -77,11 +78,14 @@ class ReproduceRequest:
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     grace_s: float = DEFAULT_GRACE_S
     progress: bool = True
+    until_decided: bool = False  # every sweep adds repeats to its undecided comparisons (``sweep run --until-decided``)
+    max_repeats: int | None = None
 
     def sweep_request(self, sweep: str) -> SweepRequest:
         return SweepRequest(sweep=sweep, experiment=self.experiment, overrides=dict(self.overrides), data=self.data,
                             storage=self.storage, tracking_uri=self.tracking_uri, workers=self.workers or 1,
-                            gpus=self.gpus, progress=False, heartbeat_s=self.heartbeat_s, grace_s=self.grace_s)
+                            gpus=self.gpus, progress=False, heartbeat_s=self.heartbeat_s, grace_s=self.grace_s,
+                            until_decided=self.until_decided, max_repeats=self.max_repeats)
 
 
 @dataclass
@@ -322,7 +326,8 @@ def _close_the_loop(request: ReproduceRequest, selection: Selection, ledger: Led
         final = ledger.final(digest)
         started = time.time()
         if final is None:
-            decisions = decide(selection.contexts, outcome.summaries)
+            alpha = selection.contexts[0].base.stats.alpha if selection.contexts else ALPHA  # --set stats.alpha
+            decisions = decide(selection.contexts, outcome.summaries, alpha)
             final = train_finals(request, selection, decisions, tracker)
             ledger.set_final(digest, final)
         else:

@@ -122,7 +122,7 @@ class Schedule:
             running = keeper.trials("RUNNING")
             if keeper.claimable():
                 return
-        if running:
+        if running or c.top_up():  # a round over, and repeats added until decided: not finished
             return
         self.summaries[c.ctx.spec.name] = c.finish(started)
         self._say(started)  # a sweep's end is news even between the periodic lines
@@ -161,7 +161,7 @@ def cells_done(coordinators: list[Coordinator]) -> tuple[int, int, list[tuple[st
     mine, waiting = [], {}
     for c in coordinators:
         trials = c.keeper.trials()
-        s = summarize(c.ctx.spec, c.ctx.study_name, trials)
+        s = summarize(c.ctx.spec, c.ctx.study_name, trials, looks=c.looks)
         done, total = done + s.done, total + s.total
         waiting[c.ctx.spec.name] = [str(t.params.get("level", t.user_attrs.get("level", ""))) for t in trials
                                     if t.state.name in ("WAITING", "RUNNING")]

@@ -3,9 +3,9 @@
 from mmsearch._lazy import lazy_exports
 
 __all__ = ["CHARTS", "METRICS", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "STORAGE_KINDS",
-           "StorageError", "StudyStorage", "SweepContext", "SweepInterrupted", "SweepRequest", "SweepSpec",
+           "StorageError", "StudyStorage", "SweepContext", "SweepInterrupted", "SweepRequest", "SweepSpec", "looks_of",
            "SweepStudy", "SweepSummary", "available_sweeps", "default_storage", "find_study", "load_sweep",
-           "open_storage", "open_study", "records", "resolve", "run_sweep", "selecting_flags", "summarize",
+           "open_storage", "open_study", "power_statement", "records", "resolve", "run_sweep", "selecting_flags", "summarize",
            "sweep_charts", "sweep_oov", "sweep_status", "versus_base"]
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(["CHARTS", "METRICS", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "SweepSpec",
@@ -13,7 +13,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(["STORAGE_KINDS", "StorageError", "StudyStorage", "default_storage", "open_storage"], "._storage"),
     **dict.fromkeys(["SweepContext", "SweepInterrupted", "SweepRequest", "find_study", "open_study", "resolve",
                      "selecting_flags"], "._context"),
-    **dict.fromkeys(["SweepStudy", "sweep_status"], "._study"),
+    **dict.fromkeys(["SweepStudy", "looks_of", "sweep_status"], "._study"),
     "run_sweep": "._coordinator",
-    **dict.fromkeys(["SweepSummary", "records", "summarize", "sweep_charts", "sweep_oov", "versus_base"], "._summary"),
+    **dict.fromkeys(["SweepSummary", "power_statement", "records", "summarize", "sweep_charts", "sweep_oov", "versus_base"], "._summary"),
 })

@@ -49,6 +49,10 @@ class SweepRequest:
     # GPUs the workers share, as CUDA_VISIBLE_DEVICES entries ("0,1"); None: every visible GPU
     # when run.device is auto or cuda; "" or "none": no GPU.
     gpus: str | None = None
+    # Repeats added to undecided comparisons after each round, up to max_repeats (the sweep
+    # file's, 10 by default, when None); ``repeats: auto`` in a sweep file asks the same.
+    until_decided: bool = False
+    max_repeats: int | None = None
 
     def check(self) -> None:
         """Refuse counts that cannot mean anything before a study or a run is created."""
@@ -62,6 +66,8 @@ class SweepRequest:
             problems.append(Problem("--trials", f"{self.trials}: must be 1 or more"))
         if self.heartbeat_s <= 0:
             problems.append(Problem("--heartbeat", f"{self.heartbeat_s}: must be > 0 seconds"))
+        if self.max_repeats is not None and not 2 <= self.max_repeats <= 100:
+            problems.append(Problem("--max-repeats", f"{self.max_repeats}: must be 2..100"))
         if self.grace_s <= self.heartbeat_s:
             problems.append(Problem("--grace", f"{self.grace_s}: must be longer than the heartbeat ({self.heartbeat_s} s)"))
         if problems:
@@ -83,6 +89,16 @@ def resolve(request: SweepRequest, storage: StudyStorage | None = None) -> Sweep
     request.check()
     overrides = {**request.overrides, **request_overrides(data=request.data)}
     spec, base = load_sweep(request.sweep, request.experiment, overrides)
+    if request.until_decided:
+        spec.until(request.max_repeats)
+    if request.max_repeats is not None:
+        if not spec.until_decided:
+            raise ConfigError("invalid sweep options", [Problem("--max-repeats", f"{request.max_repeats}: only with "
+                                                                "--until-decided (or repeats: auto in the sweep file)")])
+        spec.max_repeats = request.max_repeats
+        if spec.mode == "ablation" and spec.max_repeats < int(spec.repeats):
+            raise ConfigError("invalid sweep options", [Problem("--max-repeats", f"{spec.max_repeats}: below the "
+                                                                f"sweep's {spec.repeats} repeats")])
     root = Path(base.data.path) if base.data.path else demo_dataset()
     dataset = Dataset.open(root, require_images=True if stage_needs_images(spec.stage) else None)
     base.data.path = str(root)
@@ -93,9 +109,11 @@ def resolve(request: SweepRequest, storage: StudyStorage | None = None) -> Sweep
 
 def _identity(base: ExperimentConfig) -> dict[str, Any]:
     """What a study measures: the base config less where its trials run (device, threads, loader
-    threads), which a user changes to move a sweep, not to ask another question."""
+    threads), which a user changes to move a sweep, not to ask another question, and less how
+    its results are judged (``stats``), which reads the same trials again."""
     config = to_dict(base)
     config["run"] = {k: v for k, v in config["run"].items() if k not in RunConfig.placement}
+    config.pop("stats", None)
     return config
 
 
@@ -111,6 +129,7 @@ def legacy_study_name(spec: SweepSpec, base: ExperimentConfig, dataset: Dataset)
     if base.run.precision != "fp32":
         return None
     config = to_dict(base)
+    config.pop("stats", None)
     config["run"].pop("precision", None)
     if config["run"].get("num_workers") is None:
         config["run"]["num_workers"] = 0  # that version's default

@@ -49,12 +49,22 @@ from mmsearch.search._study import (
     COORDINATOR_PREFIX,
     MAX_RETRIES,
     PARENT_ATTR,
+    SEQUENTIAL_ATTR,
     SweepStudy,
     cells_of,
+    looks_of,
 )
-from mmsearch.search._summary import SweepSummary, describe_sweep, log_report, progress_line, summarize
+from mmsearch.search._summary import (
+    SweepSummary,
+    describe_sweep,
+    log_report,
+    power_statement,
+    progress_line,
+    summarize,
+)
 from mmsearch.search._trial import log_dataset
 from mmsearch.search._worker import EXIT_CUDA_ERROR, EXIT_DISK_FULL, WorkerArgs, load_study, spawn, warm_workers
+from mmsearch.stats import Looks, next_round
 from mmsearch.tracking import DEFAULT_DIR, Tracker
 
 log = logging.getLogger("mmsearch.sweep")
@@ -140,6 +150,8 @@ class Coordinator:
         self.spawned = 0  # worker processes this run started
         self.upstream_job: Any = None  # the upstream job started by ``start_upstream``, while it runs
         self.upstream_ready = not STAGE_INPUTS[ctx.spec.stage]
+        self.looks = Looks()  # analyses the study plans (``_plan_looks``, when it is opened)
+        self.max_repeats = ctx.spec.max_repeats if ctx.spec.until_decided else int(ctx.spec.repeats)
         self._stop_progress = threading.Event()
 
     # -- the run ---------------------------------------------------------------------------
@@ -176,6 +188,7 @@ class Coordinator:
             if "sweep" not in study.user_attrs:
                 for key, value in self._study_attrs().items():
                     study.set_user_attr(key, value)
+            self._plan_looks(study)
             self.keeper = keeper = SweepStudy(ctx, study, self.tracker)
             self.record = {"owner": ProcessIdentity.current().attr(), "state": "running", "started": time.time(),
                            "beat": time.time()}
@@ -186,11 +199,55 @@ class Coordinator:
             keeper.end_stray_runs(self.parent)
             if spec.mode == "ablation":
                 self._enqueue_missing()
+                power = power_statement(spec, self.summary().levels, self.looks)
+                log.log(logging.INFO if power.enough else logging.WARNING, "%s", power)
         self.heartbeat = Heartbeat(ctx.storage.optuna, keeper.study_id, self.request.heartbeat_s,
                                    COORDINATOR_PREFIX + self.token, self.record)
         self.heartbeat.start()
         if self.request.progress:
             threading.Thread(target=self._progress, args=(started,), daemon=True, name="mmsearch-progress").start()
+
+    def _plan_looks(self, study: Any) -> None:
+        """A run until decided records its plan once (first round, cap): every later analysis, by
+        any command, splits the error rate over the same rounds. A later run may raise the cap."""
+        spec = self.ctx.spec
+        plan = study.user_attrs.get(SEQUENTIAL_ATTR)
+        if spec.until_decided and spec.mode == "ablation":
+            wanted = {"repeats": int(plan["repeats"]) if plan else int(spec.repeats),
+                      "max_repeats": max(spec.max_repeats, int(plan["max_repeats"]) if plan else 0)}
+            if wanted != plan:
+                study.set_user_attr(SEQUENTIAL_ATTR, wanted)
+            plan = wanted
+        self.looks = looks_of({SEQUENTIAL_ATTR: plan} if plan else {})
+        self.max_repeats = int(plan["max_repeats"]) if plan and spec.until_decided else int(spec.repeats)
+
+    def top_up(self) -> int:
+        """Repeats until decided: when a round is over (nothing waiting or running), one more
+        repeat (a new seed, an ordinary cell) for each level whose comparison with the base is
+        still inconclusive, and for the base (the new repeat pairs with it), up to the cap.
+        Under the study lock, so coordinators sharing the study enqueue each cell once. Returns
+        the cells enqueued now or already waiting."""
+        spec, keeper = self.ctx.spec, self.keeper
+        if not spec.until_decided or spec.mode != "ablation" or spec.base is None:
+            return 0
+        with keeper.lock():
+            if keeper.trials("RUNNING"):
+                return 0
+            if waiting := keeper.claimable():
+                return waiting
+            s = self.summary()
+            plan = next_round(s.levels, self.max_repeats)
+            if plan is None:
+                return 0
+            next_repeat, levels = plan
+            taken = cells_of(keeper.trials("COMPLETE", "RUNNING", "WAITING"))
+            added = [lv for lv in levels if (lv, next_repeat) not in taken]
+            for level in added:
+                keeper.study.enqueue_trial({"level": level}, user_attrs={"level": level, "repeat": next_repeat})
+            if added:
+                log.warning("%s: %d comparison(s) undecided after %d repeat(s); repeat %d added to %s",
+                            spec.name, len(levels) - 1, next_repeat, next_repeat, ", ".join(added))
+            return len(added)
 
     def close(self) -> None:
         """Stop this run's progress line and coordinator heartbeat (the record says how it ended)."""
@@ -198,7 +255,8 @@ class Coordinator:
         self.heartbeat.stop()
 
     def summary(self) -> SweepSummary:
-        s = summarize(self.ctx.spec, self.ctx.study_name, self.keeper.trials(), self.token, self.request.trials)
+        s = summarize(self.ctx.spec, self.ctx.study_name, self.keeper.trials(), self.token, self.request.trials,
+                      looks=self.looks)
         s.parent_run_id, s.experiment_id, s.data = self.parent, self.experiment_id, str(self.ctx.dataset.root)
         return s
 
@@ -254,7 +312,8 @@ class Coordinator:
         one is tried again by each new run), at most ``--trials`` waiting at once."""
         spec, keeper = self.ctx.spec, self.keeper
         taken = cells_of(keeper.trials("COMPLETE", "RUNNING", "WAITING"))
-        missing = [c for c in spec.cells() if c not in taken]
+        added = sorted(cells_of(keeper.trials()) - set(spec.cells()), key=str)  # repeats added until decided
+        missing = [c for c in [*spec.cells(), *added] if c not in taken and c[1] is not None]
         if self.request.trials is not None:
             missing = missing[: max(0, self.request.trials - len(keeper.trials("WAITING")))]
         for level, repeat in missing:
@@ -306,7 +365,9 @@ class Coordinator:
     @property
     def spawn_budget(self) -> int:
         """Worker processes this run may start: bounded even if workers keep dying."""
-        return self.request.workers + MAX_RETRIES * self.ctx.spec.size
+        spec = self.ctx.spec
+        cells = len(spec.labels) * self.max_repeats if spec.mode == "ablation" else spec.size
+        return self.request.workers + MAX_RETRIES * cells
 
     def reap(self) -> None:
         """Join the worker processes that ended: a death is repaired at once (its trial failed,
@@ -363,7 +424,7 @@ class Coordinator:
             elif pending and self.spawned >= self.spawn_budget:
                 log.error("workers kept dying; %d trial(s) left unclaimed", pending)
                 return
-            elif not self._wait_for_others():
+            elif not self._wait_for_others() and not self.top_up():
                 return
 
     def _prepare_upstream(self) -> None:

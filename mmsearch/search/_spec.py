@@ -36,9 +36,11 @@ from mmsearch.config import (
     to_dict,
 )
 from mmsearch.errors import ConfigError, MmsearchError, Problem
+from mmsearch.stats import Design, Looks, margin_for
 from mmsearch.training._history import EPOCH_METRICS, FINAL_ONLY_METRICS
 
 SWEEPS_DIR = bundled("sweeps")
+AUTO_START_REPEATS = 3  # repeats: auto starts here: the fewest that give a paired interval some power
 CHARTS = ("curves", "losses", "ablation", "bubble", "lengths", "oov", "importance", "parallel")
 
 
@@ -117,7 +119,13 @@ class SweepSpec(Settings):
                                 description="settings every trial of this sweep uses on top of the base experiment")
     levels: list[Level | Scalar] = Field(default_factory=list)
     base: Scalar | None = Field(None, description="the level equal to the base experiment (found when omitted)")
-    repeats: int = Field(1, ge=1, le=100, description="runs of each level with seeds run.seed+0..; 1..100")
+    repeats: int | Literal["auto"] = Field(
+        1, description="runs of each level with seeds run.seed+0..; 1..100, or auto: start at 3 and add repeats to "
+                       "the levels whose comparison with the base is still inconclusive, up to max_repeats")
+    max_repeats: int = Field(10, ge=2, le=100, description="repeats: auto (or --until-decided): at most this many "
+                                                           "repeats per level")
+    margin: float | None = Field(None, ge=0, description="margin of practical equivalence in the metric's units "
+                                                         "(default: 0.005 for F1 metrics); --set stats.margin wins")
     space: dict[str, Dimension] = Field(default_factory=dict)
     n_trials: int = Field(20, ge=1, le=100_000)
     sampler: Annotated[str, SAMPLERS.validator] = "tpe"
@@ -126,6 +134,18 @@ class SweepSpec(Settings):
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = 0
     _path: Path = PrivateAttr(default=Path())
+    _design: Any = PrivateAttr(default=None)
+    until_decided: bool = Field(False, description="set by repeats: auto or --until-decided")
+
+    @model_validator(mode="after")
+    def _repeats(self) -> SweepSpec:
+        if self.repeats == "auto":
+            self.repeats, self.until_decided = AUTO_START_REPEATS, True
+        elif not 1 <= int(self.repeats) <= 100:
+            raise ValueError(f"repeats {self.repeats}: 1..100, or auto")
+        if self.until_decided and self.max_repeats < int(self.repeats):
+            raise ValueError(f"max_repeats {self.max_repeats} is below repeats {self.repeats}")
+        return self
 
     @model_validator(mode="after")
     def _mode(self) -> SweepSpec:
@@ -165,14 +185,31 @@ class SweepSpec(Settings):
 
     @property
     def size(self) -> int:
-        return len(self.level_list) * self.repeats if self.mode == "ablation" else self.n_trials
+        return len(self.level_list) * int(self.repeats) if self.mode == "ablation" else self.n_trials
+
+    @property
+    def design(self) -> Design:
+        """How this sweep's comparisons are judged, one look (see ``looks_of`` for sequential runs)."""
+        return self._design or Design(margin=self.margin if self.margin is not None else margin_for(self.metric))
+
+    @property
+    def looks(self) -> Looks:
+        """Analyses a sequential sweep plans: one after each round from ``repeats`` to ``max_repeats``."""
+        return Looks(self.max_repeats - int(self.repeats) + 1, int(self.repeats)) if self.until_decided else Looks()
+
+    def until(self, max_repeats: int | None) -> SweepSpec:
+        """This sweep with repeats added until decided (``--until-decided [--max-repeats N]``)."""
+        self.until_decided = True
+        if max_repeats is not None:
+            self.max_repeats = max_repeats
+        return self
 
     @property
     def maximize(self) -> bool:
         return self.direction == "maximize"
 
     def cells(self) -> list[tuple[str, int]]:
-        return [(label, r) for label in self.labels for r in range(self.repeats)]
+        return [(label, r) for label in self.labels for r in range(int(self.repeats))]
 
     def level(self, label: str) -> Level:
         for lv in self.level_list:
@@ -233,6 +270,8 @@ def load_sweep(name_or_path: str, experiment: str | None = None, overrides: Mapp
         if spec.metric in FINAL_ONLY_METRICS and not base_cfg.run.tune_thresholds:
             problems.append(Problem(f"{where}: metric", f"{spec.metric!r} is computed only with run.tune_thresholds: "
                                                         "true in the base experiment (or --set run.tune_thresholds=true)"))
+        margin = base_cfg.stats.margin if base_cfg.stats.margin is not None else spec.margin
+        spec._design = Design(alpha=base_cfg.stats.alpha, margin=margin if margin is not None else margin_for(spec.metric))
         if spec.mode == "ablation" and spec.base is None:
             spec.base = _base_level(spec, base_cfg)
         elif spec.base is not None:

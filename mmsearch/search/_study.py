@@ -13,10 +13,12 @@ from mmsearch._interrupts import deferred
 from mmsearch.search._context import SweepContext, SweepRequest, open_study, resolve
 from mmsearch.search._liveness import judge
 from mmsearch.search._summary import SweepSummary, summarize
+from mmsearch.stats import Looks
 from mmsearch.tracking import Tracker, end_abandoned_exports
 
 log = logging.getLogger("mmsearch.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
+SEQUENTIAL_ATTR = "sequential"  # {"repeats": first round, "max_repeats": cap} of a study run until decided
 # How to end a run left RUNNING by a finished trial, by the trial's state (or a failed one's error).
 STRAY_RUN_ENDS = {"COMPLETE": ("FINISHED", "finished"), "PRUNED": ("KILLED", "pruned"),
                   "interrupted": ("KILLED", "interrupted")}
@@ -150,6 +152,17 @@ def cells_of(trials: list[Any]) -> set[tuple[Any, Any]]:
     return {(t.params.get("level", t.user_attrs.get("level")), t.user_attrs.get("repeat")) for t in trials}
 
 
+def looks_of(attrs: dict[str, Any]) -> Looks:
+    """The analyses a study planned: one for fixed repeats; a study run until decided records its
+    first round and cap (``SEQUENTIAL_ATTR``), and its error rate is held over every round."""
+    plan = attrs.get(SEQUENTIAL_ATTR) or {}
+    try:
+        first, cap = int(plan["repeats"]), int(plan["max_repeats"])
+    except (KeyError, TypeError, ValueError):
+        return Looks()
+    return Looks(max(1, cap - first + 1), first)
+
+
 def cell_key(ctx: SweepContext, t: Any) -> tuple[Any, ...]:
     """What a trial measures: its (level, repeat) cell in an ablation, its parameters in a search."""
     if ctx.spec.mode == "ablation":
@@ -187,7 +200,7 @@ def sweep_status(request: SweepRequest, command: str) -> tuple[SweepSummary, dic
         closed = keeper.close_stale_parent(parent) if parent else False
         live = keeper.live_coordinators()
     exports = end_abandoned_exports(tracker)
-    summary = summarize(ctx.spec, ctx.study_name, keeper.trials())
+    summary = summarize(ctx.spec, ctx.study_name, keeper.trials(), looks=looks_of(study.user_attrs))
     summary.parent_run_id = parent or ""
     info = {"note": note, "repaired": repaired, "stray_runs": strays, "closed_parent": closed, "abandoned_exports": exports, "coordinators_alive": len(live),
             "parent_status": tracker.status(parent) if parent else None, "storage": str(ctx.storage)}

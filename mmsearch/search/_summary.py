@@ -15,10 +15,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.charts import (
-    TrialRecord,
-    ablation_bars_data,
     ablation_figure,
-    best_level,
     bubble_data,
     bubble_figure,
     curves_data,
@@ -31,8 +28,28 @@ from mmsearch.charts import (
 )
 from mmsearch.search._context import SweepContext
 from mmsearch.search._spec import SweepSpec
+from mmsearch.stats import (
+    POWER,
+    PRIOR_PAIR_SD,
+    Design,
+    LevelStats,
+    Looks,
+    TrialRecord,
+    best_level,
+    comparisons_level,
+    detectable_difference,
+    level_stats,
+    margin_for,
+    pooled_spread,
+)
 
 log = logging.getLogger("mmsearch.sweep")
+# The method in plain words, shown under every level table (status, the MLflow description, the report).
+VERDICTS_IN_WORDS = (
+    "Each level is compared with the base level repeat by repeat (the same seed gives both the same initial weights "
+    "and batch order, so the difference cancels the seeds' noise). *better*/*worse*: the corrected interval of the "
+    "difference excludes 0; *equivalent*: it lies inside the margin; *inconclusive*: neither yet, with the repeats "
+    "per level that would likely decide it.")
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
 
@@ -58,7 +75,7 @@ class SweepSummary:
     done: int  # ablation: cells with a COMPLETE trial; search: finished trials
     total: int  # ablation: cells; search: the trial budget
     mine: dict[str, int]  # this run's trials by state
-    levels: list[dict[str, Any]]  # ablation: per-level statistics (charts._data.ablation_bars_data)
+    levels: list[LevelStats]  # ablation: per-level statistics and verdicts against the base level
     best_level: str | None
     best_value: float | None  # ablation: the best level's mean; search: the best trial's value
     best_trial: TrialRecord | None  # search: the best trial; ablation: the best level's best repeat
@@ -70,6 +87,7 @@ class SweepSummary:
     seconds: float = 0.0
     parent_run_id: str = ""
     experiment_id: str = ""
+    design: Design = field(default_factory=Design)  # how the levels' comparisons were judged
 
     @property
     def ran(self) -> int:
@@ -87,8 +105,11 @@ class SweepSummary:
 
 
 def summarize(spec: SweepSpec, study_name: str, trials: list[Any], me: str | None = None,
-              budget: int | None = None) -> SweepSummary:
+              budget: int | None = None, looks: Looks = Looks()) -> SweepSummary:
+    """``looks``: the analyses a sequential study planned (its ``sequential`` attribute), over
+    which the error rate is split; 1 for fixed repeats."""
     recs = records(trials)
+    design = spec.design.with_looks(looks)
     counts: dict[str, int] = {}
     mine: dict[str, int] = {}
     durations = []
@@ -100,16 +121,17 @@ def summarize(spec: SweepSpec, study_name: str, trials: list[Any], me: str | Non
                 durations.append(t.duration.total_seconds())
     complete = [r for r in recs if r.state == "COMPLETE" and r.value is not None]
     pick = max if spec.maximize else min
-    levels: list[dict[str, Any]] = []
+    levels: list[LevelStats] = []
     best_lv = best_value = best = None
     if spec.mode == "ablation":
-        levels = ablation_bars_data(recs, spec.labels, spec.base, spec.maximize)
+        levels = level_stats(recs, spec.labels, spec.base, spec.maximize, design)
         best_lv = best_level(levels, spec.maximize)
         if best_lv is not None:
-            best_value = next(b["mean"] for b in levels if b["level"] == best_lv)
+            best_value = next(b.mean for b in levels if b.level == best_lv)
             best = pick((r for r in complete if r.level == best_lv), key=lambda r: float(r.value or 0))
         done = len({(r.level, r.repeat) for r in complete})
-        total = spec.size
+        # Repeats added until decided are cells too, beyond the sweep's first round.
+        total = len(set(spec.cells()) | {(r.level, r.repeat) for r in recs if r.level is not None})
     else:
         if complete:
             best = pick(complete, key=lambda r: float(r.value or 0))
@@ -119,7 +141,7 @@ def summarize(spec: SweepSpec, study_name: str, trials: list[Any], me: str | Non
     errors = {r.number: str(r.attrs.get("error", "")) for r in recs if r.state == "FAIL"}
     missing = _missing(spec, recs, me, only_mine=budget is not None)
     return SweepSummary(study_name, spec, counts, done, total, mine, levels, best_lv, best_value, best, errors, durations,
-                        missing)
+                        missing, design=design)
 
 
 def _missing(spec: SweepSpec, recs: list[TrialRecord], me: str | None, only_mine: bool) -> list[tuple[str, str]]:
@@ -132,7 +154,9 @@ def _missing(spec: SweepSpec, recs: list[TrialRecord], me: str | None, only_mine
     by_cell: dict[tuple[str | None, int | None], list[TrialRecord]] = {}
     for r in recs:
         by_cell.setdefault((r.level, r.repeat), []).append(r)
-    asked = spec.cells() if not only_mine else sorted({(r.level, r.repeat) for r in ours}, key=str)
+    added = sorted({(r.level, r.repeat) for r in recs if r.level is not None and r.repeat is not None} - set(spec.cells()),
+                   key=str)  # repeats added until decided
+    asked = [*spec.cells(), *added] if not only_mine else sorted({(r.level, r.repeat) for r in ours}, key=str)
     out = []
     for level, repeat in asked:
         trials = by_cell.get((level, repeat), [])
@@ -149,15 +173,62 @@ def _reason(r: TrialRecord) -> str:
     return r.state
 
 
-def versus_base(bar: dict[str, Any], base: str | None) -> str:
-    """What the Welch 95% interval of a level's difference from the base level says, in words."""
-    if bar["is_base"]:
+def versus_base(bar: LevelStats, base: str | None) -> str:
+    """A level's verdict against the base level, in words, with its interval and method."""
+    if bar.is_base:
         return "it is the base level"
     if base is None:
         return "no level of this sweep is the base experiment's own, so there is no base to compare with"
-    than = "than" if bar["vs_base"] in ("better", "worse") else "from"
-    ci = "" if math.isnan(bar["diff_low"]) else f" (95% CI of the difference {bar['diff_low']:+.4f}..{bar['diff_high']:+.4f})"
-    return f"{bar['vs_base']} {than} the base level {base}{ci}"
+    if bar.comparison is None:
+        return f"the base level {base} has no completed repeat to compare with"
+    return bar.comparison.describe(f"the base level {base}")
+
+
+@dataclass(frozen=True)
+class Power:
+    """What a sweep can decide before its cost is paid (``sweep show``, ``sweep run``, ``reproduce --plan``)."""
+
+    text: str
+    enough: bool  # it can detect a difference as small as its margin
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def power_statement(spec: SweepSpec, levels: list[LevelStats] | None = None, looks: Looks | None = None) -> Power:
+    """The smallest true difference from the base the sweep detects with 80% power at its
+    repeats, from the spread its trials measured (else the prior), against its margin; a
+    1-repeat sweep says it can decide nothing."""
+    if spec.mode != "ablation":
+        return Power("", True)
+    if spec.base is None:
+        return Power(f"{spec.name}: no level is the base experiment's own, so no comparison is made (nothing to "
+                     "decide)", True)
+    comparisons = max(1, len(spec.labels) - 1)
+    sd, df = pooled_spread(levels or [])
+    source = (f"the spread its {df + comparisons} paired repeat(s) measured (sd of a paired difference {sd:.4f})"
+              if df else f"the prior spread {PRIOR_PAIR_SD} (no paired repeats measured yet)")
+    sd = sd if df else PRIOR_PAIR_SD
+    design = spec.design.with_looks(looks or spec.looks)
+    margin = design.margin
+    at = int(spec.repeats)
+    if at < 2 and not spec.until_decided:
+        return Power(f"{spec.name}: 1 repeat per level gives no interval, so this sweep can decide nothing (no better, "
+                     "worse or equivalent); use --until-decided, or repeats of 3 or more", False)
+    level = comparisons_level(design, comparisons)
+    parts = []
+    if at >= 2:
+        mdd = detectable_difference(sd, at, level)
+        parts.append(f"at {at} repeats it detects a true difference of {mdd:.4f} or more ({POWER:.0%} power)")
+    if spec.until_decided:
+        mdd = detectable_difference(sd, spec.max_repeats, level)
+        parts.append(f"with repeats added until decided, up to {spec.max_repeats} per level (at most "
+                     f"{len(spec.labels) * spec.max_repeats} cells), {mdd:.4f} or more")
+    enough = mdd <= margin
+    tail = (f"; within its margin ±{margin:g}" if enough else
+            f"; larger than its margin ±{margin:g}: smaller real effects will read inconclusive (more repeats, or "
+            "--until-decided)")
+    return Power(f"{spec.name}: {'; '.join(parts)}, judged by {source}{tail}", enough)
 
 
 def progress_line(s: SweepSummary, workers: int, started: float, now: float) -> str:
@@ -166,8 +237,10 @@ def progress_line(s: SweepSummary, workers: int, started: float, now: float) -> 
     others = s.counts.get("RUNNING", 0) - s.mine.get("RUNNING", 0)
     if others > 0:
         line += f"; {others} running elsewhere"
-    if s.best_value is not None:
-        line += f"; best {s.spec.metric} {s.best_value:.4f}" + (f" ({s.spec.factor}={s.best_level})" if s.best_level else "")
+    if s.best_value is not None and s.best_level is not None:  # a mean: it moves as repeats come in
+        line += f"; best level so far {s.spec.factor or 'level'}={s.best_level} (mean {s.spec.metric} {s.best_value:.4f})"
+    elif s.best_value is not None:
+        line += f"; best {s.spec.metric} {s.best_value:.4f}"
     if s.durations and s.done < s.total:
         eta = float(np.mean(s.durations)) * (s.total - s.done) / max(1, workers)
         line += f"; ETA {eta:.0f}s"
@@ -175,9 +248,11 @@ def progress_line(s: SweepSummary, workers: int, started: float, now: float) -> 
 
 
 # -- the report ---------------------------------------------------------------------------------
-def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord]) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord], design: Design | None = None
+                 ) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     """The paper's charts for this sweep, and the data behind each."""
     spec = ctx.spec
+    design = design or spec.design
     figures: list[tuple[str, Any]] = []
     data: dict[str, Any] = {}
     wanted = set(spec.charts) | {"curves"} | ({"ablation"} if spec.mode == "ablation" else set())
@@ -191,14 +266,16 @@ def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord]) -> tupl
             data[metric] = curves_data(recs, factor, metric)
             figures.append((f"{metric} per epoch", curves_figure(data[metric], f"{metric} per epoch", metric)))
     if "ablation" in wanted and spec.mode == "ablation":
-        data["ablation"] = ablation_bars_data(recs, spec.labels, spec.base, spec.maximize)
-        figures.append(("Ablation", ablation_figure(data["ablation"], factor or "level", spec.metric)))
+        levels = level_stats(recs, spec.labels, spec.base, spec.maximize, design)
+        data["ablation"] = [b.as_dict() for b in levels]
+        figures.append(("Ablation", ablation_figure(levels, factor or "level", spec.metric)))
         if "losses" in wanted:
             loss_recs = [TrialRecord(r.number, r.state, r.attrs.get("final_val_loss"), r.level, r.repeat)
                          for r in recs]
-            data["ablation_val_loss"] = ablation_bars_data(loss_recs, spec.labels, spec.base, maximize=False)
-            figures.append(("Ablation (validation loss)", ablation_figure(data["ablation_val_loss"], factor or "level",
-                                                                          "val_loss")))
+            losses = level_stats(loss_recs, spec.labels, spec.base, False, Design(
+                alpha=design.alpha, margin=margin_for("val_loss"), looks=design.looks, first_look=design.first_look))
+            data["ablation_val_loss"] = [b.as_dict() for b in losses]
+            figures.append(("Ablation (validation loss)", ablation_figure(losses, factor or "level", "val_loss")))
     if "bubble" in wanted:
         data["bubble"] = bubble_data(recs, spec.labels)
         figures.append(("Size vs F1", bubble_figure(data["bubble"])))
@@ -243,35 +320,51 @@ def level_metrics(summary: SweepSummary) -> dict[str, float]:
     """Parent-run metrics per level (MLflow keys allow letters, digits, ``_-./`` and spaces)."""
     out: dict[str, float] = {}
     for b in summary.levels:
-        key = "".join(c if c.isalnum() or c in "_-. /" else "_" for c in str(b["level"]))
+        key = "".join(c if c.isalnum() or c in "_-. /" else "_" for c in str(b.level))
         for name in ("mean", "std", "ci_low", "ci_high", "diff", "diff_low", "diff_high"):
-            if not math.isnan(b[name]):
-                out[f"level/{key}/{summary.spec.metric}_{name}"] = b[name]
-        out[f"level/{key}/n"] = b["n"]
+            value = getattr(b, name)
+            if not math.isnan(value):
+                out[f"level/{key}/{summary.spec.metric}_{name}"] = value
+        out[f"level/{key}/n"] = b.n
     return out
 
 
-def level_cells(bar: dict[str, Any]) -> tuple[str, str, str]:
+def level_cells(bar: LevelStats) -> tuple[str, str, str]:
     """A level's mean ± std, 95% CI and verdict against the base level, as ``sweep status``, the
-    experiment description and the dashboard note print them."""
-    mean = "-" if bar["n"] == 0 else f"{bar['mean']:.4f} ± {bar['std']:.4f}"
-    ci = "-" if math.isnan(bar["ci_low"]) else f"{bar['ci_low']:.4f}..{bar['ci_high']:.4f}"
-    vs = "base" if bar["is_base"] else bar["vs_base"] + (
-        "" if math.isnan(bar["diff_low"]) else f" ({bar['diff_low']:+.4f}..{bar['diff_high']:+.4f})")
+    experiment description and the dashboard note print them: the verdict, the difference's
+    interval at the level its family tested it at, and for an undecided one the repeats that
+    would likely decide it."""
+    mean = "-" if bar.n == 0 else f"{bar.mean:.4f} ± {bar.std:.4f}"
+    ci = "-" if math.isnan(bar.ci_low) else f"{bar.ci_low:.4f}..{bar.ci_high:.4f}"
+    c = bar.comparison
+    if bar.is_base or c is None:
+        return mean, ci, bar.vs_base
+    vs = c.verdict.value
+    if c.verdict.value == "equivalent":  # the two one-sided tests' interval, the one that decided it
+        vs += f" ({c.tost_low:+.4f}..{c.tost_high:+.4f} in ±{c.margin:g})"
+    elif not math.isnan(c.low):
+        vs += f" ({c.low:+.4f}..{c.high:+.4f})"
+        if c.verdict.value in ("better", "worse") and c.equivalent:
+            vs += f", < ±{c.margin:g}"
+    if c.verdict.value == "inconclusive":
+        vs += (f", ~{c.repeats_to_decide} repeats" if c.repeats_to_decide else
+               ", 1 repeat: no interval" if not c.difference.testable else ", >100 repeats")
     return mean, ci, vs
 
 
 def describe_sweep(ctx: SweepContext) -> str:
     """The experiment's description: what the sweep varies, from which figure, by which metric."""
     spec = ctx.spec
-    what = (f"factor `{spec.factor}`, levels {', '.join(spec.labels)} x {spec.repeats} repeats"
+    repeats = (f"{spec.repeats} repeats, more until decided (at most {spec.max_repeats})" if spec.until_decided
+               else f"{spec.repeats} repeats")
+    what = (f"factor `{spec.factor}`, levels {', '.join(spec.labels)} x {repeats}"
             if spec.mode == "ablation" else f"search over {', '.join(spec.space)} ({spec.n_trials} trials)")
     return f"{spec.description}. Paper {spec.paper}. {what}; metric {spec.metric}."
 
 
 def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary: SweepSummary) -> None:
     """The sweep's charts, their data and per-level statistics on its MLflow parent run."""
-    figures, data = sweep_charts(ctx, study, records(study.get_trials(deepcopy=False)))
+    figures, data = sweep_charts(ctx, study, records(study.get_trials(deepcopy=False)), summary.design)
     tracker.log_text(parent, report_html(f"{ctx.spec.name}: {ctx.spec.description}", figures,
                                          f"<p>Paper {ctx.spec.paper}. Study {ctx.study_name}.</p>"), "charts/report.html")
     tracker.log_text(parent, json.dumps(data, indent=1, default=str), "charts/data.json")
@@ -319,26 +412,27 @@ def parent_run_name(ctx: SweepContext, summary: SweepSummary) -> str:
 
 def level_csv(summary: SweepSummary) -> str:
     """Each level's statistics as a table (the parent run's ``levels.csv``)."""
-    columns = ["level", "n", "mean", "std", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "vs_base", "is_base",
-               "is_best", "degenerate", "failed"]
+    columns = ["level", "n", "mean", "std", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "diff_confidence",
+               "p", "method", "vs_base", "repeats_to_decide", "is_base", "is_best", "degenerate", "failed"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for b in summary.levels:
-        writer.writerow("" if isinstance(v, float) and math.isnan(v) else f"{v:.6f}" if isinstance(v, float) else v
-                        for v in (b.get(c, "") for c in columns))
+        row = b.as_dict()
+        writer.writerow("" if v is None or isinstance(v, float) and math.isnan(v) else f"{v:.6f}"
+                        if isinstance(v, float) else v for v in (row.get(c, "") for c in columns))
     return out.getvalue()
 
 
 def best_markdown(summary: SweepSummary) -> str:
     """``**Best dropout_count: 2**: mean val_f1 0.7752 (95% CI …, n=3), not distinguishable from the base level 1 (…)``."""
     spec = summary.spec
-    bar = next((b for b in summary.levels if b["level"] == summary.best_level), None)
+    bar = next((b for b in summary.levels if b.level == summary.best_level), None)
     if bar is None:
         return f"No level of {spec.name} has a complete trial yet."
-    ci = "" if math.isnan(bar["ci_low"]) else f"95% CI {bar['ci_low']:.4f}..{bar['ci_high']:.4f}, "
+    ci = "" if math.isnan(bar.ci_low) else f"95% CI {bar.ci_low:.4f}..{bar.ci_high:.4f}, "
     return (f"**Best {(spec.factor or 'level').rsplit('.', 1)[-1]}: {summary.best_level}**: mean {spec.metric} "
-            f"{bar['mean']:.4f} ({ci}n={bar['n']}), {versus_base(bar, spec.base)}")
+            f"{bar.mean:.4f} ({ci}n={bar.n}), {versus_base(bar, spec.base)}")
 
 
 def level_markdown(summary: SweepSummary) -> str:
@@ -347,9 +441,10 @@ def level_markdown(summary: SweepSummary) -> str:
     factor = spec.factor or "level"
     lines = [f"**Levels** (study `{summary.study_name}`, {summary.done}/{summary.total} cells complete; "
              f"best by mean {spec.metric}: **{summary.best_level}**)", "",
-             f"| {factor} | n | mean ± std | 95% CI | vs base (95% CI of the difference) |", "|---|---|---|---|---|"]
+             f"| {factor} | n | mean ± std | 95% CI | vs base (corrected CI of the difference) |", "|---|---|---|---|---|"]
     for b in summary.levels:
         mean, ci, vs = level_cells(b)
-        name = f"**{b['level']}** ★" if b["is_best"] else str(b["level"])
-        lines.append(f"| {name} | {b['n']} | {mean} | {ci} | {vs}{' · ≤ baseline' if b.get('degenerate') else ''} |")
+        name = f"**{b.level}** ★" if b.is_best else str(b.level)
+        lines.append(f"| {name} | {b.n} | {mean} | {ci} | {vs}{' · ≤ baseline' if b.degenerate else ''} |")
+    lines += ["", f"*Verdicts*: {summary.design.describe()}. {VERDICTS_IN_WORDS}"]
     return "\n".join(lines)
