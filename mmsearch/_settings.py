@@ -6,6 +6,7 @@ closed: an unknown key is an error that lists the valid ones, never ignored.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,7 +28,12 @@ def problems_from(exc: ValidationError, where: str, model: type[BaseModel] | Non
         message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if error["type"] == "extra_forbidden":
             valid = _keys_at(model, loc[:-1]) if model is not None else []
-            message = "unknown key" + (f"; valid keys here: {', '.join(valid)}" if valid else "")
+            near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5) if loc else []
+            if not near and loc:  # learning_rate -> lr: a key made of the words' initials, or one of the words
+                words = [w for w in loc[-1].lower().split("_") if w]
+                near = [v for v in valid if len(words) > 1 and v == "".join(w[0] for w in words) or v in words][:1]
+            message = "unknown key" + (f"; did you mean {'.'.join([*loc[:-1], near[0]])}?" if near else "") + (
+                f"; valid keys here: {', '.join(valid)}" if valid else "")
         elif error["type"] == "missing":
             message = "missing"
         elif "input" in error and error["type"] not in ("value_error", "assertion_error"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +104,25 @@ def speed(small: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in small.items() if k != "data.path"}
 
 
+# A session fixture's setup is timed with the first test that asks for it (pytest-timeout): the
+# tests that use one get its budget on top of their own, so a busy machine slows them, never fails
+# them; and the fixture says which step it is in, which a timeout's report shows.
+SESSION_FIXTURE_BUDGET_S = {"exported": 1200}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        extra = sum(s for name, s in SESSION_FIXTURE_BUDGET_S.items() if name in getattr(item, "fixturenames", ()))
+        if extra:
+            own = item.get_closest_marker("timeout")
+            base = own.args[0] if own and own.args else item.config.getini("timeout") or 600
+            item.add_marker(pytest.mark.timeout(float(base) + extra))
+
+
+def _step(fixture: str, what: str) -> None:
+    print(f"[{fixture} fixture] {what}", file=sys.stderr, flush=True)
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory, small: dict, speed: dict) -> dict:
     """A finished fusion-dropout-count sweep on the demo data and its exported champion model
@@ -112,8 +132,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory, small: dict, speed: dict)
 
     root = tmp_path_factory.mktemp("export")
     storage = str(root / "journal.log")
+    _step("exported", "sweep fusion-dropout-count (upstream image and text stages first, then 6 cells)")
     run_sweep(SweepRequest(sweep="fusion-dropout-count", experiment="cpu", overrides=dict(speed),
                            data=small["data.path"], storage=storage, trials=6, progress=False))
+    _step("exported", "export demo-model (the whole pipeline trained again)")
     result = export_model(ExportRequest(sweeps=["fusion-dropout-count"], name="demo-model", experiment="cpu",
                                         data=small["data.path"], overrides=dict(speed), storage=storage,
                                         out_dir=root / "exports"))

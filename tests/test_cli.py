@@ -87,6 +87,18 @@ def test_user_error_prints_message_without_traceback(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert "text.optim.lr" in out.stderr and "resnet51" in out.stderr
+    assert "--set text.optim.lr: -1" in out.stderr and "--set image.backbone" in out.stderr  # blamed on the flag
+
+
+def test_a_mistyped_set_key_is_blamed_on_the_flag_with_the_nearest_key() -> None:
+    from mmsearch.config import load_experiment
+    from mmsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_experiment("cpu", {"fusion.optim.learning_rate": 0.01, "text.hiden_size": 10})
+    where = {p.where: p.message for p in err.value.problems}
+    assert where["--set fusion.optim.learning_rate"].startswith("unknown key; did you mean fusion.optim.lr?"), where
+    assert where["--set text.hiden_size"].startswith("unknown key; did you mean text.hidden_size?"), where
 
 
 def test_commands_that_train_nothing_never_load_torch() -> None:

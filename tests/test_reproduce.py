@@ -354,3 +354,19 @@ def test_decide_takes_a_level_only_when_it_is_decided_better(small: dict, speed:
         assert "stays" in by["r-fusion-p"].why
     cfg = measured_config(contexts[0].base, decisions)
     assert cfg.text.optim.lr == 0.03 and contexts[0].base.text.optim.lr == 0.002
+
+
+def test_the_plan_says_what_load_it_was_calibrated_under_and_what_load_there_is_now() -> None:
+    """A busy machine inflates a calibration's epochs: they are kept as a quiet machine would have
+    measured them, and the plan says so; load at planning time is named with what it would cost."""
+    from mmsearch.reproduce._calibrate import slowdown
+    from mmsearch.reproduce._plan import Calibration, Plan
+
+    assert slowdown(0.0, 2, 2) == 1.0 and slowdown(2.0, 2, 1) == 1.5 and slowdown(6.0, 2, 2) == 4.0
+    quiet = Plan([], [], 2, 2.0, "assumed", Calibration({}, 0.0, "k"), 0.0)
+    assert quiet.lines()[-1] == "  the estimate assumes a quiet machine"
+    busy = Plan([], [], 2, 2.0, "assumed", Calibration({}, 30.0, "k", busy=2.0, cpus=2, factor=1.5), 0.0,
+                busy_now=4.0, cpus_now=2, slowdown_now=3.0)
+    text = "\n".join(busy.lines())
+    assert "other processes kept 2.0 of 2 CPUs busy: its epochs took 1.50x longer" in text, text
+    assert "4.0 of 2 CPUs are busy with other work now: while that lasts, expect up to 3.0x longer" in text, text

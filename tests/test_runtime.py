@@ -219,27 +219,36 @@ def test_runtime_precision_names_are_a_registry(small: dict) -> None:
     assert "cuda:N" in str(err.value)
 
 
-def test_idle_threads_follow_the_load_now_not_a_minute_ago() -> None:
-    """One spinning process per CPU: every CPU is busy at once (the load average would still say
-    idle for a minute); once they exit, the CPUs are free again at once (it would still say busy)."""
+def test_idle_threads_follow_the_load_now_not_a_minute_ago(tmp_path: Path) -> None:
+    """Busy CPUs are what /proc/stat counts over the window, now: every CPU busy during the window
+    gives one thread, every CPU idle gives all of them (the 1-minute load average would say the
+    opposite for a minute each time). A /proc/stat of our own, so other processes on a shared
+    machine cannot change what the test sees."""
+    import threading
     import time
 
     from mmsearch.runtime import idle_cpu_threads
 
     cpus = len(os.sched_getaffinity(0))
-    if cpus < 2 or not Path("/proc/stat").exists():
-        pytest.skip("needs /proc/stat and at least 2 CPUs")
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
-    try:
-        time.sleep(1.0)
-        threads, _, busy = idle_cpu_threads()
-    finally:
-        for p in spinners:
-            p.kill()
-            p.wait()
-    assert threads == 1 and busy > cpus - 0.5, (threads, busy)
-    threads_after, _, busy_after = idle_cpu_threads()
-    assert busy_after < busy - 1.0 and threads_after > threads, (busy, busy_after, threads_after)
+    stat = tmp_path / "stat"
+
+    def window(busy_ticks: int, idle_ticks: int) -> tuple[int, int, float]:
+        stat.write_text("cpu  1000 0 500 8000 100 0 0 0 0 0\ncpu0 ...\n")
+        later = f"cpu  {1000 + busy_ticks} 0 500 {8000 + idle_ticks} 100 0 0 0 0 0\n"
+        threading.Timer(0.1, stat.write_text, (later,)).start()  # the second sample, read after the window
+        out = idle_cpu_threads(0.4, stat)
+        time.sleep(0.05)
+        return out
+
+    threads, _, busy = window(busy_ticks=400, idle_ticks=0)  # every CPU busy over the window
+    assert threads == 1 and busy == pytest.approx(os.cpu_count()), (threads, busy)
+    threads, allowed, busy = window(busy_ticks=0, idle_ticks=400)  # every CPU idle: all of this process's
+    assert threads == allowed == cpus and busy == 0.0, (threads, busy)
+    threads, _, busy = window(busy_ticks=100, idle_ticks=300)  # a quarter of the machine busy
+    assert busy == pytest.approx(os.cpu_count() / 4) and threads == max(1, min(cpus, cpus - int(busy + 0.5)))
+    # The machine's own /proc/stat reads as a number of CPUs, whatever else runs here.
+    _, _, live = idle_cpu_threads(0.2)
+    assert 0.0 <= live <= (os.cpu_count() or 1) + 0.01
 
 
 def test_a_foreground_run_takes_no_more_threads_than_the_load_leaves_idle(

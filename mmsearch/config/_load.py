@@ -90,19 +90,34 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load_experiment(name_or_path: str, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """Read an experiment file, apply dotted overrides, validate; raise listing every problem."""
+    """Read an experiment file, apply the command line's dotted overrides (``--set``), validate;
+    raise listing every problem, each blamed on the file or on the ``--set`` that caused it."""
     path = experiment_path(name_or_path)
-    return build_experiment(_read(path), str(path), overrides)
+    return build_experiment(_read(path), str(path), overrides, overrides_from="--set")
 
 
-def build_experiment(raw: Mapping[str, Any], where: str, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+def build_experiment(raw: Mapping[str, Any], where: str, overrides: Mapping[str, Any] | None = None,
+                     overrides_from: str | None = None) -> ExperimentConfig:
+    """``overrides_from``: what to blame a problem with an overridden key on (``--set``); by
+    default ``where``, whose overrides they are (a sweep level's, say)."""
     data = copy.deepcopy(dict(raw))
     for key, value in (overrides or {}).items():
         set_path(data, key, value)
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration {where}", problems_from(exc, where, ExperimentConfig)) from None
+        problems = problems_from(exc, where, ExperimentConfig)
+        if overrides_from:
+            problems = [_blame(p, where, overrides or {}, overrides_from) for p in problems]
+        raise ConfigError(f"invalid configuration {where}", problems) from None
+
+
+def _blame(problem: Problem, where: str, overrides: Mapping[str, Any], source: str) -> Problem:
+    key = problem.where.removeprefix(f"{where}: ")
+    ours = next((k for k in overrides if k == key or key.startswith(k + ".") or k.startswith(key + ".")), None)
+    if ours is None or key == problem.where:
+        return problem
+    return Problem(f"{source} {ours}" if ours == key else f"{source} {ours} ({key})", problem.message)
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any], where: str = "overrides") -> ExperimentConfig:

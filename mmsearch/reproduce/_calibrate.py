@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from mmsearch._cache import cached, entry, stable_hash
@@ -53,9 +53,16 @@ def calibrate(base: ExperimentConfig, dataset: Dataset, stages: list[str], worke
         if process.exitcode != 0 or not path.exists():
             raise MmsearchError(f"calibrating the stages {', '.join(stages)} failed (exit code {process.exitcode}; its "
                                 "message is above); nothing was planned or run")
-    costs = {s: StageCost(**c) for s, c in json.loads(path.read_text())["costs"].items()}
+    saved = json.loads(path.read_text())
+    costs = {s: StageCost(**c) for s, c in saved["costs"].items()}
     seconds = time.perf_counter() - started
-    return Calibration(costs, seconds if seconds > 1.0 else 0.0, key)
+    return Calibration(costs, seconds if seconds > 1.0 else 0.0, key, **saved.get("load", {}))
+
+
+def slowdown(busy: float, cpus: int, threads: int) -> float:
+    """How much longer a run with ``threads`` threads takes while other processes keep ``busy`` of
+    the ``cpus`` CPUs busy: the runnable threads share the cores (1 on a quiet machine)."""
+    return max(1.0, (busy + threads) / max(1, cpus))
 
 
 def _measure_main(cfg: ExperimentConfig, root: str, stages: list[str], path: str, environ: dict[str, str]) -> None:
@@ -64,14 +71,22 @@ def _measure_main(cfg: ExperimentConfig, root: str, stages: list[str], path: str
     os.environ["MMSEARCH_PROGRESS"] = "0"
     logging.basicConfig(level=logging.WARNING, force=True,
                         format="%(asctime)s [calibration] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from mmsearch.runtime import idle_cpu_threads
+
+    _, cpus, busy = idle_cpu_threads()  # other processes' load, measured before this one adds its own
     try:
         costs = measure(cfg, Dataset.open(root), stages)
     except MmsearchError as exc:
         Path(path + ".error").write_text(str(exc))
         raise SystemExit(2) from None
+    # Kept as a quiet machine would have measured them: the cache outlives the load it ran under.
+    factor = slowdown(busy, cpus, cfg.run.threads or 1)
+    costs = {s: replace(c, epoch_s=c.epoch_s / factor, loop_extract_s=c.loop_extract_s / factor)
+             for s, c in costs.items()}
 
     def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps({"costs": {s: asdict(c) for s, c in costs.items()}}, indent=1))
+        tmp.write_text(json.dumps({"costs": {s: asdict(c) for s, c in costs.items()},
+                                   "load": {"busy": round(busy, 2), "cpus": cpus, "factor": round(factor, 3)}}, indent=1))
 
     cached(Path(path), write, kind="calibration", what="calibration")
 

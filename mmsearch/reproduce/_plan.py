@@ -51,9 +51,14 @@ class StageCost:
 
 @dataclass
 class Calibration:
-    costs: dict[str, StageCost]
+    costs: dict[str, StageCost]  # as on a quiet machine (see ``load``)
     seconds: float  # what calibrating took in this run (0: read from the cache)
     key: str
+    # The load it ran under: CPUs other processes kept busy, of how many, and how much longer that
+    # made its epochs (its costs were divided by it).
+    busy: float = 0.0
+    cpus: int = 0
+    factor: float = 1.0
 
 
 @dataclass
@@ -96,6 +101,9 @@ class Plan:
     final_s: float  # the two final models, trained one after the other in the foreground
     unrunnable: dict[str, dict[str, str]] = field(default_factory=dict)  # sweep -> level -> what it lacks
     schedule_s: float = 0.0  # the simulated schedule of every missing cell on the workers
+    busy_now: float = 0.0  # CPUs other processes keep busy as the plan is made
+    cpus_now: int = 0
+    slowdown_now: float = 1.0  # what that load would do to the workers' cells
 
     @property
     def total_s(self) -> float:
@@ -142,6 +150,13 @@ class Plan:
         out.append(f"  per-trial overhead {self.overhead_s:.1f} s ({self.overhead_source})"
                    + (f"; calibration {'read from the cache' if not self.calibration.seconds else f'took {self.calibration.seconds:.0f} s'}"
                       if self.calibration else ""))
+        c = self.calibration
+        if c is not None and c.factor > 1.0:
+            out.append(f"  the calibration ran while other processes kept {c.busy:.1f} of {c.cpus} CPUs busy: its epochs "
+                       f"took {c.factor:.2f}x longer than on a quiet machine, and its costs are scaled back to one")
+        out.append("  the estimate assumes a quiet machine" + (
+            f"; {self.busy_now:.1f} of {self.cpus_now} CPUs are busy with other work now: while that lasts, expect up to "
+            f"{self.slowdown_now:.1f}x longer" if self.slowdown_now > 1.0 else ""))
         return out
 
 

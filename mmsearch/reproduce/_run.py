@@ -230,6 +230,11 @@ def make_plan(request: ReproduceRequest, selection: Selection | None = None) -> 
     plan = Plan(plans, selection.skipped, workers, overhead, source, calibration,
                 final_seconds(calibration.costs, request.repeats, final_stages, overhead), selection.unrunnable)
     plan.schedule_s = simulate(plans, workers)
+    from mmsearch.reproduce._calibrate import slowdown
+    from mmsearch.runtime import idle_cpu_threads
+
+    _, plan.cpus_now, plan.busy_now = idle_cpu_threads()
+    plan.slowdown_now = slowdown(plan.busy_now, plan.cpus_now, workers)
     return plan, selection
 
 

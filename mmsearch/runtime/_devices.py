@@ -59,7 +59,10 @@ def visible_gpus(environ: dict[str, str] | os._Environ[str] = os.environ) -> lis
 
 
 
-def idle_cpu_threads(window_s: float = 0.5) -> tuple[int, int, float]:
+PROC_STAT = Path("/proc/stat")
+
+
+def idle_cpu_threads(window_s: float = 0.5, stat: Path = PROC_STAT) -> tuple[int, int, float]:
     """(threads to train with, CPUs this process may use, CPUs busy now) for a process training
     in the foreground: the CPUs that other processes leave idle. torch's default takes every core
     even when a sweep already keeps them busy, and OpenMP threads competing for cores slow each
@@ -67,7 +70,7 @@ def idle_cpu_threads(window_s: float = 0.5) -> tuple[int, int, float]:
     the 1-minute load average: that lags by a minute both ways (after a sweep's workers exit it
     still says busy, and halved the threads of the final models trained right after them)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = _busy_cpus(window_s)
+    busy = _busy_cpus(window_s, stat)
     if busy is None:
         try:
             busy = os.getloadavg()[0]
@@ -76,12 +79,12 @@ def idle_cpu_threads(window_s: float = 0.5) -> tuple[int, int, float]:
     return max(1, min(cpus, cpus - int(busy + 0.5))), cpus, busy
 
 
-def _busy_cpus(window_s: float) -> float | None:
+def _busy_cpus(window_s: float, stat: Path = PROC_STAT) -> float | None:
     """CPUs busy over the next ``window_s`` (all of the machine's, as /proc/stat counts them,
     scaled to its CPU count), or None where /proc/stat is not there."""
     def sample() -> tuple[int, int] | None:
         try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
         except (OSError, ValueError):
             return None
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
