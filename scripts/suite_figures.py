@@ -1,12 +1,16 @@
-"""Write the README's test-suite figures from a real run's output, never by hand.
+"""Write the README's test-suite figures and the quick start's table from a real run's output,
+never by hand.
 
+    .venv/bin/mmsearch sweep run fusion-dropout-count --experiment cpu 2>&1 | tee quick-start.log
     .venv/bin/pytest | tee pytest.log
-    python scripts/suite_figures.py --log pytest.log [--quick-start-s 131] [--write README.md]
+    python scripts/suite_figures.py --log pytest.log [--quick-start-s 131] [--quick-start-log quick-start.log]
+                                    [--write README.md]
 
 It reads pytest's closing line (``196 passed, 4 skipped, 19 deselected in 1173.2s``) and puts one
 sentence with those figures, the date and the machine's CPU count between the README's
-``<!-- suite-figures -->`` markers. Without ``--write`` it prints the sentence. ``.ci/run`` runs it
-on its own run and prints the README lines that run would write.
+``<!-- suite-figures -->`` markers; with ``--quick-start-log``, the level table that run ended with
+between the ``<!-- quick-start-table -->`` markers. Without ``--write`` it prints them. ``.ci/run``
+runs it on its own run and prints the README lines that run would write.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 from pathlib import Path
 
 START, END = "<!-- suite-figures -->", "<!-- /suite-figures -->"
+TABLE_START, TABLE_END = "<!-- quick-start-table -->", "<!-- /quick-start-table -->"
 SUMMARY = re.compile(r"^=*\s*(?P<counts>(?:\d+ \w+(?:, )?)+) in (?P<seconds>[\d.]+)s", re.MULTILINE)
 
 
@@ -44,24 +49,51 @@ def sentence(counts: dict[str, int], seconds: float, quick_start_s: float | None
     return text
 
 
+def quick_start_table(log: str) -> str:
+    """The level table a `sweep run` printed (its header line to the level rows' end)."""
+    lines = log.splitlines()
+    head = next((i for i, line in enumerate(lines) if line.lstrip().startswith("fusion.dropout_count") and " n " in line),
+                None)
+    if head is None:
+        raise SystemExit("no level table (a line starting with `fusion.dropout_count   n`) in the quick start's log")
+    rows = [lines[head]]
+    for line in lines[head + 1:]:
+        if not (line.startswith("★ ") or line.startswith("  ")) or line.lstrip().startswith("★ best"):
+            break
+        rows.append(line.rstrip())
+    return "```text\n" + "\n".join(rows) + "\n```"
+
+
+def _between(text: str, start: str, end: str, content: str, where: Path) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"{where}: no {start} ... {end} block to write")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{content}\n{end}{rest.split(end, 1)[1]}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", type=Path, required=True, help="pytest's output")
     parser.add_argument("--quick-start-s", type=float, help="seconds the quick start's first command took")
+    parser.add_argument("--quick-start-log", type=Path, help="the quick start's output (its level table)")
     parser.add_argument("--write", type=Path, help="the README to update between the markers")
     args = parser.parse_args()
     counts, seconds = figures(args.log.read_text(errors="replace"))
     text = sentence(counts, seconds, args.quick_start_s, os.cpu_count() or 1, datetime.date.today().isoformat())
+    table = quick_start_table(args.quick_start_log.read_text(errors="replace")) if args.quick_start_log else None
     if args.write is None:
-        print(text)
+        print(text if table is None else f"{text}\n{table}")
         return 0
     readme = args.write.read_text()
-    if START not in readme or END not in readme:
-        print(f"{args.write}: no {START} ... {END} block to write", file=sys.stderr)
+    try:
+        readme = _between(readme, START, END, text, args.write)
+        if table is not None:
+            readme = _between(readme, TABLE_START, TABLE_END, table, args.write)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
         return 2
-    head, rest = readme.split(START, 1)
-    args.write.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
-    print(text)
+    args.write.write_text(readme)
+    print(text if table is None else f"{text}\n{table}")
     return 0
 
 

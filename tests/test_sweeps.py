@@ -339,3 +339,24 @@ def test_levels_whose_weights_are_not_here_are_named_before_anything_trains(
     proc = subprocess.run([sys.executable, "-m", "mmsearch", "models"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "mobilenet_v2 (cached)" in proc.stdout and "resnet50 (not cached)" in proc.stdout
+
+
+def test_the_progress_line_names_the_upstream_stage_and_epoch_while_it_trains(tmp_path: Path) -> None:
+    """While a fusion sweep's upstream job trains, nothing else moves: its line says which stage,
+    which epoch and about how long is left (read from the job's progress file), not just 'starting'."""
+    from mmsearch.search._summary import progress_line, summarize
+    from mmsearch.search._worker import UpstreamProgress, read_upstream_progress
+    from mmsearch.training import EpochLog, FitState
+
+    path = tmp_path / "progress" / "upstream.json"
+    progress = UpstreamProgress(str(path))
+    progress.stage, progress.epochs = "text", 30
+    progress.on_epoch_end(FitState(model=None), EpochLog(5, 0.3, 0.5, 0.3, 0.6, 0.6, 0.5, 0.01, 2.0))
+    note = read_upstream_progress(str(path))
+    assert note == "text stage: epoch 5/30, about 50s left at most", note
+    progress.on_epoch_end(FitState(model=None, replayed=True), EpochLog(6, 0.3, 0.5, 0.3, 0.6, 0.6, 0.5, 0.01, 2.0))
+    assert read_upstream_progress(str(path)) == note  # a cached stage's replayed epochs train nothing
+    spec, _ = load_sweep("fusion-dropout-count", "cpu")
+    line = progress_line(summarize(spec, "s", []), 1, 0.0, 40.0, f"preparing upstream features ({note})")
+    assert "this run: preparing upstream features (text stage: epoch 5/30, about 50s left at most)" in line, line
+    assert read_upstream_progress(str(tmp_path / "none.json")) == "" and read_upstream_progress(None) == ""

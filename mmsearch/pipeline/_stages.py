@@ -169,7 +169,7 @@ def _fit(ws: Workspace, stage: Stage, model: nn.Module, train: Any, val: Any, ca
     """Train with the stage's optim settings and wrap the outcome; the one call every stage makes."""
     split = ws.split
     result = fit(model, train, val, getattr(ws.cfg, stage.name).optim, train_targets=ws.targets[split.train],
-                 val_targets=ws.targets[split.val], callbacks=callbacks, runtime=ws.runtime,
+                 val_targets=ws.targets[split.val], callbacks=[*callbacks, *ws.observers], runtime=ws.runtime,
                  tune=ws.cfg.run.tune_thresholds)
     ws.events[f"train:{stage.name}"] += 1
     count, size = params if params is not None else model_size(model)

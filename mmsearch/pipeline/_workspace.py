@@ -8,7 +8,7 @@ import logging
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from mmsearch.config import ExperimentConfig, with_overrides
 from mmsearch.data import Dataset, Split, demo_dataset, load_images
 from mmsearch.runtime import Runtime, runtime_for
 from mmsearch.text import EmbeddingMatrix, Preprocessor, Vocabulary, embedding_matrix
+
+if TYPE_CHECKING:
+    from mmsearch.training import Callback
 
 log = logging.getLogger("mmsearch.runtime")
 
@@ -42,13 +45,16 @@ def foreground_threads(cfg: ExperimentConfig) -> ExperimentConfig:
 
 class Workspace:
     def __init__(self, cfg: ExperimentConfig, dataset: Dataset | None = None, refit: bool = False,
-                 events: Counter[str] | None = None) -> None:
+                 events: Counter[str] | None = None, observers: list[Callback] | None = None) -> None:
         """``refit``: train on the training and validation rows together (the final model, once
         the epochs are fixed); the validation rows are still scored each epoch, optimistically,
-        so the engine keeps its curves. ``events`` counts cache builds and hits (see ``_cache``)."""
+        so the engine keeps its curves. ``events`` counts cache builds and hits (see ``_cache``).
+        ``observers``: callbacks every stage trained in this workspace (its upstream stages too)
+        reports to, beside its own (a sweep's upstream job reports its epochs with one)."""
         self.cfg = cfg
         self.refit = refit
         self.events: Counter[str] = events if events is not None else Counter()
+        self.observers: list[Callback] = observers if observers is not None else []
         if dataset is None:
             dataset = Dataset.open(Path(cfg.data.path) if cfg.data.path else demo_dataset())
         self.dataset = dataset
@@ -92,7 +98,8 @@ class Workspace:
 
     @cached_property
     def _upstream(self) -> Workspace:
-        return Workspace(with_overrides(self.cfg, {"run.repeat": 0}), self.dataset, self.refit, self.events)
+        return Workspace(with_overrides(self.cfg, {"run.repeat": 0}), self.dataset, self.refit, self.events,
+                         self.observers)
 
     def split_key(self) -> dict[str, Any]:
         d = self.cfg.data

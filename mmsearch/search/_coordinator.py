@@ -63,14 +63,23 @@ from mmsearch.search._summary import (
     summarize,
 )
 from mmsearch.search._trial import log_dataset
-from mmsearch.search._worker import EXIT_CUDA_ERROR, EXIT_DISK_FULL, WorkerArgs, load_study, spawn, warm_workers
+from mmsearch.search._worker import (
+    EXIT_CUDA_ERROR,
+    EXIT_DISK_FULL,
+    WorkerArgs,
+    load_study,
+    read_upstream_progress,
+    spawn,
+    warm_workers,
+)
 from mmsearch.stats import Looks, next_round
 from mmsearch.tracking import DEFAULT_DIR, Tracker
 
 log = logging.getLogger("mmsearch.sweep")
 SHUTDOWN_WAIT_S = 30.0
 PROGRESS_LOG_EVERY_S = 30.0  # without a terminal: a progress line at least this far apart unless something changed
-_PROGRESS_CLOCK = re.compile(r"; ETA \d+s| \[\d+s\]$")
+# What always moves in a progress line (the clock, the ETA, the upstream job's epoch): not news by itself.
+_PROGRESS_CLOCK = re.compile(r"; ETA \d+s| \[\d+s\]$|: epoch \d+(/\d+)?(, about \d+s left at most)?")
 WAIT_REPORT_S, WAIT_REPORT_EVERY_S = 30.0, 300.0  # when a coordinator with nothing to claim says what it waits for
 OUTBOX_WAIT_S = 120.0  # how long the end of a sweep waits for a tracking server that is away  # how long an interrupted coordinator waits for its workers' clean-up
 
@@ -298,7 +307,7 @@ class Coordinator:
         last, last_at = "", 0.0
         while not self._stop_progress.wait(2.0):
             try:
-                line = progress_line(self.summary(), self.request.workers, started, time.time())
+                line = progress_line(self.summary(), self.request.workers, started, time.time(), self.upstream_note())
             except Exception:  # progress must never break a sweep
                 continue
             state = _PROGRESS_CLOCK.sub("", line)  # without the elapsed time and the ETA, which always move
@@ -323,7 +332,20 @@ class Coordinator:
 
     # -- supervising workers ------------------------------------------------------------------
     def _args(self, index: int, gpu: str | None = None) -> WorkerArgs:
-        return WorkerArgs(self.request, self.ctx.study_name, self.experiment_id, self.parent, self.token, index, gpu)
+        progress = str(self.upstream_progress) if index < 0 else None  # the upstream job's epochs
+        return WorkerArgs(self.request, self.ctx.study_name, self.experiment_id, self.parent, self.token, index, gpu,
+                          progress)
+
+    @property
+    def upstream_progress(self) -> Path:
+        return cache_root() / "progress" / f"upstream-{self.token}.json"
+
+    def upstream_note(self) -> str:
+        """While the upstream job runs: which stage it trains, its epoch and what is left."""
+        if self.upstream_ready:
+            return ""
+        return "preparing upstream features" + (f" ({note})" if (note := read_upstream_progress(
+            str(self.upstream_progress))) else "")
 
     def _next_gpu(self) -> str | None:
         """The GPU with the fewest live workers (one each first, then shared round-robin); ""
@@ -382,6 +404,7 @@ class Coordinator:
                 raise _WorkerDiskFull(f"worker process {p.pid} stopped at a full disk")
             if p is self.upstream_job:
                 self.upstream_job = None
+                self.upstream_progress.unlink(missing_ok=True)
                 if p.exitcode != 0:
                     raise MmsearchError(f"preparing the upstream features of {self.ctx.spec.name} failed (worker exit "
                                         f"code {p.exitcode}; its message is above); none of its trials ran")
@@ -436,6 +459,7 @@ class Coordinator:
         process.join()
         self.procs.remove(process)
         self.placed.pop(process.pid, None)
+        self.upstream_progress.unlink(missing_ok=True)
         if process.exitcode == EXIT_DISK_FULL:
             raise _WorkerDiskFull("preparing the upstream features met a full disk")
         if process.exitcode != 0:

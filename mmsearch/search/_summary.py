@@ -231,9 +231,10 @@ def power_statement(spec: SweepSpec, levels: list[LevelStats] | None = None, loo
     return Power(f"{spec.name}: {'; '.join(parts)}, judged by {source}{tail}", enough)
 
 
-def progress_line(s: SweepSummary, workers: int, started: float, now: float) -> str:
+def progress_line(s: SweepSummary, workers: int, started: float, now: float, upstream: str = "") -> str:
+    """``upstream``: what the upstream job is doing while it runs (no trial has started then)."""
     mine = ", ".join(f"{s.mine[k]} {k.lower()}" for k in (*FINISHED, "RUNNING") if s.mine.get(k))
-    line = f"[{s.spec.name}] {s.progress}; this run: {mine or 'starting'}"
+    line = f"[{s.spec.name}] {s.progress}; this run: {mine or upstream or 'starting'}"
     others = s.counts.get("RUNNING", 0) - s.mine.get("RUNNING", 0)
     if others > 0:
         line += f"; {others} running elsewhere"

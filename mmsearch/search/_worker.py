@@ -29,6 +29,7 @@ from mmsearch.search._spec import PRUNERS, SAMPLERS
 from mmsearch.search._study import claimable
 from mmsearch.search._trial import TrialSetup, claim_owner, fail_claimed, interrupt_reason, run_trial
 from mmsearch.tracking import Tracker
+from mmsearch.training import Callback, EpochLog, FitState
 
 log = logging.getLogger("mmsearch.sweep")
 # A child whose coordinator died gets this long to clean up, then leaves anyway: what it could
@@ -50,6 +51,7 @@ class WorkerArgs:
     coordinator: str
     index: int
     gpu: str | None = None  # this worker's CUDA_VISIBLE_DEVICES, set before torch can touch CUDA
+    progress_file: str | None = None  # upstream job: where it says which stage and epoch it is at
 
 
 def load_study(ctx: SweepContext, seed_offset: int = 0) -> Any:
@@ -163,14 +165,60 @@ def prepare_upstream(args: WorkerArgs) -> None:
     request = replace(args.request, study_name=args.study_name)
     ctx = resolve(request)
     tracker = Tracker(request.tracking_uri)
-    ws = Workspace(ctx.base, ctx.dataset)
+    progress = UpstreamProgress(args.progress_file)
+    ws = Workspace(ctx.base, ctx.dataset, observers=[progress])
     t0 = time.perf_counter()
     for name in STAGES.get(ctx.spec.stage).inputs:
+        progress.stage, progress.epochs = name, getattr(ctx.base, name).optim.epochs
         feats, _ = STAGES.get(name).features(ws)
         tracker.set_tags(args.parent_run_id, {f"upstream.{name}.features": f"{feats.shape[0]}x{feats.shape[1]}"})
     STAGES.get(ctx.spec.stage).prepared_inputs(ws)  # standardised once per sweep, not per trial
     tracker.set_tags(args.parent_run_id, {"upstream.device": ws.runtime.describe()})
     tracker.log_metrics(args.parent_run_id, {"upstream_seconds": time.perf_counter() - t0})
+
+
+class UpstreamProgress(Callback):
+    """The upstream job's epochs, for its coordinator's progress line: the stage, the epoch, the
+    seconds per epoch, written to a small file (replaced whole, so a reader never sees half)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path, self.stage, self.epochs = path, "", 0
+        if path is not None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
+        if self.path is None or state.replayed:
+            return
+        import json
+        import time
+
+        data = {"stage": self.stage, "epoch": epoch.epoch, "epochs": self.epochs, "seconds": epoch.seconds,
+                "at": time.time()}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.path)
+        except OSError:  # progress must never fail the job
+            pass
+
+
+
+def read_upstream_progress(path: str | None) -> str:
+    """``text stage: epoch 5/30, about 40 s left`` from an upstream job's progress file ('' if none)."""
+    import json
+
+    if path is None:
+        return ""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    line = f"{data['stage']} stage: epoch {data['epoch']}" + (f"/{data['epochs']}" if data.get("epochs") else "")
+    if data.get("epochs"):
+        line += f", about {max(0, data['epochs'] - data['epoch']) * data['seconds']:.0f}s left at most"
+    return line
 
 
 def _watch_coordinator() -> None:
