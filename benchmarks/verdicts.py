@@ -204,20 +204,20 @@ def v4(shapes: dict[str, Shape], sd: float, rho: float, sims: int, rng: np.rando
             f"≥ 2x | {'met' if today / per_decided >= 2 else 'NOT met'} |"]
 
 
-def measured(storage: str) -> tuple[float, float, list[str]]:
+def measured(path: str) -> tuple[float, float, list[str]]:
     """(sd of one repeat, pair correlation, V3 rows) from the real-caption studies of the benchmark's sweeps."""
     import optuna
 
-    from mmsearch.search import looks_of, records, summarize
-    from mmsearch.search._spec import load_sweep
+    from mmsearch.search import load_sweep, looks_of, open_storage, records, summarize
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(path).optuna
     names = optuna.study.get_all_study_names(storage)
     out: dict[str, tuple] = {}
     for sweep in ("verdicts-pairs-text-lr", "verdicts-null-seeds"):
         name = next((n for n in names if n.startswith(sweep + "@")), None)
         if name is None:
-            raise SystemExit(f"no study of {sweep} in {storage}: run `mmsearch sweep run benchmarks/sweeps/{sweep}.yaml "
+            raise SystemExit(f"no study of {sweep} in {path}: run `mmsearch sweep run benchmarks/sweeps/{sweep}.yaml "
                              "--experiment cpu --data ../shared/data/comp5329-captions --storage ...` first")
         study = optuna.load_study(study_name=name, storage=storage)
         spec, _ = load_sweep(str(ROOT / "benchmarks" / "sweeps" / f"{sweep}.yaml"), "cpu")

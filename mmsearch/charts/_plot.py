@@ -48,8 +48,8 @@ def ablation_figure(levels: Sequence[LevelStats], factor: str, metric: str = "va
     up = [0 if math.isnan(s.ci_high) else s.ci_high - s.mean for s in levels]
     down = [0 if math.isnan(s.ci_low) else s.mean - s.ci_low for s in levels]
     colours = ["#d62728" if s.is_base else "#1f77b4" for s in levels]
-    text = [("★ " if s.is_best else "") + ("base" if s.is_base else s.vs_base)
-            + (f" n={s.n}" + (f", {s.failed} failed" if s.failed else "")) for s in levels]
+    text = [("★ " if s.is_best else "") + ("base " if s.is_base else "" if s.comparison is None else f"{s.vs_base} ")
+            + (f"n={s.n}" + (f", {s.failed} failed" if s.failed else "")) for s in levels]
     fig = go.Figure(go.Scatter(
         x=x, y=y, mode="markers+text", text=text, textposition="top center",
         marker={"size": [16 if s.is_best else 11 for s in levels], "color": colours,

@@ -246,7 +246,11 @@ def final_table(final: Any) -> list[str]:
         lines.append(f"| {role} | `{m.name}` v{m.version} | {_interval(m.scores)} | "
                      f"{'-' if m.ensemble is None else f'{m.ensemble:.4f}'} |")
     c = final.comparison
-    if c is not None and not math.isnan(c.diff):
+    if final.same:
+        lines += ["", "measured = paper: no factor was decided better than its base value, so the measured "
+                      "configuration is the paper's, trained once" +
+                  (f"; registered as {final.champion}" if final.champion else "")]
+    elif c is not None and not math.isnan(c.diff):
         lines += ["", f"measured - paper: **{c.verdict.value}**: measured is {c.describe('paper')}" +
                   (f"; registered as {final.champion}" if final.champion else "")]
     if split != "test":
@@ -267,8 +271,10 @@ def _final_html(final: Any) -> str:
                      f"<td>{esc(_interval(m.scores))}</td><td>{'-' if m.ensemble is None else f'{m.ensemble:.4f}'}</td></tr>"
                      for role, m in final.models.items())
     c = final.comparison
-    summary = "" if c is None or math.isnan(c.diff) else (
-        f"<p>measured − paper: <b>{esc(c.verdict.value)}</b>: measured is {esc(c.describe('paper'))}</p>")
+    summary = ("<p>measured = paper: no factor was decided better than its base value, so the measured "
+               "configuration is the paper's, trained once.</p>" if final.same else
+               "" if c is None or math.isnan(c.diff) else
+               f"<p>measured − paper: <b>{esc(c.verdict.value)}</b>: measured is {esc(c.describe('paper'))}</p>")
     split = final.split
     note = "" if split == "test" else ("<p>No <code>test_labels.csv</code> in the data: scored on the validation split, "
                                        "which the sweeps chose levels on (optimistic for the measured model).</p>")

@@ -86,10 +86,17 @@ class FinalComparison:
         return next(iter(self.models.values())).split if self.models else "test"
 
     @property
+    def same(self) -> bool:
+        """No factor changed: the measured model is the paper's own, trained once."""
+        return MEASURED in self.models and PAPER in self.models and \
+            (self.models[MEASURED].name, self.models[MEASURED].version) == (self.models[PAPER].name,
+                                                                           self.models[PAPER].version)
+
+    @property
     def comparison(self) -> Comparison | None:
         """measured - paper, member by member: member i of both models trained with seed
         run.seed + i, so the pairs are matched (a paired 95% interval, one comparison)."""
-        if PAPER not in self.models or MEASURED not in self.models:
+        if PAPER not in self.models or MEASURED not in self.models or self.same:
             return None
         d = difference(MEASURED, PAPER, dict(enumerate(self.models[MEASURED].scores)),
                        dict(enumerate(self.models[PAPER].scores)))
@@ -102,10 +109,10 @@ class FinalComparison:
         return (math.nan, math.nan, math.nan) if c is None else (c.diff, c.low, c.high)
 
     def better(self) -> str:
-        """The role whose members score better on average (the paper's on a tie)."""
-        if MEASURED not in self.models or self.models[MEASURED].scores == self.models[PAPER].scores:
-            return PAPER
-        return MEASURED if self.difference[0] > 0 else PAPER
+        """The champion: the measured configuration only when its members are decided better
+        than the paper's, pair by pair; the paper's when they are equivalent or undecided."""
+        c = self.comparison
+        return MEASURED if c is not None and c.verdict is Verdict.BETTER else PAPER
 
     def to_json(self) -> dict[str, Any]:
         return {"decisions": [asdict(d) for d in self.decisions], "models": {k: asdict(m) for k, m in self.models.items()},

@@ -374,7 +374,7 @@ def train_finals(request: ReproduceRequest, selection: Selection, decisions: lis
     results = {}
     for role, cfg in configs.items():
         if role == MEASURED and same:
-            log.warning("no factor was measured better than its base value: the measured final configuration is "
+            log.warning("no factor was decided better than its base value: the measured final configuration is "
                         "the base one, so it is not trained twice")
             comparison.models[MEASURED] = replace(comparison.models[PAPER], role=MEASURED)
             continue
@@ -397,7 +397,10 @@ def train_finals(request: ReproduceRequest, selection: Selection, decisions: lis
         source = f"{tracker.client.get_run(chosen.run_id).info.artifact_uri}/model"
         register(tracker, request.export, source, chosen.run_id, [c.spec.name for c in selection.contexts], [],
                  {f"{chosen.split}_f1": chosen.ensemble or math.nan})
-        comparison.champion = f"models:/{request.export}@champion ({better} configuration)"
+        c = comparison.comparison
+        why = ("measured decided better" if better == MEASURED else "no factor changed" if comparison.same else
+               f"measured {c.verdict.value if c is not None else 'not compared'}, not decided better")
+        comparison.champion = f"models:/{request.export}@champion ({better} configuration: {why})"
     return comparison
 
 

@@ -132,7 +132,7 @@ def level_stats(trials: Sequence[TrialRecord], levels: Sequence[str], base_level
                               is_base=level == base_level))
     base = next((s for s in out if s.is_base), None)
     if base is not None and base.n:
-        others = [s for s in out if not s.is_base]
+        others = [s for s in out if not s.is_base and s.n]  # a level with no result is not compared
         judged = judge([difference(s.level, base.level, s.by_repeat, base.by_repeat) for s in others], design, maximize)
         for s, c in zip(others, judged):
             s.comparison = c
