@@ -156,7 +156,7 @@ class Plan:
                        f"took {c.factor:.2f}x longer than on a quiet machine, and its costs are scaled back to one")
         out.append("  the estimate assumes a quiet machine" + (
             f"; {self.busy_now:.1f} of {self.cpus_now} CPUs are busy with other work now: while that lasts, expect up to "
-            f"{self.slowdown_now:.1f}x longer" if self.slowdown_now > 1.0 else ""))
+            f"{self.slowdown_now:.1f}x longer" if self.slowdown_now >= 1.1 else ""))
         return out
 
 

@@ -432,7 +432,7 @@ def best_markdown(summary: SweepSummary) -> str:
     if bar is None:
         return f"No level of {spec.name} has a complete trial yet."
     ci = "" if math.isnan(bar.ci_low) else f"95% CI {bar.ci_low:.4f}..{bar.ci_high:.4f}, "
-    return (f"**Best {(spec.factor or 'level').rsplit('.', 1)[-1]}: {summary.best_level}**: mean {spec.metric} "
+    return (f"**Best mean {(spec.factor or 'level').rsplit('.', 1)[-1]}: {summary.best_level}**: {spec.metric} "
             f"{bar.mean:.4f} ({ci}n={bar.n}), {versus_base(bar, spec.base)}")
 
 
