@@ -26,6 +26,7 @@ from _sweepproc import (
     assert_every_cell_once,
     finish,
     fresh_postgres,
+    open_study,
     outcome,
     record,
     running_owner,
@@ -170,6 +171,11 @@ def test_a_worker_whose_clean_up_hangs_leaves_by_its_deadline_and_status_repairs
     _, err = proc.communicate()
     assert WORKER_EXIT_DEADLINE_S <= gone < WORKER_EXIT_DEADLINE_S + 5 and not alive(owner["pid"])
     assert f"clean-up unfinished after {WORKER_EXIT_DEADLINE_S:.0f} s" in err and "Thread" in err  # where it was stuck, for whoever reads the log
+    # The other worker leaves by its own deadline too, which started when it noticed the coordinator was gone
+    # (a moment later); `status` fails the trials of processes that are gone, not of one still leaving.
+    wait_for(lambda: not any(alive(int(t.user_attrs["owner"]["pid"])) for t in open_study(storage, "faults").get_trials(
+        deepcopy=False) if t.state.name == "RUNNING" and t.user_attrs.get("owner")), WORKER_EXIT_DEADLINE_S + 10,
+        "every worker to leave")
     code, out, _ = finish(start(["sweep", "status", str(tmp_path / "faults.yaml"), "--storage", storage], tmp_path, env))
     assert code == 0 and "closed a stale parent run" in out
     repaired = outcome(storage, [_tracking(tmp_path)])

@@ -162,12 +162,14 @@ def test_killed_and_interrupted_mid_second_sweep_then_rerun_every_cell_once_one_
     left = _left(storage, tracking)
     _assert_done_once(left)
     # Each factor's decision is printed; the measured configuration is trained (and registered) only when a
-    # level beat the paper's with an interval excluding 0, else the paper's model stands for both.
+    # level was decided better than the paper's, else the paper's model stands for both.
     assert "| `text.optim.lr` | r-text-lr | 0.002 |" in out and "| `fusion.dropout_p` | r-fusion-p | 0.05 |" in out, out
     changed = "| **0.03** |" in out or "| **0.2** |" in out or "| **0.4** |" in out
     assert left["models"] == ({"reproduce-paper": 1, "reproduce-measured": 1} if changed else {"reproduce-paper": 1}), \
         (left["models"], out)
-    assert "measured - paper:" in out and "test samples-F1 per member" in out, out
+    # Two final models compared pair by pair, or one when no factor was decided better.
+    assert ("measured - paper:" in out or "measured = paper: no factor was decided better" in out) and \
+        "test samples-F1 per member" in out, out
     page = Path(out.split("report: ")[1].split(" (MLflow run")[0]).read_text()
     assert "The measured final model" in page and "r-fusion-p" in page
     assert "plan: 2 sweep(s)" in out and "reproduce] sweeps" in err
