@@ -424,8 +424,8 @@ def _sweep_show(args: argparse.Namespace) -> int:
 def _sequential_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until-decided", action="store_true",
                    help="after each round, add a repeat (a new seed) to the levels whose comparison with the base is "
-                        "still inconclusive, until each is decided or --max-repeats is reached (the error rate is "
-                        "split over the rounds); a sweep file's 'repeats: auto' asks the same")
+                        "still inconclusive, until each is decided or --max-repeats is reached (the error rate holds "
+                        "over all the rounds); a sweep file's 'repeats: auto' asks the same")
     p.add_argument("--max-repeats", type=positive_int, default=None, metavar="N",
                    help="with --until-decided: at most N repeats per level (default: the sweep file's max_repeats, 10)")
 
