@@ -361,8 +361,7 @@ def test_decide_takes_a_level_only_when_it_is_decided_better(small: dict, speed:
 def test_the_plan_says_what_load_it_was_calibrated_under_and_what_load_there_is_now() -> None:
     """A busy machine inflates a calibration's epochs: they are kept as a quiet machine would have
     measured them, and the plan says so; load at planning time is named with what it would cost."""
-    from mmsearch.reproduce._calibrate import slowdown
-    from mmsearch.reproduce._plan import Calibration, Plan
+    from mmsearch.reproduce._plan import Calibration, Plan, slowdown
 
     assert slowdown(0.0, 2, 2) == 1.0 and slowdown(2.0, 2, 1) == 1.5 and slowdown(6.0, 2, 2) == 4.0
     quiet = Plan([], [], 2, 2.0, "assumed", Calibration({}, 0.0, "k"), 0.0)

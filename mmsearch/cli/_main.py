@@ -14,9 +14,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mmsearch.errors import MmsearchError, first_line
+
+if TYPE_CHECKING:
+    from mmsearch.stats import LevelStats
 
 # Exit codes, documented in the README: a user's error (bad input, an unusable store) 2; a run
 # that ended but left cells it was asked for not COMPLETE 3; interrupted 130 (128 + SIGINT).
@@ -483,7 +486,7 @@ def _incomplete(s: Any) -> int:
     return EXIT_INCOMPLETE
 
 
-def _ci(bar: Any) -> str:
+def _ci(bar: LevelStats) -> str:
     if math.isnan(bar.ci_low):
         return f"(n={bar.n}, no interval)"
     return f"(95% CI {bar.ci_low:.4f}..{bar.ci_high:.4f}, n={bar.n})"

@@ -17,7 +17,7 @@ from mmsearch._cache import cached, entry, stable_hash
 from mmsearch.config import STAGE_INPUTS, STAGE_NAMES, ExperimentConfig, to_dict, with_overrides
 from mmsearch.data import Dataset
 from mmsearch.errors import MmsearchError
-from mmsearch.reproduce._plan import Calibration, StageCost
+from mmsearch.reproduce._plan import Calibration, StageCost, slowdown
 
 log = logging.getLogger("mmsearch.reproduce")
 VERSION = 1
@@ -58,11 +58,6 @@ def calibrate(base: ExperimentConfig, dataset: Dataset, stages: list[str], worke
     seconds = time.perf_counter() - started
     return Calibration(costs, seconds if seconds > 1.0 else 0.0, key, **saved.get("load", {}))
 
-
-def slowdown(busy: float, cpus: int, threads: int) -> float:
-    """How much longer a run with ``threads`` threads takes while other processes keep ``busy`` of
-    the ``cpus`` CPUs busy: the runnable threads share the cores (1 on a quiet machine)."""
-    return max(1.0, (busy + threads) / max(1, cpus))
 
 
 def _measure_main(cfg: ExperimentConfig, root: str, stages: list[str], path: str, environ: dict[str, str]) -> None:

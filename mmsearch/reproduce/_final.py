@@ -173,8 +173,7 @@ def decide(contexts: list[SweepContext], summaries: dict[str, SweepSummary],
             continue
         top = ranked[0]
         if top.level == base:
-            others = [c for c in mine.values()]
-            undecided = [c.level for c in others if c.verdict is Verdict.INCONCLUSIVE]
+            undecided = [c.level for c in mine.values() if c.verdict is Verdict.INCONCLUSIVE]
             tail = f"; undecided: {', '.join(undecided)}" if undecided else ""
             out.append(FactorDecision(spec.name, factor, base, base, {}, f"{ref} {base} has the best mean "
                                                                          f"{spec.metric} {top.mean:.4f}{tail}: it stays"))

@@ -26,8 +26,8 @@ from typing import Any
 from mmsearch._assets import Asset
 from mmsearch._cache import stable_hash
 from mmsearch.config import STAGE_INPUTS, ExperimentConfig, to_dict, with_overrides
-from mmsearch.search import SweepContext, looks_of, power_statement, records, summarize
-from mmsearch.stats import Looks
+from mmsearch.search import SweepContext, looks_of, power_statement, records
+from mmsearch.stats import Looks, level_stats
 
 # The fixed cost of a trial until the storage has measured one (MLflow run, Optuna bookkeeping,
 # a forked worker's setup): named in the plan as assumed.
@@ -160,6 +160,12 @@ class Plan:
         return out
 
 
+def slowdown(busy: float, cpus: int, threads: int) -> float:
+    """How much longer a run with ``threads`` threads takes while other processes keep ``busy`` of
+    the ``cpus`` CPUs busy: the runnable threads share the cores (1 on a quiet machine)."""
+    return max(1.0, (busy + threads) / max(1, cpus))
+
+
 def _duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 90:
@@ -278,8 +284,8 @@ def sweep_plan(ctx: SweepContext, study: Any | None, costs: dict[str, StageCost]
         source += f"; worst case, {spec.max_repeats} repeats per level"
     done = len(complete) if spec.mode == "ablation" else spec.n_trials - len(missing)
     total = len(cells) if spec.mode == "ablation" else spec.size
-    levels = summarize(spec, ctx.study_name, trials, looks=looks_of(study.user_attrs) if study is not None else Looks()
-                       ).levels if spec.mode == "ablation" else []
+    design = spec.design.with_looks(looks_of(study.user_attrs) if study is not None else Looks())
+    levels = level_stats(recs, spec.labels, spec.base, spec.maximize, design) if spec.mode == "ablation" else []
     return SweepPlan(ctx, total, done, estimates, source, STAGE_INPUTS[spec.stage], upstream_key(ctx),
                      power=power_statement(spec, levels).text)
 

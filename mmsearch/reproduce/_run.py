@@ -44,6 +44,7 @@ from mmsearch.reproduce._plan import (
     measured_overhead,
     share_upstream,
     simulate,
+    slowdown,
     sweep_plan,
 )
 from mmsearch.search import SweepContext, SweepRequest, SweepSummary, open_storage, resolve
@@ -230,7 +231,6 @@ def make_plan(request: ReproduceRequest, selection: Selection | None = None) -> 
     plan = Plan(plans, selection.skipped, workers, overhead, source, calibration,
                 final_seconds(calibration.costs, request.repeats, final_stages, overhead), selection.unrunnable)
     plan.schedule_s = simulate(plans, workers)
-    from mmsearch.reproduce._calibrate import slowdown
     from mmsearch.runtime import idle_cpu_threads
 
     _, plan.cpus_now, plan.busy_now = idle_cpu_threads()

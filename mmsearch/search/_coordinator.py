@@ -218,7 +218,7 @@ class Coordinator:
 
     def _plan_looks(self, study: Any) -> None:
         """A run until decided records its plan once (first round, cap): every later analysis, by
-        any command, splits the error rate over the same rounds. A later run may raise the cap."""
+        any command, holds the error rate over the same rounds. A later run may raise the cap."""
         spec = self.ctx.spec
         plan = study.user_attrs.get(SEQUENTIAL_ATTR)
         if spec.until_decided and spec.mode == "ablation":

@@ -9,7 +9,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -107,7 +107,7 @@ class SweepSummary:
 def summarize(spec: SweepSpec, study_name: str, trials: list[Any], me: str | None = None,
               budget: int | None = None, looks: Looks = Looks()) -> SweepSummary:
     """``looks``: the analyses a sequential study planned (its ``sequential`` attribute), over
-    which the error rate is split; 1 for fixed repeats."""
+    which the error rate is held; one for fixed repeats."""
     recs = records(trials)
     design = spec.design.with_looks(looks)
     counts: dict[str, int] = {}
@@ -273,8 +273,7 @@ def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord], design:
         if "losses" in wanted:
             loss_recs = [TrialRecord(r.number, r.state, r.attrs.get("final_val_loss"), r.level, r.repeat)
                          for r in recs]
-            losses = level_stats(loss_recs, spec.labels, spec.base, False, Design(
-                alpha=design.alpha, margin=margin_for("val_loss"), looks=design.looks, first_look=design.first_look))
+            losses = level_stats(loss_recs, spec.labels, spec.base, False, replace(design, margin=margin_for("val_loss")))
             data["ablation_val_loss"] = [b.as_dict() for b in losses]
             figures.append(("Ablation (validation loss)", ablation_figure(losses, factor or "level", "val_loss")))
     if "bubble" in wanted:

@@ -203,7 +203,6 @@ class UpstreamProgress(Callback):
             pass
 
 
-
 def read_upstream_progress(path: str | None) -> str:
     """``text stage: epoch 5/30, about 40 s left`` from an upstream job's progress file ('' if none)."""
     import json
