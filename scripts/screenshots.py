@@ -73,7 +73,7 @@ def main() -> None:
         raise SystemExit("headless Chromium is needed: apt-get install chromium")
     from mlflow import MlflowClient
 
-    from mmsearch.tracking import resolve_tracking_uri
+    from mmsearch.tracking import resolve_tracking_uri, ui_link
 
     uri = resolve_tracking_uri(args.tracking_uri)
     client = MlflowClient(uri)
@@ -90,9 +90,9 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         _wait(f"{base}/health")
-        view = "?workflowType=machine_learning"  # what the links mmsearch prints ask for
-        shoot(browser, f"{base}/#/experiments/{experiment.experiment_id}{view}", args.out / "1-sweep-experiment.png")
-        shoot(browser, f"{base}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}/model-metrics{view}",
+        # The links mmsearch prints: the runs table with the sweep's columns, a run's page.
+        shoot(browser, ui_link(base, experiment.experiment_id), args.out / "1-sweep-experiment.png")
+        shoot(browser, ui_link(base, experiment.experiment_id, child.info.run_id).replace("?", "/model-metrics?"),
               args.out / "2-trial-curves.png")
         if args.model:
             version = client.get_model_version_by_alias(args.model, "champion")

@@ -4,7 +4,7 @@ never by hand.
     .venv/bin/mmsearch sweep run fusion-dropout-count --experiment cpu 2>&1 | tee quick-start.log
     .venv/bin/pytest | tee pytest.log
     python scripts/suite_figures.py --log pytest.log [--quick-start-s 131] [--quick-start-log quick-start.log]
-                                    [--write README.md]
+                                    [--busy 2] [--write README.md]
 
 It reads pytest's closing line (``196 passed, 4 skipped, 19 deselected in 1173.2s``) and puts one
 sentence with those figures, the date and the machine's CPU count between the README's
@@ -37,10 +37,12 @@ def figures(log: str) -> tuple[dict[str, int], float]:
     return counts, float(last["seconds"])
 
 
-def sentence(counts: dict[str, int], seconds: float, quick_start_s: float | None, cores: int, day: str) -> str:
+def sentence(counts: dict[str, int], seconds: float, quick_start_s: float | None, cores: int, day: str,
+             busy: int = 0) -> str:
     parts = [f"{counts.get('passed', 0)} passed"] + [f"{counts[k]} {k}" for k in ("failed", "skipped", "error", "errors")
                                                      if counts.get(k)]
-    text = f"On {cores} cores on {day} the default suite (`pytest`) ran in {seconds:.0f} s: {', '.join(parts)}"
+    beside = f", beside {busy} busy loop(s) (a CPU-bound process per core, as CI runs it)," if busy else ""
+    text = f"On {cores} cores on {day} the default suite (`pytest`){beside} ran in {seconds:.0f} s: {', '.join(parts)}"
     if counts.get("deselected"):
         text += f" ({counts['deselected']} `slow` cases deselected)"
     text += "."
@@ -76,10 +78,12 @@ def main() -> int:
     parser.add_argument("--log", type=Path, required=True, help="pytest's output")
     parser.add_argument("--quick-start-s", type=float, help="seconds the quick start's first command took")
     parser.add_argument("--quick-start-log", type=Path, help="the quick start's output (its level table)")
+    parser.add_argument("--busy", type=int, default=0, help="CPU-bound processes that ran beside the suite")
     parser.add_argument("--write", type=Path, help="the README to update between the markers")
     args = parser.parse_args()
     counts, seconds = figures(args.log.read_text(errors="replace"))
-    text = sentence(counts, seconds, args.quick_start_s, os.cpu_count() or 1, datetime.date.today().isoformat())
+    text = sentence(counts, seconds, args.quick_start_s, os.cpu_count() or 1, datetime.date.today().isoformat(),
+                    args.busy)
     table = quick_start_table(args.quick_start_log.read_text(errors="replace")) if args.quick_start_log else None
     if args.write is None:
         print(text if table is None else f"{text}\n{table}")

@@ -81,11 +81,24 @@ def test_grid_ablation_two_workers_then_mlflow(tmp_path: Path, small: dict) -> N
     assert len(children) == 9 and all(r.info.status == "FINISHED" for r in children)
     history = tracker.client.get_metric_history(children[0].info.run_id, "epoch/val_f1")
     assert len(history) >= 2 and sorted(m.step for m in history) == list(range(1, len(history) + 1))
+    # A trial's page opens on the sweep's metric: its curve in the section that sorts first.
+    headline = tracker.client.get_metric_history(children[0].info.run_id, "curve/val_f1")
+    assert [(m.step, m.value) for m in headline] == [(m.step, m.value) for m in history]
+    assert min(k.split("/")[0] for k in children[0].data.metrics) == "curve"
     artifacts = {a.path for a in tracker.client.list_artifacts(summary.parent_run_id, "charts")}
     assert {"charts/report.html", "charts/data.json"} <= artifacts
     html = Path(tracker.client.download_artifacts(summary.parent_run_id, "charts/report.html", str(tmp_path))).read_text()
     assert len(html) > 1_000_000 and "<script src=\"https://cdn.plot.ly" not in html and "Ablation" in html
-    assert tracker.client.get_run(summary.parent_run_id).info.status == "FINISHED"
+    parent = tracker.client.get_run(summary.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    # The runs table cuts names at ~16 characters: the best level and its mean come first, and
+    # stand in columns of their own in the view the printed link opens (MLflow's shared view).
+    assert parent.info.run_name.startswith(f"★ {summary.best_level} · {summary.best_value:.4f} · dropout_count")
+    assert parent.data.tags["level"] == f"★ {summary.best_level}"
+    assert parent.data.metrics["best_val_f1"] == pytest.approx(summary.best_value)
+    view = json.loads(tracker.client.get_experiment(summary.experiment_id).tags["mlflow.sharedViewState.mmsearch"])
+    assert view["selectedColumns"][:3] == ["metrics.`best_val_f1`", "metrics.`final/val_f1`", "tags.`level`"]
+    assert all(r.data.tags["level"] in {"0", "1", "2"} and "final/val_f1" in r.data.metrics for r in children)
     # What the MLflow UI shows without opening a run: the level table above the runs table, the
     # dataset in the Dataset column of every run, the table as the parent's levels.csv.
     described = tracker.client.get_experiment(summary.experiment_id).tags["mlflow.note.content"]

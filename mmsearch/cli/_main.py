@@ -467,8 +467,8 @@ def _sweep_run(args: argparse.Namespace) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri)
     local = "" if uri.startswith("http") else " (after `mmsearch ui`)"
-    print(f"MLflow parent run {s.parent_run_id} of experiment sweep/{s.spec.name}: {ui_link(uri, s.experiment_id, s.parent_run_id)}"
-          f"{local}")
+    print(f"MLflow runs of sweep/{s.spec.name}, its metric and levels in columns: {ui_link(uri, s.experiment_id)}{local}")
+    print(f"  its parent run {s.parent_run_id} (charts/report.html): {ui_link(uri, s.experiment_id, s.parent_run_id)}")
     return _incomplete(s)
 
 

@@ -372,9 +372,13 @@ def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary
     if summary.best_value is not None:
         metrics[f"best_{ctx.spec.metric}"] = summary.best_value
     tracker.log_metrics(parent, metrics)
+    # The answer in columns of its own (the parent's level column reads "★ 2"), shown by the links mmsearch prints.
     tracker.set_tags(parent, {"best_level": summary.best_level or "",
                               "best_params": json.dumps(summary.best_params, default=str),
-                              "mlflow.runName": parent_run_name(ctx, summary)})
+                              "mlflow.runName": parent_run_name(ctx, summary),
+                              **({"level": f"★ {summary.best_level}"} if summary.best_level is not None else {})})
+    if summary.experiment_id:
+        tracker.share_view(summary.experiment_id, table_columns(ctx.spec.metric))
     if summary.levels:
         tracker.log_text(parent, level_csv(summary), "levels.csv")
         if summary.experiment_id:
@@ -398,16 +402,23 @@ def dashboard_note(study: Any, ctx: SweepContext, summary: SweepSummary) -> None
 
 
 def parent_run_name(ctx: SweepContext, summary: SweepSummary) -> str:
-    """The answer first, in the one column the MLflow runs table always shows (the parent row is
-    collapsed, metric columns off to the right): ``★ dropout_count=2 (val_f1 0.7752) · STUDY``."""
+    """The answer in the first characters of the one column the MLflow runs table always shows (it
+    cuts names at about 16 characters; the parent row is collapsed; MLflow shows no metric column
+    unless asked): ``★ 2 · 0.7752 · dropout_count · STUDY``, the best level and its mean first."""
     spec = summary.spec
     if summary.best_value is None:
         return ctx.study_name
     if summary.best_level is not None:
-        best = f"{(spec.factor or 'level').rsplit('.', 1)[-1]}={summary.best_level}"
+        best, what = summary.best_level, (spec.factor or "level").rsplit(".", 1)[-1]
     else:
-        best = f"trial {summary.best_trial.number}" if summary.best_trial is not None else "best"
-    return f"★ {best} ({spec.metric} {summary.best_value:.4f}) · {ctx.study_name}"
+        best, what = (f"trial {summary.best_trial.number}" if summary.best_trial is not None else "best"), spec.metric
+    return f"★ {best} · {summary.best_value:.4f} · {what} · {ctx.study_name}"
+
+
+def table_columns(metric: str) -> list[str]:
+    """The runs table's columns a sweep's links open with (MLflow's column keys): the best level's
+    mean on the parent row, each trial's final value, and which level and repeat a row is."""
+    return [f"metrics.`best_{metric}`", f"metrics.`final/{metric}`", "tags.`level`", "tags.`repeat`"]
 
 
 def level_csv(summary: SweepSummary) -> str:

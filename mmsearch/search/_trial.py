@@ -166,7 +166,7 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
             tracker.log_params(run_id, flatten(to_dict(cfg)))
             log_dataset(tracker, run_id, ctx.dataset)
             tracker.log_text(run_id, dump_yaml(cfg), "config.yaml")
-            callbacks = [MlflowEpochLogger(tracker, run_id, prefix="epoch/"),
+            callbacks = [MlflowEpochLogger(tracker, run_id, prefix="epoch/", headline=spec.metric),
                          _TrialReporter(trial, spec.metric, spec.mode == "search", revoked)]
             from mmsearch.pipeline import Workspace, run_stage  # torch: only a process that trains loads it
 
@@ -186,8 +186,8 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
             # What learning nothing but the label frequencies scores here (samples-F1): a trial no better is flagged.
             baseline = (most_frequent_label_f1(ws.targets[ws.split.val], ws.targets[ws.split.train])
                         if spec.metric in ("val_f1", "val_f1_tuned") else None)
-            # Sections in the MLflow UI, in this order: "epoch/" (the curves, what a run's page opens on),
-            # "final/" (the model the trial ended with), "trial/" (what the trial cost).
+            # Sections in the MLflow UI, in this order: "curve/" (the sweep's metric per epoch, what a run's
+            # page opens on), "epoch/" (every curve), "final/" (the model the trial ended with), "trial/" (its cost).
             tracker.log_metrics(run_id, {**{f"final/{k}": v for k, v in result.metrics.items()},
                                          "trial/params": result.params, "trial/size_mb": result.size_mb,
                                          "trial/fit_seconds": result.fit.seconds, "trial/callback_seconds": bookkeeping,

@@ -39,6 +39,8 @@ PARENT_TAG = "mlflow.parentRunId"
 # MLflow's UI opens an experiment without this tag in its GenAI (traces) view.
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
+# MLflow's shared runs-table views live in experiment tags under this prefix; mmsearch writes one.
+SHARED_VIEW_TAG, VIEW_KEY = "mlflow.sharedViewState.", "mmsearch"
 # An exception class -> (MLflow status, our ``state`` tag) for how a run ended.
 EndStates = Mapping[type[BaseException], tuple[str, str]]
 DEFAULT_END_STATES: EndStates = {KeyboardInterrupt: ("KILLED", "interrupted"), SystemExit: ("KILLED", "interrupted")}
@@ -84,11 +86,14 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def ui_link(uri: str, experiment_id: str, run_id: str | None = None, local_ui: str = "http://127.0.0.1:5000") -> str:
-    """Where a run (or experiment) opens in the MLflow UI: the server itself for an http(s) store,
-    else ``mmsearch ui``'s default address. MLflow 3 opens experiments in its GenAI (traces) view
-    unless the link asks for the model-training view."""
+    """Where a run (or an experiment's runs table) opens in the MLflow UI: the server itself for
+    an http(s) store, else ``mmsearch ui``'s default address. MLflow 3 opens experiments in its
+    GenAI (traces) view unless the link asks for the model-training view; the table opens with the
+    columns ``Tracker.share_view`` chose (the sweep's metric, the level) where the sweep wrote them."""
     base = uri.rstrip("/") if urllib.parse.urlsplit(uri).scheme in ("http", "https") else local_ui
-    return f"{base}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "") + "?workflowType=machine_learning"
+    if run_id:
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def artifact_root(uri: str) -> str | None:
@@ -302,6 +307,14 @@ class Tracker:
     def describe_experiment(self, experiment_id: str, text: str) -> None:
         """The experiment's description (markdown, shown above its runs table)."""
         self._write("set_experiment_tag", experiment_id=experiment_id, key=DESCRIPTION_TAG, value=text[:5000])
+
+    def share_view(self, experiment_id: str, columns: Sequence[str]) -> None:
+        """The runs table's columns for links that ask for ``VIEW_KEY`` (MLflow's own shared
+        views: an experiment tag the UI reads when a link carries ``viewStateShareKey``). MLflow
+        shows no metric column by default, so without it a sweep's answer is one click away."""
+        state = {"selectedColumns": list(columns)}
+        self._write("set_experiment_tag", experiment_id=experiment_id, key=f"{SHARED_VIEW_TAG}{VIEW_KEY}",
+                    value=json.dumps(state))
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: Mapping[str, Any],
                     context: str = "training") -> None:
