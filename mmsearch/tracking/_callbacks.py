@@ -7,7 +7,6 @@ import time
 from mmsearch.tracking._tracker import Tracker
 from mmsearch.training._history import Callback, EpochLog, FitState
 
-
 HEADLINE_SECTION = "curve/"
 
 
