@@ -44,7 +44,7 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def check_free_space(places: dict[str, Path], need_mb: float = MIN_FREE_MB) -> None:
+def check_free_space(places: dict[str, Path], need_mb: float = MIN_FREE_MB, needs: str = "a sweep needs") -> None:
     """Every problem at once: each folder (what it holds -> where) with less than ``need_mb`` free,
     counting the reserve of ours it already holds as free."""
     problems = []
@@ -53,7 +53,7 @@ def check_free_space(places: dict[str, Path], need_mb: float = MIN_FREE_MB) -> N
             continue  # /proc, /sys: no disk at all; opening the store there says what is wrong
         free = free_mb(folder) + _reserve_mb(folder)
         if free < need_mb:
-            problems.append(Problem(str(folder), f"{what}: {free:.1f} MB free; a sweep needs at least {need_mb:.0f} MB "
+            problems.append(Problem(str(folder), f"{what}: {free:.1f} MB free; {needs} at least {need_mb:.0f} MB "
                                                  "there: free some space (`mmsearch cache prune`, old runs) and rerun"))
     if problems:
         raise DiskFullError.of(problems)

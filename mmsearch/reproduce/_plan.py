@@ -104,6 +104,7 @@ class Plan:
     busy_now: float = 0.0  # CPUs other processes keep busy as the plan is made
     cpus_now: int = 0
     slowdown_now: float = 1.0  # what that load would do to the workers' cells
+    caches: list[str] = field(default_factory=list)  # the decoded-image caches' sizes, as planned
 
     @property
     def total_s(self) -> float:
@@ -147,6 +148,7 @@ class Plan:
         for name, levels in self.unrunnable.items():
             out.append(f"  {name:<{width}}  level(s) {', '.join(levels)} cannot run here (offline; "
                        f"{'; '.join(dict.fromkeys(levels.values()))}): their cells fail at once, nothing waits for them")
+        out += self.caches
         out.append(f"  per-trial overhead {self.overhead_s:.1f} s ({self.overhead_source})"
                    + (f"; calibration {'read from the cache' if not self.calibration.seconds else f'took {self.calibration.seconds:.0f} s'}"
                       if self.calibration else ""))

@@ -24,7 +24,7 @@ from mmsearch._cache import stable_hash
 from mmsearch._disk import check_free_space, make_reserves
 from mmsearch._interrupts import interrupt_once
 from mmsearch.config import ExperimentConfig, request_overrides, stage_needs_images
-from mmsearch.data import demo_dataset, load_images
+from mmsearch.data import ImageCache, check_room_for, demo_dataset, image_cache, load_images
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.reproduce._final import (
     MEASURED,
@@ -201,6 +201,24 @@ def _final_assets_or_raise(base: ExperimentConfig, stages: list[str]) -> None:
 
 
 # -- the plan ------------------------------------------------------------------------------------
+def _image_caches(contexts: list[SweepContext]) -> list[ImageCache]:
+    """The decoded-image caches the selected sweeps read (one per image size), built or not."""
+    sizes = {c.base.data.image_size for c in contexts if stage_needs_images(c.spec.stage)}
+    dataset = contexts[0].dataset
+    return [image_cache(dataset, size) for size in sorted(sizes)] if dataset.has_images else []
+
+
+def _cache_lines(caches: list[ImageCache]) -> list[str]:
+    from mmsearch._disk import free_mb
+
+    lines = []
+    for folder in dict.fromkeys(c.path.parent for c in caches):
+        here = [c for c in caches if c.path.parent == folder]
+        lines.append(f"  caches: {'; '.join(c.describe() for c in here)}, in {folder} "
+                     f"({free_mb(folder) / 1024:.1f} GB free when planned)")
+    return lines
+
+
 def make_plan(request: ReproduceRequest, selection: Selection | None = None) -> tuple[Plan, Selection]:
     """Costs from the storage's finished trials where there are some, else a calibration."""
     import optuna
@@ -225,12 +243,17 @@ def make_plan(request: ReproduceRequest, selection: Selection | None = None) -> 
     stages = sorted({c.spec.stage for c in contexts if c.spec.name not in measured_by_study})
     final_stages = _final_stages(contexts)
     _final_assets_or_raise(base, final_stages)
+    caches = _image_caches(contexts)
+    check_room_for(caches)  # the calibration decodes first: a disk too small is said before, with every size
+    for line in _cache_lines(caches):
+        log.info("%s", line.strip())
     calibration = calibrate(base, contexts[0].dataset, sorted(set(stages) | set(final_stages)), workers)
     plans = [sweep_plan(c, studies.get(c.spec.name), calibration.costs, overhead) for c in contexts]
     share_upstream(plans, overhead)
     plan = Plan(plans, selection.skipped, workers, overhead, source, calibration,
                 final_seconds(calibration.costs, request.repeats, final_stages, overhead), selection.unrunnable)
     plan.schedule_s = simulate(plans, workers)
+    plan.caches = _cache_lines(caches)
     from mmsearch.runtime import idle_cpu_threads
 
     _, plan.cpus_now, plan.busy_now = idle_cpu_threads()
@@ -270,6 +293,7 @@ def reproduce_paper(request: ReproduceRequest, plan_printer: Callable[[Plan], No
         ctx.request = replace(ctx.request, workers=workers)
         warn_missing_assets(ctx)
     sizes = {ctx.base.data.image_size for ctx in contexts if stage_needs_images(ctx.spec.stage)}
+    check_room_for([image_cache(contexts[0].dataset, size) for size in sorted(sizes)])  # every size, one message
     for size in sorted(sizes):  # decoded once with every core, a corrupt image named before any trial
         load_images(contexts[0].dataset, size)
     make_reserves(list(places.values()))
