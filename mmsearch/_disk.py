@@ -2,10 +2,12 @@
 
 Before a sweep starts, each folder it writes (the study journal's, the MLflow store's, the
 cache's) must have ``MIN_FREE_MB`` free, else one message and nothing is written. While it runs,
-a reserve file of ``RESERVE_MB`` sits on each of those disks. The first process that meets a
-full disk deletes the reserves: the space they free is what the bookkeeping needs to fail the
-trials "disk full" and end their MLflow runs, which a disk with 0 bytes left could not record.
-The next ``sweep run`` makes the reserve again once space is freed.
+a reserve file of ``RESERVE_MB`` of its own sits on each of those disks (named after its
+coordinator: sweeps sharing a cache folder each hold one). The first of its processes that meets
+a full disk deletes the sweep's reserves: the space they free is what the bookkeeping needs to
+fail the trials "disk full" and end their MLflow runs, which a disk with 0 bytes left could not
+record, and their absence tells the sweep's other processes to stop; another sweep's reserves
+are not its business. The next ``sweep run`` makes its reserves again once space is freed.
 """
 
 from __future__ import annotations
@@ -60,33 +62,68 @@ def check_free_space(places: dict[str, Path], need_mb: float = MIN_FREE_MB, need
 
 
 def _reserve_mb(folder: Path) -> float:
-    reserve = _existing(folder) / RESERVE_NAME
-    return reserve.stat().st_size / 2**20 if reserve.is_file() else 0.0
+    """What this sweep's own reserve on ``folder``'s disk holds (it is free space to this sweep)."""
+    here = _existing(folder)
+    return sum(Path(n).stat().st_size / 2**20 for n in _own_reserves()
+               if os.path.exists(n) and Path(n).parent == here)
+
+
+def _own_reserves() -> list[str]:
+    return [n for n in os.environ.get(RESERVE_ENV, "").split(os.pathsep) if n]
+
+
+def _owner_alive(path: Path) -> bool:
+    """A reserve is named after the coordinator that made it: ``.mmsearch-reserve-PID-TOKEN``."""
+    try:
+        pid = int(path.name[len(RESERVE_NAME) + 1:].split("-")[0])
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def make_reserves(folders: list[Path]) -> list[Path]:
-    """One reserve file per disk among ``folders`` (kept if there already); their paths go to the
-    environment, so worker processes can free them too."""
+    """One reserve file per disk among ``folders``, this sweep's own (named after its coordinator):
+    sweeps sharing a folder (the cache) each hold theirs, so the reserve one of them frees on its
+    full disk never reads as a full disk to another. Reserves of coordinators that died (kill -9)
+    are removed. Their paths go to the environment, so worker processes can free them too."""
     made, devices = [], set()
+    token = f"{os.getpid()}-{os.urandom(3).hex()}"
     for folder in folders:
         folder = _existing(folder)
         device = folder.stat().st_dev
         if device in devices:
             continue
         devices.add(device)
-        path = folder / RESERVE_NAME
-        if not (path.is_file() and path.stat().st_size >= RESERVE_MB * 2**20):
-            try:
-                with open(path, "wb") as f:
-                    os.posix_fallocate(f.fileno(), 0, RESERVE_MB * 2**20)
-            except OSError as exc:
+        for stale in [*folder.glob(f"{RESERVE_NAME}-*"), folder / RESERVE_NAME]:  # the last: before 0.3, one shared
+            if stale.is_file() and not _owner_alive(stale):
                 with contextlib.suppress(OSError):
-                    path.unlink()
-                raise DiskFullError.of([Problem(str(folder), f"cannot keep {RESERVE_MB} MB in reserve there "
-                                                         f"({exc.strerror}); free some space and rerun")]) from None
+                    stale.unlink()
+        path = folder / f"{RESERVE_NAME}-{token}"
+        try:
+            with open(path, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_MB * 2**20)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            drop_reserves(made)
+            raise DiskFullError.of([Problem(str(folder), f"cannot keep {RESERVE_MB} MB in reserve there "
+                                                     f"({exc.strerror}); free some space and rerun")]) from None
         made.append(path)
     os.environ[RESERVE_ENV] = os.pathsep.join(str(p) for p in made)
     return made
+
+
+def drop_reserves(made: list[Path]) -> None:
+    """The end of a sweep: its reserves go (each run makes its own)."""
+    for path in made:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def release_reserves() -> bool:
@@ -94,7 +131,7 @@ def release_reserves() -> bool:
     All of them: an error says a disk is full, not always which one (a write may fail with a
     few MB still free), and a freed reserve is also how every process learns to stop."""
     freed = False
-    for name in [n for n in os.environ.get(RESERVE_ENV, "").split(os.pathsep) if n and os.path.exists(n)]:
+    for name in [n for n in _own_reserves() if os.path.exists(n)]:
         try:
             before = free_mb(Path(name).parent)
             os.unlink(name)
@@ -109,8 +146,8 @@ def release_reserves() -> bool:
 
 
 def reserve_used() -> bool:
-    """True once any process of the sweep freed a reserve: the disk filled; stop."""
-    return any(n and not os.path.exists(n) for n in os.environ.get(RESERVE_ENV, "").split(os.pathsep))
+    """True once any process of the sweep freed one of its reserves: the disk filled; stop."""
+    return any(not os.path.exists(n) for n in _own_reserves())
 
 
 def is_disk_full(exc: BaseException | None) -> bool:

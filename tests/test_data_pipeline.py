@@ -111,6 +111,47 @@ def test_synth_is_deterministic_and_coco_like(tmp_path: Path) -> None:
     assert (a / "test_labels.csv").exists() and ds.n_test == 10
 
 
+def test_coco_sized_synth_renders_photo_sized_jpegs_the_same_in_any_number_of_processes(tmp_path: Path) -> None:
+    """The paper's scale needs photo-sized images fast: rows render in any process to the same
+    bytes, at COCO's sizes and about its file size, and decode at 224 px like a real photo."""
+    from PIL import Image
+
+    from mmsearch.data._synth import COCO_SIZES
+
+    one = synthesize(tmp_path / "one", SynthSpec(n_train=10, n_test=3, seed=3, coco=True, jobs=1))
+    two = synthesize(tmp_path / "two", SynthSpec(n_train=10, n_test=3, seed=3, coco=True, jobs=2))
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert len(files) == 3 + 13 and all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    ds = Dataset.open(one)
+    assert ds.n_train == 10 and ds.n_test == 3
+    sizes = {(w, h) for w, h, _ in COCO_SIZES}
+    for image_id in ds.image_ids:
+        with Image.open(one / "data" / image_id) as img:
+            assert img.format == "JPEG" and img.size in sizes, (image_id, img.size)
+    mean_kb = np.mean([(one / "data" / i).stat().st_size for i in ds.image_ids]) / 1024
+    assert 80 < mean_kb < 260, mean_kb  # COCO's JPEGs average ~160 KB: decoding costs what a photo's does
+    pixels = load_images(ds, 224)
+    assert pixels.shape == (13, 224, 224, 3) and pixels.std() > 20
+
+
+def test_progress_without_a_terminal_says_how_far_it_got_while_it_runs(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Piped to a file (CI, a log), a long step still reports between its start and end."""
+    import time
+
+    from mmsearch import _progress
+
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "0")
+    monkeypatch.setattr(_progress, "QUIET_LOG_EVERY_S", 0.05)
+    caplog.set_level("INFO", logger="mmsearch.progress")
+    for _ in _progress.progress(range(8), total=8, what="decoding images", unit="img"):
+        time.sleep(0.03)
+    lines = [r.getMessage() for r in caplog.records]
+    during = [line for line in lines if "/8 img after" in line]
+    assert during and all("left" in line for line in during), lines
+    assert int(during[0].split(": ")[1].split("/")[0]) < 8
+
+
 @needs_real_data
 def test_synth_from_real_csv_keeps_captions(tmp_path: Path) -> None:
     out = synthesize(tmp_path / "m", SynthSpec(image_size=16), from_csv=COCO_MINI / "train.csv")

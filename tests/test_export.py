@@ -62,7 +62,8 @@ def test_fresh_process_predictions_match_the_training_pipeline(exported: dict) -
         " 'training_modules': [k for k in sys.modules if k.startswith(('mmsearch.training', 'mmsearch.search',"
         " 'mmsearch.tracking', 'mmsearch.export'))]}))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=exported["root"], env=dict(os.environ))
+                          cwd=exported["root"], env={**os.environ,
+                                                     "MMSEARCH_SERVE_IMAGE_ROOT": str(ws.dataset.root / "data")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     assert served["training_modules"] == []
@@ -275,11 +276,25 @@ def test_mlflow_models_serve_answers_the_readme_request(exported: dict, tmp_path
     port = _free_port()
     folder = tmp_path / "project"
     folder.mkdir()
+    # The folder the server may read image_path files from (MMSEARCH_SERVE_IMAGE_ROOT): the test
+    # rows' images, a FIFO (a read would block for ever) and a link out of it.
+    ws = exported["result"].workspace
+    frame = _test_frame(ws, 3)
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in frame[IMAGE_COLUMN]:
+        shutil.copy(p, images / Path(p).name)
+    frame[IMAGE_COLUMN] = [str(images / Path(p).name) for p in frame[IMAGE_COLUMN]]
+    os.mkfifo(images / "fifo.jpg")
+    secret = tmp_path / "secret.jpg"
+    shutil.copy(frame[IMAGE_COLUMN][0], secret)
+    (images / "link.jpg").symlink_to(secret)
     store = Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///"):])
     shutil.copy(store, folder / "mlflow.db")  # the store where MLflow looks by default, artifacts where they were
     # As in the user's activated venv: its bin/ on PATH (mlflow starts uvicorn from there).
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MMSEARCH_SERVE_IMAGE_ROOT"] = str(images)
     args = serve.replace("models:/demo@", "models:/demo-model@").replace("-p 5001", f"-p {port}").split()
     assert args[0] == "mlflow" and shutil.which("mlflow", path=env["PATH"]), args
     server = subprocess.Popen([shutil.which("mlflow", path=env["PATH"]), *args[1:]], cwd=folder, env=env,
@@ -297,10 +312,14 @@ def test_mlflow_models_serve_answers_the_readme_request(exported: dict, tmp_path
                 pass
             assert time.time() < deadline, "mlflow models serve did not answer /ping within 180 s"
             time.sleep(1)
-        ws = exported["result"].workspace
-        frame = _test_frame(ws, 3)
-        local = mlflow.pyfunc.load_model("models:/demo-model@champion")
-        expected = local.predict(frame)  # by path, in this process
+        # In this process, as a served model: no image folder named, so no file is read.
+        with pytest.raises(Exception, match="served without an image folder"):
+            mlflow.pyfunc.load_model("models:/demo-model@champion").predict(frame)
+        os.environ["MMSEARCH_SERVE_IMAGE_ROOT"] = str(images)
+        try:
+            expected = mlflow.pyfunc.load_model("models:/demo-model@champion").predict(frame)  # by path
+        finally:
+            del os.environ["MMSEARCH_SERVE_IMAGE_ROOT"]
         # The README's request, word for word but for the port and the image.
         image, caption, image_id = frame[IMAGE_COLUMN][0], frame["Caption"][0], frame["ImageID"][0]
         request = (curl.replace("5001", str(port)).replace('"0.jpg"', json.dumps(image_id))
@@ -325,6 +344,17 @@ def test_mlflow_models_serve_answers_the_readme_request(exported: dict, tmp_path
         assert status == 200 and [p["Labels"] for p in body["predictions"]] == list(expected["Labels"]), body
         status, body = post({"dataframe_split": frame.to_dict(orient="split", index=False)})
         assert status == 200 and [p["Labels"] for p in body["predictions"]] == list(expected["Labels"]), body
+        # image_path outside its folder, missing, special or linked out: one refusal, the same words
+        # whether or not the file exists (no oracle of the server's files), nothing opened or hung.
+        refusals = {}
+        for path in [str(secret), str(tmp_path / "missing.jpg"), "/etc/hostname", "../secret.jpg", "link.jpg",
+                     "fifo.jpg", str(images / "nope.jpg"), "x\x00.jpg", "/dev/zero"]:
+            status, body = post({"dataframe_split": {"columns": ["ImageID", "Caption", IMAGE_COLUMN],
+                                                     "data": [["x.jpg", "a dog", path]]}})
+            assert status == 400, (path, body)
+            refusals[path] = body["message"].replace(repr(path), "PATH")
+        assert len(set(refusals.values())) == 1 and "not a file this server may read" in refusals["/etc/hostname"], \
+            refusals
         # The input example the model carries is a request the server answers.
         example_dir = mlflow.artifacts.download_artifacts("models:/demo-model@champion", dst_path=str(tmp_path / "m"))
         example = json.loads((Path(example_dir) / "serving_input_example.json").read_text())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,38 @@ def test_a_disk_that_fills_mid_sweep_ends_it_cleanly_and_a_rerun_completes_every
                     "the others 'disk full' too, runs ended, journal whole; the rerun ran only the missing cells")
 
 
+@pytest.mark.slow
+def test_one_sweeps_full_disk_never_fails_another_sweep_sharing_its_cache(
+        tmp_path: Path, small: dict, speed: dict) -> None:
+    """Two sweeps, one cache folder (the session's), each its own journal and MLflow store: A's
+    disk fills mid-run and A stops "disk full"; B, whose disk has room, completes every cell.
+    Each holds its own reserve in the shared cache folder, so A freeing its reserve there is not
+    a full disk to B."""
+    with tmpfs(tmp_path / "disk", 96) as disk:
+        a, b = disk / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        proc_a = start(_sweep_args(a, small, speed), a, sweep_env(a))
+        proc_b = start(_sweep_args(b, small, speed, epochs=60), b, sweep_env(b))
+        storage_a, storage_b = str(a / "optuna-journal.log"), str(b / "optuna-journal.log")
+        wait_for(lambda: _complete(storage_a) >= 1 or proc_a.poll() is not None, 240, "a first COMPLETE trial of A")
+        cache = Path(os.environ["MMSEARCH_CACHE_DIR"])
+        assert len(list(cache.glob(".mmsearch-reserve-*"))) >= 2  # one each in the shared cache folder
+        filler = fill(disk)
+        code_a, _, err_a = finish(proc_a)
+        code_b, out_b, err_b = finish(proc_b)
+        filler.unlink()
+        assert code_a == 2 and "the disk filled up" in err_a and "Traceback" not in err_a, err_a[-3000:]
+        assert code_b == 0 and "Traceback" not in err_b and "disk" not in err_b.lower(), err_b[-3000:]
+        result_b = outcome(storage_b, [f"sqlite:///{b}/mlruns/mlflow.db"])
+        assert_every_cell_once(result_b)
+        assert not any("disk full" in (e or "") for e in result_b["errors"]), result_b["errors"]
+        assert not any(p.name.split("-")[2] == str(proc_b.pid) for p in cache.glob(".mmsearch-reserve-*"))  # B's gone
+        record("two sweeps share a cache folder; one's own disk fills mid-run", storage_b, result_b, [code_a, code_b],
+               [err_a, err_b], note="A exit 2 'disk full' (its disk); B exit 0, every cell COMPLETE once: each sweep "
+                                    "holds its own reserve in the shared cache, and only its own full disk stops it")
+
+
 def test_a_disk_full_at_the_start_is_one_message_and_nothing_is_written(tmp_path: Path, small: dict,
                                                                          speed: dict) -> None:
     with tmpfs(tmp_path / "disk", 16) as disk:
@@ -194,6 +227,21 @@ def test_a_write_cut_by_a_full_disk_leaves_no_torn_line(tmp_path: Path) -> None:
         filler.unlink()
         study.set_user_attr("small", 1)
         assert optuna.load_study(study_name="s", storage=open_storage(str(path)).optuna).user_attrs == {"small": 1}
+
+
+def test_a_decoded_image_cache_too_big_for_its_disk_is_refused_before_decoding(tmp_path: Path, demo_dir: Path) -> None:
+    """At the paper's size the 224 px cache alone is 6 GB: a cache disk without room for it says
+    so, with the size, before any image is decoded (not half-way, with the disk full)."""
+    with tmpfs(tmp_path / "disk", 96) as disk:
+        env = sweep_env(tmp_path, MMSEARCH_CACHE_DIR=str(disk / "cache"))
+        args = ["sweep", "run", "fusion-dropout-count", "--experiment", "cpu", "--data", str(demo_dir),
+                "--storage", str(tmp_path / "journal.log"), "--set", "data.image_size=224"]
+        code, out, err = finish(start(args, tmp_path, env), 240)
+        assert code == 2 and "Traceback" not in err, err[-3000:]
+        assert "decoded images at 224px: 1,550 rows, 222.5 MB (to build)" in err, err[-2000:]
+        assert "it needs at least 287 MB there" in err and str(disk / "cache" / "images") in err, err[-2000:]
+        assert not any((disk / "cache" / "images").iterdir())  # nothing decoded, no partial file
+        assert disk.stat() and shutil.disk_usage(disk).used < 2**20 * 8
 
 
 _HOLD_LOCK = """

@@ -318,6 +318,15 @@ def test_plan_and_schedule_share_workers_and_upstream_across_sweeps(small: dict,
     # A sweep's cells never start before its own upstream job ends, even with workers idle.
     only_fusion = [plans[1]]
     assert simulate(only_fusion, 4) == pytest.approx(1.0 + 3.0)
+    # The plan states the decoded-image cache the image-reading sweeps need, per size, before building it.
+    from mmsearch.reproduce._run import _cache_lines, _image_caches
+
+    caches = _image_caches(list(ctx.values()))
+    assert [(c.size, c.rows) for c in caches] == [(48, 1550)]  # the text sweep reads no image
+    (line,) = _cache_lines(caches)
+    built = "built" if caches[0].built else "to build"
+    assert line.startswith(f"  caches: decoded images at 48px: 1,550 rows, {1550 * 48 * 48 * 3 / 2**20:.1f} MB ({built}), in ")
+    assert line.endswith("GB free when planned)"), line
 
 
 def test_decide_takes_a_level_only_when_it_is_decided_better(small: dict, speed: dict, tmp_path: Path) -> None:

@@ -82,3 +82,34 @@ def test_bf16_autocast_trains_and_changes_the_arithmetic(trained: dict, small: d
     # its probabilities differ from fp32's: autocast really ran.
     assert events["build:backbone"] == 1 and events["train:text"] == 1
     assert abs(result.fit.val_probs - fp32.fit.val_probs).max() > 1e-4
+
+
+class _RunsCode:
+    """A pickle that runs code when loaded (what a writable cache folder could hold)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_cached_weights_load_as_tensors_only_never_running_a_pickle(trained: dict, tmp_path: Path) -> None:
+    import pickle
+
+    import torch
+
+    from mmsearch.pipeline._stages import STAGES, _cached_network, _weights_path, stage_key
+
+    ws = trained["ws"]
+    stage = STAGES.get("text")
+    real = _weights_path("text", stage_key(ws, stage))
+    assert real.exists()
+    model, saved = _cached_network(ws, stage, real)  # what training wrote reads back under weights_only
+    assert saved["history"] and isinstance(saved["metrics"]["val_f1"], float)
+    marker = tmp_path / "ran"
+    poisoned = tmp_path / "text-poisoned.pt"
+    torch.save({"state_dict": {}, "extra": _RunsCode(marker)}, poisoned)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        _cached_network(ws, stage, poisoned)
+    assert not marker.exists()

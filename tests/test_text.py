@@ -132,6 +132,40 @@ def test_local_vector_text_file(tmp_path: Path, header: str) -> None:
     assert kv.vector_size == 3 and "cat" in kv.key_to_index
 
 
+@pytest.mark.parametrize("suffix", [".kv", ".model"])
+def test_a_pickle_based_vector_file_is_refused_before_it_is_read_with_the_safe_formats(
+        tmp_path: Path, suffix: str) -> None:
+    """gensim's .kv/.model files are pickles: loading one runs what it holds. A config naming one
+    fails validation, reading nothing, and says which formats are read and how to convert."""
+    import pickle
+
+    from mmsearch.config import load_experiment
+
+    marker = tmp_path / "ran"
+    path = tmp_path / f"vectors{suffix}"
+    path.write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(ConfigError) as err:
+        load_experiment("cpu", {"text.corpus": f"file:{path}"})
+    text = str(err.value)
+    assert "text.corpus" in text and "pickle" in text and ".bin" in text and "save_word2vec_format" in text, text
+    assert not marker.exists()
+    bin_path = tmp_path / "vectors.bin"  # the conversion the message gives reads back
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(vector_size=3)
+    kv.add_vectors(["dog", "cat"], np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]], dtype=np.float32))
+    kv.save_word2vec_format(str(bin_path), binary=True)
+    assert load_vectors(f"file:{bin_path}").vector_size == 3
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
 @needs_nltk
 def test_the_cache_holds_arrays_and_json_and_never_runs_what_it_reads(tmp_path: Path, small: dict,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:

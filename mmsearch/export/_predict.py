@@ -11,7 +11,7 @@ import pandas as pd
 
 from mmsearch.data import CsvTable, encode, read_table, write_submission
 from mmsearch.errors import DataError, MmsearchError, Problem
-from mmsearch.serving import IMAGE_COLUMN, NEEDS_IMAGES, InputError
+from mmsearch.serving import IMAGE_COLUMN, NEEDS_IMAGES, ImageFiles, InputError
 from mmsearch.tracking import resolve_tracking_uri
 
 
@@ -70,6 +70,9 @@ def predict_csv(model_uri: str, data: Path, csv_name: str, out: Path, tracking_u
     frame = pd.DataFrame({"ImageID": table.image_ids, "Caption": table.captions})
     if model.metadata.metadata[NEEDS_IMAGES]:
         frame[IMAGE_COLUMN] = [str(data / "data" / i) for i in table.image_ids]
+        # The model reads its images from the dataset's own folder, and only from there (an ImageID
+        # of ../../x in a CSV is refused like a served request's path outside the server's folder).
+        model.unwrap_python_model().predictor.image_files = ImageFiles.served(str(data / "data"))
     try:
         predicted = model.predict(frame)
     except Exception as raised:  # the model's own checks (empty caption, missing or undecodable image): name the line

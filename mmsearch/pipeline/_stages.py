@@ -190,20 +190,27 @@ def _save_weights(result: StageResult) -> None:
     f = result.fit
 
     def write(tmp: Path) -> None:
+        # Plain Python numbers only (no numpy scalars): the cache is read back with weights_only=True.
         torch.save({"state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
-                    "metrics": result.metrics, "history": [vars(e) for e in f.history], "best_epoch": f.best_epoch,
-                    "restored": f.restored, "thresholds": torch.from_numpy(np.asarray(f.thresholds, np.float32)),
-                    "val_probs": torch.from_numpy(np.asarray(f.val_probs, np.float32)), "seconds": f.seconds,
-                    "params": result.params, "size_mb": result.size_mb,
-                    "info": {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}}, tmp)
+                    "metrics": _plain(result.metrics), "history": [_plain(vars(e)) for e in f.history],
+                    "best_epoch": int(f.best_epoch), "restored": bool(f.restored), "thresholds": torch.from_numpy(np.asarray(f.thresholds, np.float32)),
+                    "val_probs": torch.from_numpy(np.asarray(f.val_probs, np.float32)), "seconds": float(f.seconds),
+                    "params": int(result.params), "size_mb": float(result.size_mb),
+                    "info": _plain({k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))})},
+                   tmp)
 
     path = _weights_path(result.stage, result.key)
     if not path.exists():
         cached(path, write, kind="stages", what=f"{result.stage} weights")
 
 
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
+
+
 def _cached_network(ws: Workspace, stage: Stage, path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    saved = torch.load(path, map_location="cpu")
+    # Tensors and plain containers only: whoever can write the cache folder cannot make this run code.
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     model = stage.fresh_network(ws)
     model.load_state_dict(saved["state_dict"])
     return model, saved
@@ -254,16 +261,32 @@ def _array_cache(kind: str, key: str, build: Callable[[], tuple[np.ndarray, dict
 
 
 @torch.inference_mode()
-def _extract(fn: Callable[..., torch.Tensor], batches: Any, runtime: Runtime, total: int, what: str) -> np.ndarray:
+def _extract(fn: Callable[..., torch.Tensor], batches: Any, runtime: Runtime, total: int, what: str,
+             rows: int | None = None) -> np.ndarray:
     """Features in eval mode (BatchNorm running statistics, no dropout): the caller's module
     must already be in eval mode, which is asserted because batch statistics would make a
-    row's features depend on its batch. They stay on the device until the last batch."""
+    row's features depend on its batch. On an accelerator they stay on the device until the
+    last batch (no sync per batch); on the CPU, given ``rows``, each batch goes straight into one
+    array, so the features are held once, not twice (at 40,000 images x 1,280 floats a
+    concatenation at the end would hold 400 MB instead of 200)."""
     owner = getattr(fn, "__self__", None)
     assert owner is None or not owner.training, "feature extraction needs a module in eval mode"
+    into: np.ndarray | None = None
+    filled = 0
     out = []
     for inputs, _ in progress(batches, total=total, what=what, unit="batch"):
         with runtime.autocast():
-            out.append(fn(*(runtime.to_device(t) for t in inputs)).float())
+            features = fn(*(runtime.to_device(t) for t in inputs)).float()
+        if rows is None or runtime.device.type != "cpu":
+            out.append(features)
+            continue
+        if into is None:
+            into = np.empty((rows, features.shape[1]), np.float32)
+        into[filled:filled + len(features)] = features.numpy()
+        filled += len(features)
+    if into is not None:
+        assert filled == rows, (filled, rows)
+        return into
     return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -308,8 +331,10 @@ class ImageStage(Stage):
             seed_everything(ws.seed)
             net = ws.runtime.prepare(self.network(ws, pretrained=ws.cfg.image.pretrained)).eval()
             params, size = model_size(net)
-            batches = self.batches(ws, np.arange(len(ws.images())), False, 128)
-            feats = _extract(net.features, batches, ws.runtime, len(batches), f"{ws.cfg.image.backbone} features")
+            rows = len(ws.images())
+            batches = self.batches(ws, np.arange(rows), False, 128)
+            feats = _extract(net.features, batches, ws.runtime, len(batches), f"{ws.cfg.image.backbone} features",
+                             rows=rows)
             ws.events["extract:backbone"] += 1
             return feats, {"params": params, "size_mb": size, "feature_dim": net.feature_dim}
 
@@ -323,8 +348,9 @@ class ImageStage(Stage):
         return self.network(ws, pretrained=False)  # every weight comes from the cached state dict
 
     def extract(self, ws: Workspace, model: nn.Module) -> np.ndarray:
-        batches = self.batches(ws, np.arange(len(ws.dataset.image_ids)), False, 128)
-        return _extract(model.features, batches, ws.runtime, len(batches), "image features")
+        rows = len(ws.dataset.image_ids)
+        batches = self.batches(ws, np.arange(rows), False, 128)
+        return _extract(model.features, batches, ws.runtime, len(batches), "image features", rows=rows)
 
     def train(self, ws: Workspace, callbacks: Sequence[Callback]) -> StageResult:
         o, split = ws.cfg.image.optim, ws.split

@@ -66,6 +66,7 @@ def _measure_main(cfg: ExperimentConfig, root: str, stages: list[str], path: str
     os.environ["MMSEARCH_PROGRESS"] = "0"
     logging.basicConfig(level=logging.WARNING, force=True,
                         format="%(asctime)s [calibration] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("mmsearch.progress").setLevel(logging.INFO)  # a decode or a feature pass: a line every 20 s
     from mmsearch.runtime import idle_cpu_threads
 
     _, cpus, busy = idle_cpu_threads()  # other processes' load, measured before this one adds its own
@@ -90,13 +91,16 @@ def measure(cfg: ExperimentConfig, dataset: Dataset, stages: list[str]) -> dict[
     """Train each stage once: its seconds per epoch and the epochs early stopping ran. A stage
     another one trains on is kept in (or read from) the stage cache, as the sweeps keep it."""
     from mmsearch.pipeline import Workspace, run_stage
+    from mmsearch.training import EpochProgress
 
     ws = Workspace(cfg, dataset)
     out = {}
     for stage in stages:
         feeds = any(stage in STAGE_INPUTS[other] for other in stages)
         started = time.perf_counter()
-        result = run_stage(ws, stage, reuse=feeds)
+        # A line at most every 20 s: at the paper's size a stage trains for minutes.
+        progress = EpochProgress(f"calibrating {stage}", getattr(cfg, stage).optim.epochs, log_every_s=20.0)
+        result = run_stage(ws, stage, [progress], reuse=feeds)
         wall = time.perf_counter() - started
         fit = result.fit
         epochs = max(1, len(fit.history))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch._cache import stable_hash
-from mmsearch._disk import check_free_space, make_reserves
+from mmsearch._disk import check_free_space, drop_reserves, make_reserves
 from mmsearch._interrupts import interrupt_once
 from mmsearch.config import ExperimentConfig, request_overrides, stage_needs_images
 from mmsearch.data import ImageCache, check_room_for, demo_dataset, image_cache, load_images
@@ -296,7 +296,7 @@ def reproduce_paper(request: ReproduceRequest, plan_printer: Callable[[Plan], No
     check_room_for([image_cache(contexts[0].dataset, size) for size in sorted(sizes)])  # every size, one message
     for size in sorted(sizes):  # decoded once with every core, a corrupt image named before any trial
         load_images(contexts[0].dataset, size)
-    make_reserves(list(places.values()))
+    reserves = make_reserves(list(places.values()))
     ledger = Ledger(contexts, request)
     ledger.join()
     outcome = ReproduceOutcome(plan, unrunnable=selection.unrunnable)
@@ -314,6 +314,9 @@ def reproduce_paper(request: ReproduceRequest, plan_printer: Callable[[Plan], No
     except BaseException:
         ledger.leave("stopped")
         raise
+    # Only after a clean end: a worker still stopping reads a vanished reserve as a full disk
+    # (a reserve left by a crash is removed by the next sweep that makes one there).
+    drop_reserves(reserves)
     outcome.seconds = time.time() - started
     return outcome
 

@@ -29,7 +29,14 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from mmsearch._disk import check_free_space, disk_full_error, make_reserves, on_disk_full, reserve_used
+from mmsearch._disk import (
+    check_free_space,
+    disk_full_error,
+    drop_reserves,
+    make_reserves,
+    on_disk_full,
+    reserve_used,
+)
 from mmsearch._interrupts import interrupt_once
 from mmsearch._paths import cache_root
 from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict, with_overrides
@@ -104,8 +111,12 @@ def run_sweep(request: SweepRequest) -> SweepSummary:
         # Decoded with every core before the first trial, and a corrupt image named now, not in
         # the middle of one trial's MLflow run (and not once per worker).
         load_images(ctx.dataset, ctx.base.data.image_size)
-    make_reserves(list(places.values()))
-    return Coordinator(ctx, tracker, gpus, places).run(started)
+    reserves = make_reserves(list(places.values()))
+    summary = Coordinator(ctx, tracker, gpus, places).run(started)
+    # Only after a clean end: a worker still stopping reads a vanished reserve as a full disk
+    # (a reserve left by a crash is removed by the next sweep that makes one there).
+    drop_reserves(reserves)
+    return summary
 
 
 def local_places(request: SweepRequest) -> dict[str, Path]:

@@ -5,9 +5,11 @@ from mmsearch.serving._predictor import (
     IMAGE_COLUMN,
     IMAGE_DATA_COLUMN,
     NEEDS_IMAGES,
+    SERVE_IMAGE_ROOT_ENV,
     Bundle,
+    ImageFiles,
     InputError,
     Predictor,
 )
 
-__all__ = ["BUNDLE_FILE", "IMAGE_COLUMN", "IMAGE_DATA_COLUMN", "NEEDS_IMAGES", "Bundle", "InputError", "Predictor"]
+__all__ = ["BUNDLE_FILE", "IMAGE_COLUMN", "IMAGE_DATA_COLUMN", "NEEDS_IMAGES", "SERVE_IMAGE_ROOT_ENV", "Bundle", "ImageFiles", "InputError", "Predictor"]

@@ -13,6 +13,7 @@ import base64
 import binascii
 import io
 import json
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,52 @@ class Bundle:
         return [Bundle.load(self.folder / m) for m in self.meta["members"]] if "members" in self.meta else [self]
 
 
+SERVE_IMAGE_ROOT_ENV = "MMSEARCH_SERVE_IMAGE_ROOT"
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Which files ``image_path`` may name. On the machine of the user who runs ``mmsearch
+    predict``, any of theirs (``local``). In a scoring server, a client's path is a request to
+    read the server's disk: none by default (images come inline), else only regular files under
+    ``root``, and every refusal reads the same whether or not the file exists (no oracle)."""
+
+    local: bool = True
+    root: Path | None = None
+
+    @classmethod
+    def served(cls, root: str | None) -> ImageFiles:
+        return cls(local=False, root=Path(root).resolve() if root else None)
+
+    def open(self, path: str) -> Path | str:
+        """The file to read, or what is wrong (a string)."""
+        if self.local:
+            if Path(path).is_file():  # a FIFO or a device is not a file: refused, never opened
+                return Path(path)
+            return (f"{IMAGE_COLUMN}: image file {path!r} not found on the machine that predicts (send the image "
+                    f"inline as {IMAGE_DATA_COLUMN} instead)")
+        if self.root is None:
+            return (f"{IMAGE_COLUMN}: this model is served without an image folder, so it reads no file a request "
+                    f"names: send the image inline as {IMAGE_DATA_COLUMN} (the file's bytes, base64), or serve it with "
+                    f"{SERVE_IMAGE_ROOT_ENV}=FOLDER to allow image_path under FOLDER")
+        refused = (f"{IMAGE_COLUMN} {path!r}: not a file this server may read (it reads regular files under its "
+                   f"image folder only); send the image inline as {IMAGE_DATA_COLUMN}")
+        try:
+            real = (self.root / path).resolve(strict=True)  # an absolute path stays itself; links are followed
+            if not real.is_relative_to(self.root) or not stat.S_ISREG(real.stat().st_mode):
+                return refused
+        except (OSError, RuntimeError, ValueError):  # missing, unreadable, a link loop, a NUL byte
+            return refused
+        return real
+
+
 class Predictor:
     """Probabilities and label sets for a DataFrame of ImageID, Caption (and image paths),
     averaged over the bundle's members when it is an ensemble."""
 
-    def __init__(self, bundle: Bundle, batch_size: int = 256, device: str = "cpu") -> None:
+    def __init__(self, bundle: Bundle, batch_size: int = 256, device: str = "cpu",
+                 image_files: ImageFiles = ImageFiles()) -> None:
+        self.image_files = image_files
         """``device``: where the networks run (a served model on CPU by default, whatever device
         trained it); the precision is the one the model was trained with."""
         self.bundle = bundle
@@ -97,7 +139,7 @@ class Predictor:
             raise InputError("wrong input columns", [Problem(
                 "input", f"missing column(s) {', '.join(missing)}; got {list(frame.columns)}, need {need}")])
         problems, rows = [], []  # rows: each problem's position, which a caller maps to a file line
-        images = _image_sources(frame) if self.bundle.needs_images else []
+        images = _image_sources(frame, self.image_files) if self.bundle.needs_images else []
         for pos, row in enumerate(frame.itertuples(index=False)):
             where = f"row {pos} (ImageID {row.ImageID!r})"
             caption = row.Caption
@@ -140,7 +182,7 @@ class Predictor:
         return pd.DataFrame({"ImageID": list(frame["ImageID"]), "Labels": [" ".join(map(str, ls)) for ls in labels]})
 
 
-def _image_sources(frame: pd.DataFrame) -> list[Path | bytes | str]:
+def _image_sources(frame: pd.DataFrame, files: ImageFiles) -> list[Path | bytes | str]:
     """Each row's image: a file (``image_path``), its bytes (``image_base64``, which wins when a
     row has both) or, as a string, what is wrong with the row's image."""
     paths = frame[IMAGE_COLUMN] if IMAGE_COLUMN in frame.columns else [None] * len(frame)
@@ -153,11 +195,8 @@ def _image_sources(frame: pd.DataFrame) -> list[Path | bytes | str]:
             except (binascii.Error, ValueError) as exc:
                 out.append(f"{IMAGE_DATA_COLUMN}: not base64 ({exc}); send the image file's bytes, e.g. "
                            "`base64 -w0 FILE`")
-        elif isinstance(path, str) and Path(path).is_file():
-            out.append(Path(path))
         elif isinstance(path, str) and path:
-            out.append(f"{IMAGE_COLUMN}: image file {path!r} not found on the machine that predicts (send the image "
-                       f"inline as {IMAGE_DATA_COLUMN} instead)")
+            out.append(files.open(path))
         else:
             out.append(f"no image: give {IMAGE_COLUMN} (a file on the machine that predicts) or {IMAGE_DATA_COLUMN}")
     return out
@@ -213,7 +252,7 @@ class _Pipeline:
         nets = build_networks(cfg, bundle.stages, vocab_size=len(self.vocab), embedding_dim=int(meta["embedding_dim"]),
                               fusion_inputs=len(mean), pretrained=False)
         for stage, net in nets.items():
-            net.load_state_dict(torch.load(bundle.folder / f"{stage}.pt", map_location="cpu"))
+            net.load_state_dict(torch.load(bundle.folder / f"{stage}.pt", map_location="cpu", weights_only=True))
             self.runtime.prepare(net).eval()
         self.text, self.image, self.fusion = nets["text"], nets.get("image"), nets.get("fusion")
         if self.image is not None:

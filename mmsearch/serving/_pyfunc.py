@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import mlflow.pyfunc
 import pandas as pd
 
-from mmsearch.serving._predictor import Bundle, InputError, Predictor
+from mmsearch.serving._predictor import SERVE_IMAGE_ROOT_ENV, Bundle, ImageFiles, InputError, Predictor
 
 
 class MmsearchModel(mlflow.pyfunc.PythonModel):
     """``predict`` takes a DataFrame with ImageID, Caption and (for image models) each row's
-    image as ``image_path`` or ``image_base64``, and returns ImageID with space-separated Labels
+    image inline as ``image_base64`` (or as ``image_path`` under ``MMSEARCH_SERVE_IMAGE_ROOT`` when
+    the server was started with one), and returns ImageID with space-separated Labels
     (the Kaggle format). Rows it cannot predict raise an MlflowException naming each of them."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.predictor = Predictor(Bundle.load(context.artifacts["bundle"]))
+        # Served, a request's image_path would read the server's disk: only under a folder its
+        # operator names (MMSEARCH_SERVE_IMAGE_ROOT), else images come inline.
+        self.predictor = Predictor(Bundle.load(context.artifacts["bundle"]),
+                                   image_files=ImageFiles.served(os.environ.get(SERVE_IMAGE_ROOT_ENV)))
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:

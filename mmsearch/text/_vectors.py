@@ -50,6 +50,8 @@ class CorpusSpec:
 
 
 CORPUS_KINDS: Registry[Callable[..., Any]] = Registry("corpus kind")
+# gensim's own save format (KeyedVectors.save / Word2Vec.save): a pickle, never loaded.
+PICKLED_SUFFIXES = {".kv", ".model", ".pkl", ".pickle"}
 
 
 def gensim_data_dir() -> Path:
@@ -62,6 +64,12 @@ def resolve_corpus(name: str) -> CorpusSpec:
         return CorpusSpec(name, "captions", None)
     if name.startswith("file:"):
         path = Path(name[5:]).expanduser()
+        if path.suffix in PICKLED_SUFFIXES:
+            raise ConfigError("word vectors in a pickle-based file", [Problem("text.corpus", (
+                f"{name!r}: gensim's {path.suffix} files load through pickle, which runs whatever code the file holds; "
+                f"mmsearch reads only formats that cannot: word2vec binary (.bin) or text (.txt, .vec, .txt.gz; GloVe's "
+                f"too). Convert once where you trust the file: python -c \"from gensim.models import KeyedVectors; "
+                f"KeyedVectors.load('{path}').save_word2vec_format('{path.with_suffix('.bin')}', binary=True)\""))])
         return CorpusSpec(name, "file", _file_dim(path) if path.exists() else None, path)
     if name in GENSIM_DATA:
         return CorpusSpec(name, "gensim", GENSIM_DATA[name])
@@ -71,7 +79,7 @@ def resolve_corpus(name: str) -> CorpusSpec:
     raise ConfigError(
         "unknown word-vector corpus",
         [Problem("text.corpus", f"{name!r} is not a corpus; valid: {', '.join(list(GENSIM_DATA) + [CAPTIONS_WORD2VEC])}, "
-                 "or file:PATH to a word2vec/GloVe/KeyedVectors file")],
+                 "or file:PATH to a word2vec (.bin, .txt, .vec) or GloVe (.txt) file")],
     )
 
 
@@ -95,7 +103,7 @@ def _local_catalogue() -> dict[str, int]:
 def _first_line(path: Path) -> list[str] | None:
     """The fields of a text vector file's first line: a word2vec count header (rows, dimension)
     or the first vector. None for the binary and gensim formats."""
-    if path.suffix in {".kv", ".model", ".bin"}:
+    if path.suffix == ".bin":
         return None
     import gzip
 
@@ -195,8 +203,6 @@ def _load_file(spec: CorpusSpec, **_: Any):  # type: ignore[no-untyped-def]
     assert path is not None
     if not path.exists():
         raise AssetMissingError(f"word-vector file {path} does not exist (text.corpus = {spec.name!r})")
-    if path.suffix in {".kv", ".model"}:
-        return KeyedVectors.load(str(path))
     if path.suffix == ".bin":
         return KeyedVectors.load_word2vec_format(str(path), binary=True)
     no_header = not _is_count_header(_first_line(path) or [])
