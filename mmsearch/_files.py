@@ -55,6 +55,29 @@ def yaml_files(folder: Path | Sequence[Path]) -> list[Path]:
     return [found[k] for k in sorted(found)]
 
 
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_VALUES = 100_000  # values once YAML's aliases are expanded: a few KB of anchors can name billions
+
+
+def _bounded(raw: Any, path: Path) -> None:
+    """Refuse a document that expands (through ``&anchor``/``*alias``) to more values than any
+    config has: safe_load shares the aliased objects, but every later walk (validation, hashing,
+    printing) would visit each expansion. The count stops at the limit, so this costs at most it."""
+    seen, todo = 0, [raw]
+    while todo:
+        item = todo.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(f"config {path}", [Problem(str(path), (
+                f"expands to more than {MAX_CONFIG_VALUES:,} values (YAML anchors and aliases, &name / *name, "
+                "repeat what they name); write the values out, or fewer of them"))])
+        if isinstance(item, dict):
+            todo += item.keys()
+            todo += item.values()
+        elif isinstance(item, list):
+            todo += item
+
+
 def read_mapping(path: Path, what: str, available: Sequence[str] = ()) -> dict[str, Any]:
     """A YAML file whose top level is a mapping, or a ConfigError naming the file and what is wrong."""
     if not path.exists():
@@ -63,8 +86,13 @@ def read_mapping(path: Path, what: str, available: Sequence[str] = ()) -> dict[s
     if not path.is_file():
         raise ConfigError(f"{what} {path}", [Problem(str(path), f"is a folder, not a {what} file; give a YAML file "
                                                                  f"or a {what} name")])
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path}", [Problem(str(path), f"{size:,} bytes; a {what} file is at most "
+                                                                f"{MAX_CONFIG_BYTES:,}")])
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+        _bounded(raw, path)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} {path}", [Problem(str(path), f"not UTF-8 text (byte {exc.start})")]) from None
     except OSError as exc:

@@ -37,9 +37,19 @@ def problems_from(exc: ValidationError, where: str, model: type[BaseModel] | Non
         elif error["type"] == "missing":
             message = "missing"
         elif "input" in error and error["type"] not in ("value_error", "assertion_error"):
-            message = f"{error['input']!r}: {message}"
+            message = f"{_quoted(error['input'])}: {message}"
         problems.append(Problem(f"{where}: {key}" if key else where, message))
     return problems
+
+
+def _quoted(value: Any, limit: int = 120) -> str:
+    """A value as a message quotes it: whole when short, else its start and its size (a field of
+    a million values is one line, not a megabyte)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} items" if isinstance(value, (list, dict, tuple)) else f"{len(text):,} characters"
+    return f"{text[:limit]}... ({size})"
 
 
 def _keys_at(model: type[BaseModel], loc: list[str]) -> list[str]:

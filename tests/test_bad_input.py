@@ -3,10 +3,13 @@ traceback, and nothing is created on the way (no study, no MLflow run, no output
 
 from __future__ import annotations
 
+import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +73,53 @@ def _train_rows(body: str) -> Callable[[Path, dict], None]:
     return _csv("train.csv", "ImageID,Labels,Caption\n" + body)
 
 
+def _images(mutate: Callable[[Path], None]) -> Callable[[Path, dict], None]:
+    """Ten demo rows with their images in d/data, then ``mutate(d)`` makes one of them hostile."""
+    def prepare(folder: Path, fx: dict) -> None:
+        demo = Path(fx["small"]["data.path"])
+        data = folder / "d"
+        (data / "data").mkdir(parents=True)
+        for i in range(10):
+            shutil.copy(demo / "data" / f"{i}.jpg", data / "data" / f"{i}.jpg")
+        (data / "train.csv").write_text("ImageID,Labels,Caption\n" + "".join(f"{i}.jpg,1,a man\n" for i in range(10)))
+        mutate(data)
+    return prepare
+
+
+def _fifo(data: Path) -> None:
+    (data / "data" / "3.jpg").unlink()
+    os.mkfifo(data / "data" / "3.jpg")  # a reader would block for ever
+
+
+def _link_loop(data: Path) -> None:
+    (data / "data" / "3.jpg").unlink()
+    (data / "data" / "3.jpg").symlink_to(data / "data" / "3.jpg")
+
+
+def _folder_loop(data: Path) -> None:
+    shutil.rmtree(data / "data")
+    (data / "data").symlink_to(data / "data")
+
+
+def _png_bomb(data: Path) -> None:
+    """A PNG whose header claims 9,000 x 9,000 pixels (81 MP) in a few bytes: refused from its
+    header, before a decoder allocates anything."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 9001 * 64)) + \
+        chunk(b"IEND", b"")
+    (data / "data" / "3.jpg").write_bytes(png)
+
+
+def _inspect(folder: Path, fx: dict) -> list[str]:
+    return ["data", "inspect", str(folder / "d")]
+
+
+def _train_image(folder: Path, fx: dict) -> list[str]:
+    return ["train", "cpu", "--data", str(folder / "d"), "--stage", "image"]
+
+
 CASES = {
     "header-only train.csv (inspect)": Case(lambda f, fx: ["data", "inspect", str(f / "d")],
                                             ["train.csv:1", "no data rows"], _train_rows("")),
@@ -129,7 +179,55 @@ CASES = {
     "--workers 1000": Case(_sweep(None, "--workers", "1000"), ["--workers", "1000: at most 256"]),
     "label +3": Case(lambda f, fx: ["data", "inspect", str(f / "d")], ["train.csv:2", "'+3' is not an integer"],
                      _train_rows("0.jpg,+3,a man\n")),
+    # Hostile files: refused by name before anything reads them, in seconds, never a hang.
+    "an image that is a FIFO (inspect)": Case(_inspect, ["train.csv:5", "3.jpg is a FIFO", "not an image file"],
+                                              _images(_fifo), within_s=20),
+    "an image that is a FIFO (train)": Case(_train_image, ["train.csv:5", "a FIFO"], _images(_fifo), within_s=20),
+    "an image link loop (train)": Case(_train_image, ["train.csv:5", "a symbolic link loop"], _images(_link_loop),
+                                       within_s=20),
+    "data -> data link loop": Case(_inspect, ["a symbolic link loop, not a folder of images"], _images(_folder_loop),
+                                   within_s=20),
+    "a PNG decompression bomb (inspect)": Case(_inspect, ["train.csv:5", "9000 x 9000 pixels", "64 MP"],
+                                               _images(_png_bomb), within_s=20),
+    "storage: /dev/null": Case(_sweep("/dev/null"), ["/dev/null", "kernel filesystem", "journal file"]),
+    "storage: /dev/full": Case(_sweep("/dev/full"), ["/dev/full", "journal file"], within_s=20),
+    "storage: /proc/self/status": Case(_sweep("/proc/self/status"), ["/proc/self/status", "journal file"]),
+    "storage: a driver not installed": Case(_sweep("postgresql+psycopg2://postgres@127.0.0.1:5432/x"),
+                                            ["postgresql+psycopg2://", "psycopg2", "postgresql://USER@HOST/DB"]),
+    "storage: port 99999": Case(_sweep("postgresql://postgres@127.0.0.1:99999/x"), ["99999", "port"]),
+    "predict --out /dev/full": Case(lambda f, fx: ["predict", "models:/demo-model@champion", "--data", str(f / "d"),
+                                                   "--out", "/dev/full"], ["--out /dev/full", "not an ordinary file"],
+                                    _csv("test.csv", "ImageID,Caption\na.jpg,a dog\n"), within_s=5),
+    "predict --out /proc/x.csv": Case(lambda f, fx: ["predict", "models:/demo-model@champion", "--data", str(f / "d"),
+                                                     "--out", "/proc/x.csv"], ["--out /proc/x.csv", "kernel filesystem"],
+                                      _csv("test.csv", "ImageID,Caption\na.jpg,a dog\n"), within_s=5),
+    "a YAML anchor bomb": Case(lambda f, fx: ["sweep", "run", str(_anchor_bomb(f)), "--experiment", "cpu"],
+                               ["bomb.yaml", "expands to more than 100,000 values", "&name"], within_s=20),
+    "5,000 levels": Case(lambda f, fx: ["sweep", "run", str(_many_levels(f, 5000)), "--experiment", "cpu"],
+                         ["levels", "(5,000 items)", "at most 1000"], within_s=30),
+    "200,000 levels": Case(lambda f, fx: ["sweep", "run", str(_many_levels(f, 200_000)), "--experiment", "cpu"],
+                           ["many.yaml", "at most 1,000,000"], within_s=30),
+    "5,000 labels, one repeated (inspect)": Case(_inspect, ["train.csv:2", "label 1 listed twice", "10,000 characters"],
+                                                 _train_rows("0.jpg," + "1 " * 5000 + ",a man\n"), within_s=20),
 }
+
+
+def _anchor_bomb(folder: Path) -> Path:
+    """A few hundred bytes that name 9^8 (43 million) values through anchors and aliases."""
+    lines = ["name: bomb", "description: d", "paper: p", "stage: fusion", "mode: ablation", "factor: fusion.dropout_p",
+             "a: &a [" + ", ".join(['"x"'] * 9) + "]"]
+    for prev, name in zip("abcdefg", "bcdefgh"):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    path = folder / "bomb.yaml"
+    path.write_text("\n".join([*lines, "levels: [*h]"]) + "\n")
+    return path
+
+
+def _many_levels(folder: Path, n: int) -> Path:
+    path = folder / "many.yaml"
+    path.write_text("name: many\ndescription: d\npaper: p\nstage: fusion\nmode: ablation\nfactor: fusion.dropout_p\n"
+                    "levels: [" + ", ".join(f"0.{i:07d}" for i in range(n)) + "]\n")
+    return path
 
 
 def _big_sweep(folder: Path) -> Path:
@@ -157,6 +255,7 @@ def test_bad_input_is_one_message_and_exit_2(name: str, tmp_path: Path, small: d
     for needle in case.expected:
         assert needle in err, (needle, err)
     assert seconds < case.within_s
+    assert len(err) < 20_000, len(err)  # a message a person reads, whatever the input's size
     # Nothing was made on the way: no journal, no output file, no MLflow run of this sweep.
     assert not (tmp_path / "journal.log").exists() and not (tmp_path / "p.csv").exists()
     if name.startswith(("--trials", "--workers", "storage", "unreachable")):

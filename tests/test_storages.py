@@ -132,3 +132,55 @@ def test_passwords_are_masked_in_messages() -> None:
     with pytest.raises(StorageError) as err:
         open_storage("postgresql://user:s3cret@127.0.0.1:1/x")
     assert "s3cret" not in str(err.value) and "user:***@" in str(err.value)
+
+
+def _cmdlines_of_tree(root: int) -> dict[int, str]:
+    """Every process descended from ``root`` (itself included): its command line as ``ps`` shows it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            out[pid] = (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+        todo += children.get(pid, [])
+    return out
+
+
+@pytest.mark.postgres
+def test_a_storage_password_in_the_environment_is_on_no_command_line(tmp_path: Path, small: dict,
+                                                                      speed: dict) -> None:
+    """``ps`` shows every user every process's arguments: a PostgreSQL password given through
+    MMSEARCH_STORAGE reaches the coordinator and its workers without ever being an argument, and
+    the warning for ``--storage`` with a password names that way."""
+    from _sweepproc import finish, sets, start, sweep_env, write_sweep
+
+    with fresh_postgres() as pg:
+        secret = "pw-" + tmp_path.name[-8:]
+        url = pg.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")  # trust auth: any password
+        env = sweep_env(tmp_path, MMSEARCH_STORAGE=url)
+        args = ["sweep", "run", str(write_sweep(tmp_path)), "--experiment", "cpu", "--data", small["data.path"],
+                *sets(speed), "--workers", "2"]
+        proc = start(args, tmp_path, env)
+        seen: dict[int, str] = {}
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            seen.update(_cmdlines_of_tree(proc.pid))
+            time.sleep(0.2)
+        code, out, err = finish(proc, 60)
+        assert code == 0, err[-3000:]
+        assert len(seen) >= 3, seen  # the coordinator and its workers were sampled
+        assert not [c for c in seen.values() if secret in c], seen
+        study = optuna.load_study(study_name=optuna.get_all_study_names(pg)[0], storage=pg)
+        assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4
+        # Given on the command line instead: used, with the way out named.
+        code, out, err = finish(start([*args, "--storage", url], tmp_path, sweep_env(tmp_path)), 300)
+        assert code == 0 and "visible to every user" in err and "MMSEARCH_STORAGE" in err, err[-2000:]

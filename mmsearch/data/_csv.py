@@ -70,9 +70,16 @@ def _parse_quoted(rest: str) -> tuple[str, str] | None:
     return None  # unterminated within this chunk
 
 
+MAX_CSV_BYTES = 256 * 2**20
+
+
 def read_table(path: Path, required: Sequence[str]) -> tuple[CsvTable, list[Problem]]:
     """Read a COMP5329 CSV. Returns the rows that parsed and every problem found."""
     problems: list[Problem] = []
+    size = path.stat().st_size
+    if size > MAX_CSV_BYTES:  # read whole and split, a file costs several times its size in memory
+        return CsvTable(path, []), [Problem(str(path), f"{size:,} bytes; a CSV here is at most {MAX_CSV_BYTES:,} "
+                                                       "(COMP5329's 40,000 rows are about 4 MB)")]
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -162,29 +169,52 @@ def _open_quote(buffer: str) -> bool:
 
 
 def _parse_labels(value: str, where: str, problems: list[Problem]) -> list[int]:
+    """The row's labels. Problems are summarised per kind (at most three per field, each with a
+    few examples and a count), so a field of millions of tokens costs one pass and a few lines."""
     tokens = value.split()
     if not tokens:
-        problems.append(Problem(where, f"Labels: empty label list {value!r}; each row needs at least one label"))
+        problems.append(Problem(where, f"Labels: empty label list {_short(value)}; each row needs at least one label"))
         return []
-    labels: list[int] = []
+    seen: set[int] = set()
+    twice: set[str] = set()
+    bad: dict[str, list[str]] = {"not an integer": [], "unknown": [], "listed twice": []}
+    counts = dict.fromkeys(bad, 0)
     for token in tokens:
-        try:
-            if not (token.isascii() and token.isdigit()):  # int() would take "+3", " 3", "٣" and "1_0"
-                raise ValueError(token)
-            label = int(token)
-        except ValueError:
-            problems.append(
-                Problem(where, f"Labels: {token!r} is not an integer; valid labels are {_valid_labels()}")
-            )
+        if not (token.isascii() and token.isdigit()):  # int() would take "+3", " 3", "٣" and "1_0"
+            kind = "not an integer"
+        elif int(token) not in LABEL_INDEX:
+            kind = "unknown"
+        elif int(token) in seen:
+            if token in twice:
+                continue  # a label listed many times is one problem
+            twice.add(token)
+            kind = "listed twice"
+        else:
+            seen.add(int(token))
             continue
-        if label not in LABEL_INDEX:
-            problems.append(Problem(where, f"Labels: unknown label {label}; valid labels are {_valid_labels()}"))
+        counts[kind] += 1
+        example = _short(token) if kind == "not an integer" else token
+        if len(bad[kind]) < 3 and example not in bad[kind]:
+            bad[kind].append(example)
+    valid = f"valid labels are {_valid_labels()}"
+    for kind, examples in bad.items():
+        if not counts[kind]:
             continue
-        if label in labels:
-            problems.append(Problem(where, f"Labels: label {label} listed twice in {value!r}; list each label once"))
-            continue
-        labels.append(label)
-    return sorted(set(labels), key=LABEL_INDEX.__getitem__)
+        listed = ", ".join(examples) + (f" and {counts[kind] - len(examples):,} more" if counts[kind] > len(examples)
+                                        else "")
+        many = counts[kind] > 1
+        problems.append(Problem(where, {
+            "not an integer": f"Labels: {listed} {'are not integers' if many else 'is not an integer'}; {valid}",
+            "unknown": f"Labels: unknown label{'s' if many else ''} {listed}; {valid}",
+            "listed twice": f"Labels: label{'s' if many else ''} {listed} listed twice in {_short(value)}; "
+                            "list each label once",
+        }[kind]))
+    return sorted(seen, key=LABEL_INDEX.__getitem__)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A field as an error message quotes it: whole when short, else its start and its length."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 def _valid_labels() -> str:

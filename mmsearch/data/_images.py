@@ -28,12 +28,30 @@ log = logging.getLogger("mmsearch.data")
 ARRAY_FILE = "pixels.u8"
 
 
+# The most pixels an image may have, checked from its header before any decoding: COCO's are
+# 0.3 MP, a 48 MP camera photo fits; a decompression bomb (a few KB of PNG that inflate to
+# gigapixels) is refused at once instead of eating the memory and minutes of every worker.
+MAX_PIXELS = 64_000_000
+
+
+class TooManyPixels(ValueError):
+    pass
+
+
+def _within_budget(img: Image.Image) -> None:
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise TooManyPixels(f"{width} x {height} pixels ({width * height / 1e6:,.0f} MP) exceeds the "
+                            f"{MAX_PIXELS / 1e6:.0f} MP an image may have; resize it first")
+
+
 def decode_image(path: Path | IO[bytes], size: int) -> np.ndarray:
     """RGB uint8 size x size x 3, resized as the training cache and serving both do (from a file,
     or an open binary stream: a served request's inline image). A JPEG is
     decoded in draft mode: its decoder scales by 1/2, 1/4 or 1/8 while decoding (never below
     ``size``), a fraction of the work of a full decode at COCO's ~640 px before the resize."""
     with Image.open(path) as img:
+        _within_budget(img)
         img.draft("RGB", (size, size))
         img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         return np.array(img, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
@@ -43,6 +61,7 @@ def undecodable(path: Path, where: str) -> Problem | None:
     """The problem with an image file that cannot be decoded completely, or None."""
     try:
         with Image.open(path) as img:
+            _within_budget(img)
             img.load()  # decodes every byte: a truncated JPEG fails here, not only its header
         return None
     except Exception as exc:  # PIL raises many types for corrupt files

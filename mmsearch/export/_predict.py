@@ -48,6 +48,12 @@ def check_output_file(out: Path, flag: str) -> None:
     problem = None
     if out.is_dir():
         problem = "is a folder; give a file path such as " + str(out / "predictions.csv")
+    elif out.is_symlink() and not out.exists():
+        problem = "is a symbolic link to nothing or a link loop; give a file path"
+    elif out.exists() and not out.is_file():
+        problem = "is not an ordinary file (a device, a FIFO, a socket); give a file path on a disk"
+    elif any(out.absolute().is_relative_to(p) for p in ("/proc", "/sys")):
+        problem = "is on a kernel filesystem; give a file path on a disk"
     elif not parent.is_dir():
         problem = f"folder {parent} does not exist"
     elif not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):

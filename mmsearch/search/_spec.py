@@ -40,6 +40,7 @@ from mmsearch.stats import Design, Looks, margin_for
 from mmsearch.training._history import EPOCH_METRICS, FINAL_ONLY_METRICS
 
 SWEEPS_DIR = bundled("sweeps")
+MAX_LEVELS = 1000  # a grid of more is a typo or a hostile file; each level's config is built before anything runs
 AUTO_START_REPEATS = 3  # repeats: auto starts here: the fewest that give a paired interval some power
 CHARTS = ("curves", "losses", "ablation", "bubble", "lengths", "oov", "importance", "parallel")
 
@@ -117,7 +118,8 @@ class SweepSpec(Settings):
     factor: str | None = None
     set: dict[str, Any] = Field(default_factory=dict,
                                 description="settings every trial of this sweep uses on top of the base experiment")
-    levels: list[Level | Scalar] = Field(default_factory=list)
+    levels: list[Level | Scalar] = Field(default_factory=list, max_length=MAX_LEVELS,
+                                         description=f"the levels of the factor (at most {MAX_LEVELS})")
     base: Scalar | None = Field(None, description="the level equal to the base experiment (found when omitted)")
     repeats: int | Literal["auto"] = Field(
         1, description="runs of each level with seeds run.seed+0..; 1..100, or auto: start at 3 and add repeats to "

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import stat
 import time
 import urllib.parse
 import warnings
@@ -102,6 +103,24 @@ def _journal(url: str) -> StudyStorage:
     path = Path(url).expanduser().absolute()
     if path.is_dir():
         raise StorageError(f"--storage {url}: is a folder; give a journal file path such as {path / DEFAULT_JOURNAL}")
+    # A journal is appended to, synced and locked beside itself: only an ordinary file on an
+    # ordinary disk can be (/dev/null takes no fsync, /dev/full no write, /proc no lock file).
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if path.is_symlink():  # writing through it would create a file wherever it points
+            raise StorageError(f"--storage {url}: a symbolic link to nothing ({os.readlink(path)}); give a journal "
+                               "file path on an ordinary writable disk") from None
+        mode = None
+    except OSError as exc:
+        raise StorageError(f"--storage {url}: cannot use it ({exc.strerror}); give a journal file path on an "
+                           "ordinary writable disk") from None
+    pseudo = next((str(p) for p in (Path("/proc"), Path("/sys"), Path("/dev")) if path.is_relative_to(p)
+                   and not path.is_relative_to("/dev/shm")), None)
+    if (mode is not None and not stat.S_ISREG(mode)) or pseudo:
+        what = f"under {pseudo}, a kernel filesystem" if pseudo else "not an ordinary file"
+        raise StorageError(f"--storage {url}: {what}; give a journal file path on an ordinary writable disk "
+                           f"such as {Path.cwd() / DEFAULT_JOURNAL}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -118,6 +137,8 @@ def _journal(url: str) -> StudyStorage:
             raise StorageError(f"--storage {url}: cannot create the journal file {path} ({exc.strerror}); "
                                "give a path on an ordinary writable disk") from None
 
+    _looks_like_a_journal(path, url)
+
     # One lock file per study (studies in one journal do not wait for each other), all in one
     # hidden folder beside the journal rather than one more file in the user's folder per study.
     locks = path.with_name(f".{path.name}.locks")
@@ -129,13 +150,30 @@ def _journal(url: str) -> StudyStorage:
     return StudyStorage(str(path), "journal", JournalStorage(SafeJournalFile(str(path))), lock)
 
 
+def _looks_like_a_journal(path: Path, url: str) -> None:
+    """An existing, non-empty file must begin as Optuna's journal does (a JSON object per line):
+    anything else (another file given by mistake, junk, gigabytes of zeros) is refused before it
+    is read whole, or "repaired" as a torn last line and written to."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head and not head.lstrip(b" \t").startswith(b'{"op_code"'):
+        raise StorageError(f"--storage {url}: not an Optuna journal (it begins {head[:16]!r}, a journal begins "
+                           '{"op_code"); give a new file name, or the journal a sweep wrote')
+
+
 @STORAGE_KINDS.register("postgresql")
 def _postgresql(url: str) -> StudyStorage:
     import optuna
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
-                                      connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    except (ImportError, sqlalchemy.exc.ArgumentError) as exc:  # postgresql+psycopg2:// without psycopg2
+        driver = urllib.parse.urlsplit(url).scheme
+        raise StorageError(f"--storage {masked(url)}: cannot use the driver of {driver}:// ({exc}); write "
+                           "postgresql://USER@HOST/DB (psycopg 3, installed with mmsearch[postgres]) or install "
+                           "that driver") from None
     try:
         # Three processes creating Optuna's tables at once on a fresh database race on
         # alembic_version; one at a time, the others find the tables made.
