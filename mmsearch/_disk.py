@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -73,25 +74,32 @@ def _own_reserves() -> list[str]:
 
 
 def _owner_alive(path: Path) -> bool:
-    """A reserve is named after the coordinator that made it: ``.mmsearch-reserve-PID-TOKEN``."""
+    """Whether the coordinator that made a reserve still runs: it holds a lock on the file for its
+    life (a lock, not its PID: a coordinator in another PID namespace or on another machine
+    sharing the folder has a PID this process cannot see)."""
     try:
-        pid = int(path.name[len(RESERVE_NAME) + 1:].split("-")[0])
-    except ValueError:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held
+    finally:
+        os.close(fd)  # closing releases the lock we may have taken
+    return False
+
+
+# The open, locked reserve files of this process's sweep(s): the lock says "alive" to other sweeps.
+_HELD: dict[str, int] = {}
 
 
 def make_reserves(folders: list[Path]) -> list[Path]:
-    """One reserve file per disk among ``folders``, this sweep's own (named after its coordinator):
-    sweeps sharing a folder (the cache) each hold theirs, so the reserve one of them frees on its
-    full disk never reads as a full disk to another. Reserves of coordinators that died (kill -9)
-    are removed. Their paths go to the environment, so worker processes can free them too."""
+    """One reserve file per disk among ``folders``, this sweep's own (named after its coordinator,
+    which holds a lock on it while it runs): sweeps sharing a folder (the cache) each hold theirs,
+    so the reserve one of them frees on its full disk never reads as a full disk to another.
+    Reserves no process holds (their coordinator died: kill -9) are removed. Their paths go to the
+    environment, so worker processes can free them too."""
     made, devices = [], set()
     token = f"{os.getpid()}-{os.urandom(3).hex()}"
     for folder in folders:
@@ -106,12 +114,12 @@ def make_reserves(folders: list[Path]) -> list[Path]:
                     stale.unlink()
         path = folder / f"{RESERVE_NAME}-{token}"
         try:
-            with open(path, "wb") as f:
-                os.posix_fallocate(f.fileno(), 0, RESERVE_MB * 2**20)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            _HELD[str(path)] = fd
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.posix_fallocate(fd, 0, RESERVE_MB * 2**20)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            drop_reserves(made)
+            drop_reserves([*made, path])
             raise DiskFullError.of([Problem(str(folder), f"cannot keep {RESERVE_MB} MB in reserve there "
                                                      f"({exc.strerror}); free some space and rerun")]) from None
         made.append(path)
@@ -124,6 +132,10 @@ def drop_reserves(made: list[Path]) -> None:
     for path in made:
         with contextlib.suppress(OSError):
             path.unlink()
+        fd = _HELD.pop(str(path), None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def release_reserves() -> bool:
