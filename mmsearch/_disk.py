@@ -73,12 +73,13 @@ def _own_reserves() -> list[str]:
     return [n for n in os.environ.get(RESERVE_ENV, "").split(os.pathsep) if n]
 
 
-def _owner_alive(path: Path) -> bool:
-    """Whether the coordinator that made a reserve still runs: it holds a lock on the file for its
-    life (a lock, not its PID: a coordinator in another PID namespace or on another machine
-    sharing the folder has a PID this process cannot see)."""
+def _owner_alive(reserve: Path) -> bool:
+    """Whether the coordinator that made a reserve still runs: it holds a lock on the reserve's
+    ``.lock`` file for its life (a lock, not its PID: a coordinator in another PID namespace or on
+    another machine sharing the folder has a PID this process cannot see; and a lock on the
+    reserve itself would keep its space taken after a full disk deletes it)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(_lock_of(reserve), os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -90,16 +91,20 @@ def _owner_alive(path: Path) -> bool:
     return False
 
 
-# The open, locked reserve files of this process's sweep(s): the lock says "alive" to other sweeps.
+def _lock_of(reserve: Path) -> Path:
+    return reserve.with_name(reserve.name + ".lock")
+
+
+# This process's sweep(s): each reserve's held lock file descriptor ("alive", to other sweeps).
 _HELD: dict[str, int] = {}
 
 
 def make_reserves(folders: list[Path]) -> list[Path]:
     """One reserve file per disk among ``folders``, this sweep's own (named after its coordinator,
-    which holds a lock on it while it runs): sweeps sharing a folder (the cache) each hold theirs,
-    so the reserve one of them frees on its full disk never reads as a full disk to another.
-    Reserves no process holds (their coordinator died: kill -9) are removed. Their paths go to the
-    environment, so worker processes can free them too."""
+    which holds a lock beside it while it runs): sweeps sharing a folder (the cache) each hold
+    theirs, so the reserve one of them frees on its full disk never reads as a full disk to
+    another. Reserves no process holds (their coordinator died: kill -9) are removed. Their paths
+    go to the environment, so worker processes can free them too."""
     made, devices = [], set()
     token = f"{os.getpid()}-{os.urandom(3).hex()}"
     for folder in folders:
@@ -108,16 +113,12 @@ def make_reserves(folders: list[Path]) -> list[Path]:
         if device in devices:
             continue
         devices.add(device)
-        for stale in [*folder.glob(f"{RESERVE_NAME}-*"), folder / RESERVE_NAME]:  # the last: before 0.3, one shared
-            if stale.is_file() and not _owner_alive(stale):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
+        _remove_stale(folder)
         path = folder / f"{RESERVE_NAME}-{token}"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            _HELD[str(path)] = fd
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.posix_fallocate(fd, 0, RESERVE_MB * 2**20)
+            _HELD[str(path)] = _held_lock(_lock_of(path))
+            with open(path, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_MB * 2**20)
         except OSError as exc:
             drop_reserves([*made, path])
             raise DiskFullError.of([Problem(str(folder), f"cannot keep {RESERVE_MB} MB in reserve there "
@@ -127,11 +128,37 @@ def make_reserves(folders: list[Path]) -> list[Path]:
     return made
 
 
+def _held_lock(path: Path) -> int:
+    """A lock file created and locked by this process. Another sweep's clean-up may delete a lock
+    file in the instant between its creation and its lock: then the locked inode is not the one
+    at the path, and a new one is made."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Reserves (and their locks) no running coordinator holds; the one shared reserve of
+    mmsearch before 0.3 (``.mmsearch-reserve``), which no one holds either."""
+    for item in [*folder.glob(f"{RESERVE_NAME}-*"), folder / RESERVE_NAME]:
+        reserve = item.with_name(item.name.removesuffix(".lock"))
+        if item.is_file() and not _owner_alive(reserve):
+            with contextlib.suppress(OSError):
+                item.unlink()
+
+
 def drop_reserves(made: list[Path]) -> None:
-    """The end of a sweep: its reserves go (each run makes its own)."""
+    """The end of a sweep: its reserves and their locks go (each run makes its own)."""
     for path in made:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        for item in (path, _lock_of(path)):
+            with contextlib.suppress(OSError):
+                item.unlink()
         fd = _HELD.pop(str(path), None)
         if fd is not None:
             with contextlib.suppress(OSError):
