@@ -115,16 +115,8 @@ def render_image(labels: list[int], size: int, rng: np.random.Generator, draw_p:
         r = rng.uniform(0.14, 0.26) * size
         cy, cx = rng.uniform(r, size - r, size=2)
         dy, dx = yy - cy, xx - cx
-        masks = {
-            "disk": dy**2 + dx**2 <= r**2,
-            "square": (np.abs(dy) <= r * 0.8) & (np.abs(dx) <= r * 0.8),
-            "triangle": (dy <= r * 0.8) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.55),
-            "ring": (dy**2 + dx**2 <= r**2) & (dy**2 + dx**2 >= (0.55 * r) ** 2),
-            "cross": ((np.abs(dy) <= r * 0.3) | (np.abs(dx) <= r * 0.3)) & (np.abs(dy) <= r) & (np.abs(dx) <= r),
-            "bar": (np.abs(dy) <= r * 0.35) & (np.abs(dx) <= r * 1.2),
-        }
         jitter = rng.normal(0, 18, size=3)
-        img[masks[shape]] = np.asarray(colour) + jitter
+        img[_shape_mask(shape, dy, dx, r)] = np.asarray(colour) + jitter
     return np.clip(img, 0, 255).astype(np.uint8)
 
 

@@ -245,7 +245,8 @@ def make_plan(request: ReproduceRequest, selection: Selection | None = None) -> 
     _final_assets_or_raise(base, final_stages)
     caches = _image_caches(contexts)
     check_room_for(caches)  # the calibration decodes first: a disk too small is said before, with every size
-    for line in _cache_lines(caches):
+    cache_lines = _cache_lines(caches)
+    for line in cache_lines:
         log.info("%s", line.strip())
     calibration = calibrate(base, contexts[0].dataset, sorted(set(stages) | set(final_stages)), workers)
     plans = [sweep_plan(c, studies.get(c.spec.name), calibration.costs, overhead) for c in contexts]
@@ -253,7 +254,7 @@ def make_plan(request: ReproduceRequest, selection: Selection | None = None) -> 
     plan = Plan(plans, selection.skipped, workers, overhead, source, calibration,
                 final_seconds(calibration.costs, request.repeats, final_stages, overhead), selection.unrunnable)
     plan.schedule_s = simulate(plans, workers)
-    plan.caches = _cache_lines(caches)
+    plan.caches = cache_lines
     from mmsearch.runtime import idle_cpu_threads
 
     _, plan.cpus_now, plan.busy_now = idle_cpu_threads()
