@@ -29,6 +29,7 @@ from typing import Any
 REDELIVER_AFTER_S = 0.05
 _held = 0  # depth of ``deferred()`` blocks in the main thread
 _pending = False  # an interrupt arrived while held
+_received = False  # an interrupt arrived: this process is stopping
 
 
 class Interrupted(KeyboardInterrupt):
@@ -36,7 +37,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _handler(_signum: int, _frame: Any) -> None:
-    global _pending
+    global _pending, _received
+    _received = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _held:
@@ -79,3 +81,18 @@ def deferred() -> Iterator[None]:
         if not _held and _pending:
             _pending = False
             raise Interrupted
+
+
+def stopping() -> bool:
+    """Whether this process has been interrupted (its clean-up is running or about to)."""
+    return _received
+
+
+def raise_if_held() -> None:
+    """Raise an interrupt that ``deferred()`` is holding off, now. For waits that have written
+    nothing yet (a lock not yet taken): holding the interrupt until a wait that may never end is
+    over would make Ctrl-C do nothing."""
+    global _pending
+    if _pending and threading.current_thread() is threading.main_thread():
+        _pending = False
+        raise Interrupted

@@ -47,6 +47,11 @@ class AssetMissingError(MmsearchError):
     """A downloadable asset (weights, word vectors, NLTK data) is absent and cannot be fetched."""
 
 
+class StudyLockStuck(MmsearchError):
+    """The study's lock stayed held past the wait allowed (the grace), by a process that does not
+    let go: the run cannot go on and ends incomplete (exit 3), having lost nothing."""
+
+
 class UnknownNameError(MmsearchError, KeyError):
     """A registry lookup failed; the message lists what is registered."""
 

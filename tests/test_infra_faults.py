@@ -27,6 +27,7 @@ from _sweepproc import (
     open_study,
     outcome,
     record,
+    runs,
     sets,
     start,
     sweep_env,
@@ -278,6 +279,132 @@ def test_a_stopped_lock_holder_stalls_the_sweep_which_says_so_and_loses_nothing(
     assert result["states"].get("FAIL", 0) == 0, result["errors"]
     record("a process holding the journal's lock is stopped (SIGSTOP) for 40 s", storage, result, [code], [err],
            note="every other process waited, saying on which process and `kill -CONT PID`; nothing lost, no FAIL")
+
+
+_LOCK_WAITER = """
+import sys, time
+from mmsearch._interrupts import deferred, interrupt_once
+from mmsearch.search._journal import FlockLock
+interrupt_once()
+lock = FlockLock(sys.argv[1], give_up_s=float(sys.argv[2]))
+print("waiting", flush=True)
+started = time.monotonic()
+try:
+    with deferred():  # as every claim and report of a trial: an interrupt waits for the block's end
+        lock.acquire()
+except KeyboardInterrupt:
+    print(f"interrupted after {time.monotonic() - started:.1f}", flush=True)
+    sys.exit(130)
+"""
+
+
+def _in_other_pid_namespace() -> list[str]:
+    """A prefix that runs a command in a PID namespace of its own, as a container or another
+    machine would (its PIDs mean nothing here); a shell stays PID 1, so the command can stop."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to give the lock holder a PID namespace of its own")
+    return ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", '"$0" "$@"; :']
+
+
+def _hold_the_lock(journal: str, elsewhere: bool) -> tuple[subprocess.Popen[str], int]:
+    """A process that takes the journal's lock and stops (SIGSTOP) inside it; returns it and
+    its PID as its own namespace numbers it."""
+    prefix = _in_other_pid_namespace() if elsewhere else []
+    holder = subprocess.Popen([*prefix, sys.executable, "-c", _HOLD_LOCK_SAYING_PID, journal], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    assert holder.stdout is not None
+    line = holder.stdout.readline().split()
+    assert line[:1] == ["held"], line
+    return holder, int(line[1])
+
+
+_HOLD_LOCK_SAYING_PID = _HOLD_LOCK.replace('print("held", flush=True)', 'print("held", os.getpid(), flush=True)')
+
+
+def test_ctrl_c_ends_a_wait_for_a_stopped_lock_holder_at_once_even_where_interrupts_are_held(tmp_path: Path) -> None:
+    journal = str(tmp_path / "journal.log")
+    open_storage(journal)
+    holder, pid = _hold_the_lock(journal, elsewhere=False)
+    try:
+        waiter = subprocess.Popen([sys.executable, "-c", _LOCK_WAITER, journal + ".flock", "600"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert waiter.stdout is not None and waiter.stdout.readline().strip() == "waiting"
+        time.sleep(1.0)
+        os.kill(waiter.pid, signal.SIGINT)
+        out, err = waiter.communicate(timeout=10)  # before: it waited for ever, Ctrl-C or not
+        assert waiter.returncode == 130, (out, err)
+        assert float(out.split()[-1]) < 5, out
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+
+
+def test_a_lock_holder_in_another_pid_namespace_is_named_as_such_and_the_wait_gives_up(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from mmsearch.errors import StudyLockStuck
+    from mmsearch.search._journal import FlockLock
+
+    journal = str(tmp_path / "journal.log")
+    open_storage(journal)
+    holder, pid = _hold_the_lock(journal, elsewhere=True)
+    try:
+        lock = FlockLock(journal + ".flock", give_up_s=1.5)
+        with pytest.raises(StudyLockStuck) as raised:
+            lock.acquire()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+    message = str(raised.value)
+    # Not "(gone)", a PID of this namespace that happens to match, or nothing: where it runs and what to do there.
+    assert f"process {pid} on " in message and "in another PID namespace" in message, message
+    assert f"kill -CONT {pid}` from inside its PID namespace" in message and "rerun the same command" in message, message
+    assert "gone" not in message
+
+
+@pytest.mark.slow
+def test_a_lock_holder_stopped_in_another_pid_namespace_ends_the_sweep_incomplete_and_ctrl_c_works_meanwhile(
+        tmp_path: Path, small: dict, speed: dict) -> None:
+    args = [*_sweep_args(tmp_path, small, speed, epochs=150), "--workers", "2", "--grace", "20"]
+    storage = str(tmp_path / "optuna-journal.log")
+    tracking = [f"sqlite:///{tmp_path}/mlruns/mlflow.db"]
+    env = sweep_env(tmp_path)
+    proc = start(args, tmp_path, env)
+    wait_for(lambda: _complete(storage) >= 1 or proc.poll() is not None, 240, "a first COMPLETE trial")
+    holder, pid = _hold_the_lock(storage, elsewhere=True)
+    try:
+        # 1. Nobody can write the study: the sweep gives up after the grace, incomplete (3), and ends its runs.
+        started = time.monotonic()
+        code, _, err = finish(proc, timeout=120)
+        assert code == 3 and "Traceback" not in err, err[-3000:]
+        assert time.monotonic() - started < 60, err[-2000:]
+        assert f"held by process {pid} on " in err and "in another PID namespace" in err, err[-3000:]
+        assert f"kill -CONT {pid}" in err and "rerun the same command" in err, err[-3000:]
+        # The journal cannot be read while its lock is held (a reader sets a torn tail aside first): MLflow can.
+        assert not [r for r in runs(tracking[0]) if r.info.status == "RUNNING"]
+        # 2. Rerun while it is still stopped: Ctrl-C ends the wait at once.
+        again = start(args, tmp_path, env)
+        time.sleep(15)
+        interrupted_at = time.monotonic()
+        os.killpg(again.pid, signal.SIGINT)
+        code2, _, err2 = finish(again, timeout=60)
+        took = time.monotonic() - interrupted_at
+        assert code2 == 130 and took < 15 and "Traceback" not in err2, (took, err2[-3000:])
+        assert err2.strip().splitlines()[-1].startswith("interrupted"), err2[-2000:]
+        assert not [r for r in runs(tracking[0]) if r.info.status == "RUNNING"]
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    stuck = outcome(storage, tracking)
+    record("a process holding the journal's lock is stopped in another PID namespace; the run, then a rerun "
+           "interrupted with Ctrl-C", storage, stuck, [code, code2], [err, err2], cells=None,
+           note=f"named as another namespace's process, `kill -CONT` there; after --grace 20 s the sweep exits 3 with its "
+                f"MLflow runs KILLED, its trials left RUNNING for the next run; Ctrl-C ended the rerun's wait in {took:.0f} s")
+    # 3. Its holder gone: the same command completes the sweep, every cell once, nothing lost.
+    code, _, err = finish(start(args, tmp_path, env))
+    assert code == 0, err[-3000:]
+    result = outcome(storage, tracking)
+    assert_every_cell_once(result)
+    record("the same, once the lock's holder has ended: the command rerun",
+           storage, result, [code], [err], note="the trials the stopped run left RUNNING were repaired (their processes "
+                                                 "are gone) and every cell completed once")
 
 
 def _terminate_backends(database: str, allow_connections: bool = True) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from mmsearch.errors import MmsearchError, first_line
+from mmsearch.errors import MmsearchError, StudyLockStuck, first_line
 
 if TYPE_CHECKING:
     from mmsearch.stats import LevelStats
@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mmsearch sweep show NAME | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except StudyLockStuck as exc:  # the run could not go on, and lost nothing: incomplete, not a user's error
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     except MmsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -102,7 +102,7 @@ def resolve(request: SweepRequest, storage: StudyStorage | None = None) -> Sweep
     root = Path(base.data.path) if base.data.path else demo_dataset()
     dataset = Dataset.open(root, require_images=True if stage_needs_images(spec.stage) else None)
     base.data.path = str(root)
-    storage = storage or open_storage(request.storage)
+    storage = storage or open_storage(request.storage, request.grace_s)
     name = request.study_name or _existing_or_new(storage, spec, base, dataset)
     return SweepContext(request, spec, base, dataset, name, storage)
 

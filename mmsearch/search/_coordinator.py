@@ -41,7 +41,7 @@ from mmsearch._interrupts import interrupt_once
 from mmsearch._paths import cache_root
 from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict, with_overrides
 from mmsearch.data import load_images
-from mmsearch.errors import ConfigError, MmsearchError, Problem, first_line
+from mmsearch.errors import ConfigError, MmsearchError, Problem, StudyLockStuck, first_line
 from mmsearch.runtime import visible_gpus
 from mmsearch.search._context import (
     SweepContext,
@@ -49,7 +49,7 @@ from mmsearch.search._context import (
     SweepRequest,
     resolve,
 )
-from mmsearch.search._journal import process_state
+from mmsearch.search._journal import lock_holder, process_state
 from mmsearch.search._liveness import Heartbeat, ProcessIdentity
 from mmsearch.search._storage import default_storage
 from mmsearch.search._study import (
@@ -73,6 +73,7 @@ from mmsearch.search._trial import log_dataset
 from mmsearch.search._worker import (
     EXIT_CUDA_ERROR,
     EXIT_DISK_FULL,
+    EXIT_LOCK_STUCK,
     WorkerArgs,
     load_study,
     read_upstream_progress,
@@ -173,6 +174,7 @@ class Coordinator:
         self.looks = Looks()  # analyses the study plans (``_plan_looks``, when it is opened)
         self.max_repeats = ctx.spec.max_repeats if ctx.spec.until_decided else int(ctx.spec.repeats)
         self._stop_progress = threading.Event()
+        self._study_unwritten = False  # a stop whose clean-up could not write the study (its lock is held)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, started: float) -> SweepSummary:
@@ -187,6 +189,9 @@ class Coordinator:
             raise self._interrupted() from None
         except BaseException as exc:
             self._stop_progress.set()
+            if isinstance(exc, StudyLockStuck):  # nothing can be written: stop, lose nothing, say what holds it
+                self.stop_all("study lock held")
+                raise
             if on_disk_full(exc) or isinstance(exc, _WorkerDiskFull):
                 self.stop_all("disk full")
                 raise disk_full_error(self.places, str(exc) if isinstance(exc, _WorkerDiskFull) else first_line(exc)) from None
@@ -413,6 +418,9 @@ class Coordinator:
             p.join()
             if p.exitcode == EXIT_DISK_FULL:
                 raise _WorkerDiskFull(f"worker process {p.pid} stopped at a full disk")
+            if p.exitcode == EXIT_LOCK_STUCK:
+                raise StudyLockStuck(f"worker process {p.pid} gave up after --grace {self.request.grace_s:.0f} s "
+                                     f"waiting for the study's lock, {lock_holder(self.ctx.storage)}")
             if p is self.upstream_job:
                 self.upstream_job = None
                 self.upstream_progress.unlink(missing_ok=True)
@@ -514,6 +522,11 @@ class Coordinator:
     def _interrupted(self) -> SweepInterrupted:
         """Stop everything this run started; fail what it held; end its runs KILLED."""
         summary = self.stop_all("interrupted")
+        if self._study_unwritten:
+            return SweepInterrupted(
+                f"interrupted: this run's MLflow runs are KILLED; its unfinished trials stay RUNNING in the study, whose "
+                f"lock is held (see above), until a later `mmsearch sweep run {self.ctx.spec.name}` with the same "
+                f"options (or `sweep status`) repairs them and resumes", summary)
         failed = summary.mine.get("FAIL", 0) if summary is not None else 0
         return SweepInterrupted(
             f"interrupted: this run's unfinished trials are FAIL 'interrupted' ({failed} failed in this run) and "
@@ -545,6 +558,14 @@ class Coordinator:
                 summary = self.summary()
                 if not keeper.live_coordinators(exclude=self.token):
                     self.tracker.end(self.parent, "KILLED", reason)
+        except StudyLockStuck as exc:
+            self._study_unwritten = True
+            # The study cannot be written (nor who else runs be known): its trials are repaired by
+            # the next run; the parent run is ended here so nothing stays RUNNING (a later run reopens it).
+            log.error("clean-up (%s) could not write the study (%s); the next `sweep run` or `sweep status` "
+                      "repairs its trials", reason, first_line(exc))
+            with contextlib.suppress(Exception):
+                self.tracker.end(self.parent, "KILLED", reason)
         except Exception as exc:  # report what could not be cleaned, never a traceback
             log.error("clean-up after the %s stop failed: %s", reason, exc)
         return summary

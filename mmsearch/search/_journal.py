@@ -10,8 +10,10 @@
   so a holder that was only stopped (SIGSTOP, a swapped-out laptop) resumes writing without it
   and fails (``did not possess lock``). Here the lock is ``flock`` on ``<journal>.flock`` (not
   Optuna's ``.lock``, which Optuna's own lock would delete): the kernel frees it when its holder
-  dies, never while it lives. A stall is reported after 10 s,
-  naming the holding process and its state, and how to end it.
+  dies, never while it lives. A stall is reported after 10 s, naming the holding process (its
+  state, or that it runs where this machine cannot see) and how to end it; after the grace the
+  waiter gives up (:class:`StudyLockStuck`, exit 3) rather than wait for ever, and Ctrl-C ends
+  the wait at once.
 """
 
 from __future__ import annotations
@@ -20,17 +22,24 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock
 
 from mmsearch._disk import on_disk_full
+from mmsearch._interrupts import raise_if_held, stopping
+from mmsearch.errors import StudyLockStuck
+from mmsearch.search._liveness import DEFAULT_GRACE_S, ProcessIdentity
+
+if TYPE_CHECKING:
+    from mmsearch.search._storage import StudyStorage
 
 log = logging.getLogger("mmsearch.storage")
 STALL_REPORT_S = 10.0  # the first word about a held lock; then every REPORT_EVERY_S
@@ -49,42 +58,52 @@ def process_state(pid: int) -> str:
 
 
 class FlockLock(BaseJournalFileLock):
-    """An exclusive ``flock`` on ``path``, shared by the threads of a process one at a time."""
+    """An exclusive ``flock`` on ``path``, shared by the threads of a process one at a time.
 
-    def __init__(self, path: str) -> None:
+    The wait for it ends three ways besides getting it: Ctrl-C (at once, even inside a block
+    that holds interrupts off: nothing is written before the lock is taken), a holder that keeps
+    it longer than ``give_up_s`` (:class:`StudyLockStuck`), and, in a process already stopping,
+    after ``STOPPING_WAIT_S``: a clean-up that cannot write leaves its repair to the next run."""
+
+    def __init__(self, path: str, give_up_s: float = DEFAULT_GRACE_S, budget: WaitBudget | None = None) -> None:
         self.path = path
+        self.give_up_s = give_up_s
+        self.budget = budget or WaitBudget()
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "give_up_s": self.give_up_s}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.__init__(state["path"], state.get("give_up_s", DEFAULT_GRACE_S))  # type: ignore[misc]
 
     def acquire(self) -> bool:
-        self._thread_lock.acquire()
+        started, reported = time.monotonic(), 0.0
+        fd: int | None = None
+        # Another thread of this process (the heartbeat) may be the one waiting on the holder:
+        # wait for it the same bounded, interruptible way.
+        while not self._thread_lock.acquire(timeout=0.1):
+            reported = self._waited(started, reported, None)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            started, reported = time.monotonic(), 0.0
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    waited = time.monotonic() - started
-                    if waited >= STALL_REPORT_S and waited - reported >= (REPORT_EVERY_S if reported else 0):
-                        reported = waited
-                        self._report_stall(fd, waited)
-                    time.sleep(0.01 if waited < 1 else 0.1)
+                    reported = self._waited(started, reported, fd)
+                    time.sleep(0.01 if time.monotonic() - started < 1 else 0.1)
             if reported:
                 log.warning("got the journal lock %s after %.0f s", self.path, time.monotonic() - started)
             with contextlib.suppress(OSError):  # who holds it, for whoever waits (a full disk: nobody is told)
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                os.pwrite(fd, _holder_record(), 0)
             self._fd = fd
             return True
         except BaseException:
+            if fd is not None:
+                os.close(fd)
             self._thread_lock.release()
             raise
 
@@ -96,23 +115,118 @@ class FlockLock(BaseJournalFileLock):
             os.close(fd)
         self._thread_lock.release()
 
-    def _report_stall(self, fd: int, waited: float) -> None:
+    def _waited(self, started: float, reported: float, fd: int | None) -> float:
+        """One turn of the wait: raise what ends it, report a stall now and then; returns when
+        the stall was last reported."""
+        waited = self.budget.check(started, self.give_up_s, lambda: (
+            f"the study journal's lock {self.path}, held by {self._holder(fd)}. Nothing is lost: "
+            f"{_advice(self._holder_identity(fd))}, then rerun the same command to resume"))
+        if waited >= STALL_REPORT_S and waited - reported >= (REPORT_EVERY_S if reported else 0):
+            log.warning("waiting %.0f s for the study journal's lock %s, held by %s: %s; this process gives up after "
+                        "%.0f s (--grace)", waited, self.path, self._holder(fd), _advice(self._holder_identity(fd)),
+                        self.give_up_s)
+            return waited
+        return reported
+
+    def _holder_identity(self, fd: int | None) -> ProcessIdentity | int | None:
         try:
-            holder = int(os.pread(fd, 32, 0).decode().strip() or 0)
-        except (OSError, ValueError):
-            holder = 0
-        state = process_state(holder) if holder else "unknown"
-        what = f"process {holder} ({state})" if holder else "another process"
-        advice = (f"it continues after `kill -CONT {holder}`, or frees the lock when it exits"
-                  if state.startswith("stopped") else "it frees the lock when its write ends or it exits")
-        log.warning("waiting %.0f s for the study journal's lock %s, held by %s: %s", waited, self.path, what, advice)
+            if fd is None:
+                with open(self.path, "rb") as handle:
+                    text = handle.read(1024)
+            else:
+                text = os.pread(fd, 1024, 0)
+        except OSError:
+            return None
+        return _parse_holder(text)
+
+    def _holder(self, fd: int | None) -> str:
+        return _describe(self._holder_identity(fd))
+
+
+STOPPING_WAIT_S = 3.0  # what a process that is stopping spends waiting for one storage's locks, in all
+
+
+class WaitBudget:
+    """How long the waits for one storage's locks may still take. Once this process is stopping
+    (interrupted) or one of those waits gave up, all of them together get STOPPING_WAIT_S: a
+    clean-up that cannot write leaves the repair to the next run."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+    def check(self, started: float, give_up_s: float, what: Callable[[], str]) -> float:
+        """One turn of a wait that began at ``started`` (monotonic): an interrupt held off by
+        ``deferred()`` is raised now (nothing is written before a lock is taken); past
+        ``give_up_s`` or the deadline it raises :class:`StudyLockStuck` saying it gave up waiting
+        for ``what()``. Returns the time waited."""
+        raise_if_held()
+        now = time.monotonic()
+        if self.deadline is None and stopping():
+            self.deadline = now + STOPPING_WAIT_S
+        waited = now - started
+        if waited >= give_up_s or (self.deadline is not None and now >= self.deadline):
+            self.deadline = min(self.deadline or math.inf, now + STOPPING_WAIT_S)
+            after = f"after {waited:.0f} s" if waited >= give_up_s else "while this process stops"
+            raise StudyLockStuck(f"gave up {after} waiting for {what()}")
+        return waited
+
+
+def lock_holder(storage: StudyStorage) -> str:
+    """Who holds the study journal's lock and how to free it ("held by ...: ..."), for a
+    process that did not wait itself; where the storage is not a journal file, what to do."""
+    if storage.kind != "journal":
+        return "held by a process that does not let go. Nothing is lost: rerun the same command once it has"
+    lock = FlockLock(storage.url + ".flock")
+    holder = lock._holder_identity(None)
+    return (f"held by {_describe(holder)}. Nothing is lost: {_advice(holder)}, then rerun the same command to "
+            "resume")
+
+
+def _holder_record() -> bytes:
+    return json.dumps(ProcessIdentity.current().attr()).encode()
+
+
+def _parse_holder(text: bytes) -> ProcessIdentity | int | None:
+    """The holder's identity (this version writes it), a bare PID (earlier ones did), or None."""
+    try:
+        value = json.loads(text.decode() or "null")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if isinstance(value, int) and value > 0:
+        return value
+    return ProcessIdentity.from_attr(value) if isinstance(value, dict) else None
+
+
+def _describe(holder: ProcessIdentity | int | None) -> str:
+    if holder is None:
+        return "another process"
+    if isinstance(holder, int):
+        return f"process {holder} ({process_state(holder)})"
+    if holder.local():
+        return f"process {holder.pid} ({process_state(holder.pid)})"
+    where = "in another PID namespace (a container?)" if holder.same_boot() else "on another machine"
+    return f"process {holder.pid} on {holder.host} {where}, which this machine cannot see"
+
+
+def _advice(holder: ProcessIdentity | int | None) -> str:
+    if holder is None:
+        return "it frees the lock when its write ends or it exits"
+    local = isinstance(holder, int) or holder.local()
+    pid = holder if isinstance(holder, int) else holder.pid
+    if local:
+        if process_state(pid).startswith("stopped"):
+            return f"it continues after `kill -CONT {pid}`, or frees the lock when it exits"
+        return "it frees the lock when its write ends or it exits"
+    where = ("from inside its PID namespace (for a container: `docker exec CONTAINER kill -CONT "
+             f"{pid}`)" if holder.same_boot() else f"on {holder.host}")
+    return f"if it is stopped, resume it with `kill -CONT {pid}` {where}, or end it there (its lock goes with it)"
 
 
 class SafeJournalFile(JournalFileBackend):
     """Optuna's journal file backend with whole-line writes, torn-line repair and :class:`FlockLock`."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path, lock_obj=FlockLock(path + ".flock"))
+    def __init__(self, path: str, give_up_s: float = DEFAULT_GRACE_S, budget: WaitBudget | None = None) -> None:
+        super().__init__(path, lock_obj=FlockLock(path + ".flock", give_up_s, budget))
         self.torn_path = path + ".torn"
         with self._locked():
             self._set_aside_torn_tail()

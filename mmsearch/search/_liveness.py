@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsearch.errors import StudyLockStuck
+
 log = logging.getLogger("mmsearch.liveness")
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_GRACE_S = 600.0  # longer than a paper ResNet epoch (about 400 s), so no stall is mistaken for death
@@ -77,6 +79,10 @@ class ProcessIdentity:
     def local(self) -> bool:
         """Whether this process's PID means something here (same boot, same PID namespace)."""
         return self.boot == _boot_id() and self.pidns == _pid_namespace()
+
+    def same_boot(self) -> bool:
+        """Whether it runs on this machine (a PID namespace of its own or not)."""
+        return self.boot == _boot_id()
 
     def alive(self) -> bool:
         """Only for a local identity: the process exists and is the same one (not a reused PID)."""
@@ -140,6 +146,8 @@ class Heartbeat(threading.Thread):
             self.coordinator_record["beat"] = time.time()
             try:
                 self.storage.set_study_user_attr(self.study_id, self.coordinator_key, dict(self.coordinator_record))
+            except StudyLockStuck:  # the wait for the lock says it, and the main flow stops
+                pass
             except Exception as exc:  # a missed beat is retried next time; the grace covers it
                 log.warning("coordinator heartbeat failed: %s", exc)
 
@@ -151,5 +159,7 @@ class Heartbeat(threading.Thread):
         except UpdateFinishedTrialError:
             revoked.set()
             self.unwatch(trial_id)
+        except StudyLockStuck:  # the wait for the lock says it, and the main flow stops
+            pass
         except Exception as exc:  # a missed beat is retried next time; the grace covers it
             log.warning("trial heartbeat failed: %s", exc)

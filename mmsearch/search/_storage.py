@@ -30,6 +30,7 @@ from typing import Any
 
 from mmsearch._registry import Registry
 from mmsearch.errors import MmsearchError
+from mmsearch.search._liveness import DEFAULT_GRACE_S
 
 log = logging.getLogger("mmsearch.storage")
 DEFAULT_JOURNAL = "optuna-journal.log"
@@ -81,7 +82,10 @@ def _key(study_name: str) -> int:
 STORAGE_KINDS: Registry[Callable[[str], StudyStorage]] = Registry("storage")
 
 
-def open_storage(url: str | None = None) -> StudyStorage:
+def open_storage(url: str | None = None, lock_wait_s: float = DEFAULT_GRACE_S) -> StudyStorage:
+    """The storage ``url`` names (the default journal file without one). A wait for a study's
+    lock gives up after ``lock_wait_s`` (the sweep's grace): a holder that never lets go ends the
+    run incomplete instead of freezing every process of the sweep."""
     url = url or default_storage()
     scheme = urllib.parse.urlsplit(url).scheme.split("+")[0] if "://" in url else "journal"
     if scheme not in STORAGE_KINDS:
@@ -90,15 +94,15 @@ def open_storage(url: str | None = None) -> StudyStorage:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return STORAGE_KINDS.get(scheme)(url)
+    return STORAGE_KINDS.get(scheme)(url, lock_wait_s)
 
 
 @STORAGE_KINDS.register("journal")
-def _journal(url: str) -> StudyStorage:
+def _journal(url: str, lock_wait_s: float) -> StudyStorage:
     from filelock import FileLock
     from optuna.storages import JournalStorage
 
-    from mmsearch.search._journal import SafeJournalFile
+    from mmsearch.search._journal import SafeJournalFile, WaitBudget
 
     path = Path(url).expanduser().absolute()
     if path.is_dir():
@@ -143,11 +147,33 @@ def _journal(url: str) -> StudyStorage:
     # hidden folder beside the journal rather than one more file in the user's folder per study.
     locks = path.with_name(f".{path.name}.locks")
 
-    def lock(study_name: str) -> FileLock:
-        locks.mkdir(exist_ok=True)
-        return FileLock(str(locks / f"{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"))
+    budget = WaitBudget()  # shared by the journal's lock and the study locks: one clean-up deadline
 
-    return StudyStorage(str(path), "journal", JournalStorage(SafeJournalFile(str(path))), lock)
+    @contextlib.contextmanager
+    def lock(study_name: str) -> Iterator[None]:
+        locks.mkdir(exist_ok=True)
+        file_lock = FileLock(str(locks / f"{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"))
+        started = time.monotonic()
+        while not _try(file_lock):
+            budget.check(started, lock_wait_s, lambda: f"the study lock {file_lock.lock_file} (held by another process "
+                                                     "of this sweep that does not let go; a stopped one continues after "
+                                                     "`kill -CONT PID`). Nothing is lost: rerun the same command")
+        try:
+            yield
+        finally:
+            file_lock.release()
+
+    return StudyStorage(str(path), "journal", JournalStorage(SafeJournalFile(str(path), lock_wait_s, budget)), lock)
+
+
+def _try(file_lock: Any) -> bool:
+    from filelock import Timeout
+
+    try:
+        file_lock.acquire(timeout=0.2)
+    except Timeout:
+        return False
+    return True
 
 
 def _looks_like_a_journal(path: Path, url: str) -> None:
@@ -162,7 +188,7 @@ def _looks_like_a_journal(path: Path, url: str) -> None:
 
 
 @STORAGE_KINDS.register("postgresql")
-def _postgresql(url: str) -> StudyStorage:
+def _postgresql(url: str, lock_wait_s: float) -> StudyStorage:
     import optuna
     import sqlalchemy
 
@@ -322,7 +348,7 @@ def _session_lock(engine: Any, key: int, where: str = "", reconnect: bool = True
 
 @STORAGE_KINDS.register("redis")
 @STORAGE_KINDS.register("rediss")
-def _redis(url: str) -> StudyStorage:
+def _redis(url: str, lock_wait_s: float) -> StudyStorage:
     try:
         import redis
     except ImportError:
@@ -349,7 +375,7 @@ def _redis(url: str) -> StudyStorage:
 
 
 @STORAGE_KINDS.register("sqlite")
-def _sqlite(url: str) -> StudyStorage:
+def _sqlite(url: str, lock_wait_s: float) -> StudyStorage:
     raise StorageError(f"--storage {url}: SQLite is not safe for a sweep's several processes (Optuna's RDB storage "
                        "relies on row locks SQLite ignores, so trials get lost or duplicated); use a journal file "
                        f"(--storage ./{DEFAULT_JOURNAL}) on one machine, or postgresql:// or redis:// across machines")

@@ -22,7 +22,7 @@ from mmsearch.config import (
     to_dict,
     with_overrides,
 )
-from mmsearch.errors import first_line
+from mmsearch.errors import StudyLockStuck, first_line
 from mmsearch.search._context import SweepContext
 from mmsearch.search._liveness import Heartbeat, ProcessIdentity
 from mmsearch.search._study import cell_key, requeue
@@ -142,7 +142,8 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
     ctx, spec, study, tracker = setup.ctx, setup.ctx.spec, setup.study, setup.tracker
     revoked = setup.heartbeat.watch(trial_id)
     end_states = {**DEFAULT_END_STATES, optuna.TrialPruned: ("KILLED", "pruned"), TrialRevoked: ("KILLED", "superseded"),
-                  UpdateFinishedTrialError: ("KILLED", "superseded")}
+                  UpdateFinishedTrialError: ("KILLED", "superseded"),
+                  StudyLockStuck: ("KILLED", "stopped: the study's lock is held")}
 
     def tell(*args: Any, **kwargs: Any) -> None:
         setup.heartbeat.unwatch(trial_id)
@@ -223,6 +224,8 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
         log.warning("trial %d failed: %s", trial.number, exc)
         retry_once(setup, trial, exc.kind)
         return "CUDA_ERROR" if exc.cuda else "FAIL"
+    except StudyLockStuck:  # nothing can be written, its failure included: the worker stops
+        raise
     except Exception as exc:
         if on_disk_full(exc):  # not this configuration's fault: the sweep stops, the cell reruns later
             fail_claimed(setup, trial, f"disk full: {first_line(exc)}", failure="disk full")

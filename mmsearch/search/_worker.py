@@ -19,9 +19,9 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from mmsearch._disk import on_disk_full, reserve_used
-from mmsearch._interrupts import deferred, interrupt_once
+from mmsearch._interrupts import deferred, interrupt_once, stopping
 from mmsearch.config import ExperimentConfig, with_overrides
-from mmsearch.errors import MmsearchError, first_line
+from mmsearch.errors import MmsearchError, StudyLockStuck, first_line
 from mmsearch.runtime._devices import VISIBLE_ENV
 from mmsearch.search._context import SweepContext, SweepRequest, resolve
 from mmsearch.search._liveness import Heartbeat
@@ -38,6 +38,7 @@ WORKER_EXIT_DEADLINE_S = 8.0
 EXIT_CUDA_ERROR = 3  # a worker's exit code after a CUDA error: not a death, a request for a fresh process
 OUTBOX_WAIT_S = 20.0  # how long a worker that is done waits for a tracking server that is away
 EXIT_DISK_FULL = 4  # a worker met a full disk: the coordinator stops the sweep
+EXIT_LOCK_STUCK = 5  # a worker gave up waiting for the study's lock: the coordinator stops the sweep
 
 
 @dataclass
@@ -262,6 +263,11 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
         work(setup)
     except KeyboardInterrupt:
         sys.exit(130)  # the trial it held is failed "interrupted" and its run ended KILLED
+    except StudyLockStuck as exc:
+        if stopping():  # its clean-up could not write the study: its run is ended, the next run repairs its trial
+            log.warning("could not record its trial as stopped: %s", first_line(exc, 160))
+            sys.exit(130)
+        sys.exit(EXIT_LOCK_STUCK)  # the coordinator says what holds the lock, once for the sweep
     except MmsearchError as exc:
         log.error("%s", exc)
         sys.exit(2)
