@@ -1,14 +1,15 @@
 """Named YAML files (experiments/, sweeps/): a bare name or a path to a file.
 
-The shipped folders (``sweeps/``, ``experiments/``, ``findings/``) are the checkout's own in a
-source tree or an editable install, and a copy under ``<prefix>/share/mmsearch/`` in an installed
-wheel. A ``sweeps/`` or ``experiments/`` folder in the working directory adds to them (a file
-there of a shipped name takes its place).
+The shipped folders (``sweeps/``, ``experiments/``, ``findings/``) are package data of
+``mmsearch`` (``mmsearch/_shipped/``, links to the checkout's top-level folders), read through
+``importlib.resources``: the same path in a source tree, an editable install, a wheel in a venv,
+``pip install --user`` and ``pip install --target``. A ``sweeps/`` or ``experiments/`` folder in
+the working directory adds to them (a file there of a shipped name takes its place).
 """
 
 from __future__ import annotations
 
-import sys
+import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,10 @@ from mmsearch.errors import ConfigError, Problem
 
 
 def bundled(name: str) -> Path:
-    """A shipped folder: the source tree's, else the installed wheel's copy."""
-    source = Path(__file__).resolve().parents[1] / name
-    if source.is_dir():
-        return source
-    return Path(sys.prefix) / "share" / "mmsearch" / name
+    """A shipped folder (``sweeps``, ``experiments``, ``findings``), wherever mmsearch is installed."""
+    # A package on a file system (every way pip installs one) gives a real path; its links resolve
+    # to the checkout's folders in a source tree and an editable install.
+    return Path(str(importlib.resources.files("mmsearch") / "_shipped" / name)).resolve()
 
 
 def search_path(name: str) -> list[Path]:

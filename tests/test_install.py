@@ -1,5 +1,6 @@
 """A wheel (``pip install .``, not ``-e``) works on its own: its sweeps, profiles and findings are
-in it, a user's own ``sweeps/`` folder adds to them, and a sweep runs from any folder."""
+in it (package data), found in a venv and under ``pip install --target``; a user's own ``sweeps/``
+folder adds to them, and a sweep runs from any folder."""
 
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ def test_a_wheel_in_a_fresh_venv_lists_shows_and_runs_the_bundled_sweeps(tmp_pat
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
-        if (PROJECT / name).is_file():
+        if (PROJECT / name).is_symlink():  # mmsearch/_shipped/: links to the shipped folders, as git keeps them
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).symlink_to(os.readlink(PROJECT / name))
+        elif (PROJECT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             (src / name).write_bytes((PROJECT / name).read_bytes())
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
@@ -62,10 +66,26 @@ def test_a_wheel_in_a_fresh_venv_lists_shows_and_runs_the_bundled_sweeps(tmp_pat
     where = subprocess.run([py, "-c", "import mmsearch; print(mmsearch.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(venv)), where  # the wheel's copy, not the checkout
+    shipped = sorted(p.stem for p in (PROJECT / "sweeps").glob("*.yaml"))
     listed = mmsearch("sweep", "list")
     assert listed.returncode == 0, listed.stderr
-    for name in ("fusion-dropout-count", "cnn-backbone", "text-seq-len", "my-own"):
-        assert name in listed.stdout, listed.stdout
+    assert _listed(listed.stdout) == set(shipped) | {"my-own"}, listed.stdout
+
+    # `pip install --target DIR`: no prefix of its own (a share/ folder would be lost), same sweeps.
+    target_dir = tmp_path / "target"
+    into = subprocess.run([py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target_dir),
+                           str(wheel)], capture_output=True, text=True, timeout=300)
+    assert into.returncode == 0, into.stderr[-3000:]
+    target_env = {**env, "PYTHONPATH": os.pathsep.join([str(target_dir), *site.getsitepackages()])}
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    from_target = subprocess.run([sys.executable, "-c", "import mmsearch, sys; print(mmsearch.__file__)\n"
+                                  "from mmsearch.cli import main; sys.exit(main(['sweep', 'list']))"], cwd=bare,
+                                 env=target_env, capture_output=True, text=True, timeout=120)
+    assert from_target.returncode == 0, from_target.stderr[-3000:]
+    first, _, rest = from_target.stdout.partition("\n")
+    assert first.startswith(str(target_dir)), first  # the --target copy, not the checkout
+    assert _listed(rest) == set(shipped) and len(shipped) >= 17, from_target.stdout
     shown = mmsearch("sweep", "show", "fusion-dropout-count", "--experiment", "cpu")
     assert shown.returncode == 0 and "dropout" in shown.stdout, shown.stderr
     ran = mmsearch("sweep", "run", "my-own", "--experiment", "cpu", "--data", small["data.path"], *sets(speed),
@@ -74,6 +94,13 @@ def test_a_wheel_in_a_fresh_venv_lists_shows_and_runs_the_bundled_sweeps(tmp_pat
     assert "2/2 cells complete" in ran.stdout, ran.stdout
     report = mmsearch("report", "--experiment", "cpu", "--data", small["data.path"], timeout=300)
     assert report.returncode == 0 and (work / "reports" / "reproduction.html").exists(), report.stderr[-3000:]
+
+
+def _listed(out: str) -> set[str]:
+    """The sweep names a ``sweep list`` prints (the first word of its rows)."""
+    rows = [line for line in out.splitlines() if line.strip()]
+    assert rows and rows[0].split()[0] == "name", out  # the header
+    return {line.split()[0] for line in rows[1:]}
 
 
 def test_the_shipped_folders_are_found_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
