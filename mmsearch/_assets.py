@@ -1,6 +1,8 @@
-"""Which downloadable assets (ImageNet weights, gensim word vectors) this machine has, asked
-before anything trains: a sweep whose levels need weights that are neither cached nor
-downloadable says so up front instead of failing those cells one by one."""
+"""What a downloadable asset (ImageNet weights, gensim word vectors) is, and whether this machine
+can use it, asked before anything trains: a sweep whose levels need weights that are neither
+cached nor downloadable says so up front instead of failing those cells one by one. Each asset
+is described where it lives (``models.backbone_asset``, ``text.corpus_asset``); which ones a
+configuration lacks is ``pipeline.missing_assets``."""
 
 from __future__ import annotations
 
@@ -27,26 +29,6 @@ class Asset:
 @functools.cache  # one probe per host and process, however many assets ask
 def _online(kind: str) -> bool:
     return can_reach("download.pytorch.org" if kind == "ImageNet weights" else "github.com", timeout=2.0)
-
-
-def backbone_asset(name: str) -> Asset:
-    from mmsearch.models import checkpoint_path
-
-    path = checkpoint_path(name)
-    return Asset("ImageNet weights", name, path.exists(), str(path),
-                 f"copy {path.name} into {path.parent} from a connected machine, or --set image.pretrained=false")
-
-
-def corpus_asset(name: str) -> Asset | None:
-    """None for corpora that are not downloaded (captions-word2vec trains on the captions; file:PATH)."""
-    from mmsearch.text._vectors import gensim_data_dir, resolve_corpus
-
-    spec = resolve_corpus(name)
-    if spec.kind != "gensim":
-        return None
-    folder = gensim_data_dir() / name
-    return Asset("word vectors", name, folder.is_dir(), str(folder),
-                 f"on a connected machine run gensim.downloader.load('{name}') and copy {folder} here")
 
 
 def missing(assets: Iterable[Asset | None]) -> list[Asset]:

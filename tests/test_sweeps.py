@@ -11,9 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from mmsearch._processes import ProcessIdentity
 from mmsearch.errors import ConfigError
 from mmsearch.search import SweepRequest, available_sweeps, load_sweep, open_storage, records, run_sweep, sweep_status
-from mmsearch.search._liveness import ProcessIdentity
 from mmsearch.tracking import Tracker
 
 from conftest import needs_glove, needs_mobilenet, needs_nltk

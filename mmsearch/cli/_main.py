@@ -557,7 +557,7 @@ def _status_table(s: Any, info: dict[str, Any]) -> list[str]:
 def _level_table(s: Any) -> list[str]:
     """Every level with its mean, 95% interval and verdict against the base level (``sweep run``
     ends with it, ``sweep status`` shows it)."""
-    from mmsearch.search._summary import level_cells
+    from mmsearch.search import level_cells
 
     spec = s.spec
     factor = spec.factor or "level"
@@ -692,12 +692,11 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from mmsearch._assets import backbone_asset, corpus_asset
     from mmsearch.data import AUGMENTATION_SETS
-    from mmsearch.models import BACKBONES, POOLINGS
+    from mmsearch.models import BACKBONES, POOLINGS, backbone_asset
     from mmsearch.optim import LOSSES, SCHEDULERS
     from mmsearch.search import PRUNERS, SAMPLERS, STORAGE_KINDS
-    from mmsearch.text import CAPTIONS_WORD2VEC, GENSIM_DATA, TOKENIZERS
+    from mmsearch.text import CAPTIONS_WORD2VEC, GENSIM_DATA, TOKENIZERS, corpus_asset
 
     def offline(asset: Any) -> str:
         return "" if asset is None else " (cached)" if asset.cached else " (not cached)" if not asset.usable else ""

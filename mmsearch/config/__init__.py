@@ -31,7 +31,7 @@ from mmsearch.config._schema import (
     TextConfig,
     stage_needs_images,
 )
-from mmsearch.text._preprocess import PreprocessConfig
+from mmsearch.text import PreprocessConfig
 
 __all__ = [
     "REFERENCE", "Deviation", "available_experiments", "build_experiment", "declared_deviations", "describe",

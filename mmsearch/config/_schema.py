@@ -12,15 +12,12 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, Field, model_validator
 
 from mmsearch._settings import Settings
-from mmsearch.data._augment import AUGMENTATION_SETS
-from mmsearch.data._labels import LABEL_INDEX, NUM_LABELS
+from mmsearch.data import AUGMENTATION_SETS, LABEL_INDEX, NUM_LABELS
 from mmsearch.errors import MmsearchError
-from mmsearch.models._backbones import BACKBONES
-from mmsearch.models._pooling import POOLINGS
+from mmsearch.models import BACKBONES, POOLINGS
 from mmsearch.optim import LOSSES, SCHEDULERS
-from mmsearch.runtime._devices import PRECISIONS
-from mmsearch.text._preprocess import PreprocessConfig
-from mmsearch.text._vectors import resolve_corpus
+from mmsearch.runtime import PRECISIONS
+from mmsearch.text import PreprocessConfig, resolve_corpus
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 

@@ -21,6 +21,7 @@ from mmsearch.data._images import (
     undecodable,
 )
 from mmsearch.data._labels import (
+    LABEL_INDEX,
     LABEL_NAMES,
     LABELS,
     NUM_LABELS,
@@ -31,6 +32,7 @@ from mmsearch.data._labels import (
 from mmsearch.data._synth import SynthSpec, holdout, synthesize
 
 __all__ = [
+    "LABEL_INDEX",
     "AUGMENTATION_SETS", "TRANSFORMS", "ImageBatches", "ImageTransform", "build_transform", "image_input", "is_deterministic", "CsvTable", "MAX_CAPTION_CHARS", "read_table",
     "write_submission", "write_table", "Dataset", "Split", "DEMO_SPEC", "demo_dataset", "check_images",
     "decode_image", "load_images", "ImageCache", "image_cache", "check_room_for", "undecodable", "LABEL_NAMES", "LABELS", "NUM_LABELS", "binarize", "decode",

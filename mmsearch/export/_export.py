@@ -20,6 +20,7 @@ import torch
 import yaml
 
 import mmsearch
+from mmsearch._processes import ProcessIdentity
 from mmsearch.config import (
     STAGE_INPUTS,
     STAGE_NAMES,
@@ -36,7 +37,6 @@ from mmsearch.data import LABELS, Dataset
 from mmsearch.export._best import Decision, sweep_decisions
 from mmsearch.pipeline import STAGES, StageResult, Workspace, foreground_threads, run_stage
 from mmsearch.search import SweepRequest, load_sweep
-from mmsearch.search._liveness import ProcessIdentity
 from mmsearch.serving import BUNDLE_FILE, IMAGE_COLUMN, IMAGE_DATA_COLUMN, NEEDS_IMAGES
 from mmsearch.stats import DEGENERATE_MARGIN
 from mmsearch.tracking import OWNER_TAG, MlflowEpochLogger, Tracker, end_abandoned_exports

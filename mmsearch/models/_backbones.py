@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsearch._assets import Asset
 from mmsearch._lazy import lazy_module
 from mmsearch._net import can_reach
 from mmsearch._registry import Registry
@@ -63,6 +64,13 @@ def hub_dir() -> Path:
 
 def checkpoint_path(name: str) -> Path:
     return hub_dir() / "checkpoints" / BACKBONES.get(name).checkpoint
+
+
+def backbone_asset(name: str) -> Asset:
+    """The backbone's ImageNet weights as an asset: cached, or how to get them offline."""
+    path = checkpoint_path(name)
+    return Asset("ImageNet weights", name, path.exists(), str(path),
+                 f"copy {path.name} into {path.parent} from a connected machine, or --set image.pretrained=false")
 
 
 def build_backbone(name: str, pretrained: bool) -> tuple[Any, int]:

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mmsearch.data._labels import NUM_LABELS
+from mmsearch.data import NUM_LABELS
 from mmsearch.models._backbones import build_backbone, swap_relu
 from mmsearch.models._pooling import POOLINGS
-from mmsearch.text._vocab import PAD_ID, UNK_ID
+from mmsearch.text import PAD_ID, UNK_ID
 
 
 class ImageNet(nn.Module):

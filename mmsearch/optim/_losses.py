@@ -10,7 +10,7 @@ import numpy as np
 
 from mmsearch._lazy import lazy_module
 from mmsearch._registry import Registry
-from mmsearch.data._labels import LABEL_INDEX, NUM_LABELS
+from mmsearch.data import LABEL_INDEX, NUM_LABELS
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")

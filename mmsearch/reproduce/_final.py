@@ -209,8 +209,7 @@ def split_scores(bundle: Path, data: Path) -> tuple[dict[str, float], str]:
     import pandas as pd
 
     from mmsearch.data import encode, read_table
-    from mmsearch.serving import IMAGE_COLUMN
-    from mmsearch.serving._predictor import Bundle, Predictor
+    from mmsearch.serving import IMAGE_COLUMN, Bundle, Predictor
     from mmsearch.training import samples_f1
 
     test, answers = data / "test.csv", data / "test_labels.csv"

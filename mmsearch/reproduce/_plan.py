@@ -23,7 +23,6 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmsearch._assets import Asset
 from mmsearch._cache import stable_hash
 from mmsearch.config import STAGE_INPUTS, ExperimentConfig, to_dict, with_overrides
 from mmsearch.search import SweepContext, looks_of, power_statement, records
@@ -212,19 +211,10 @@ def level_config(ctx: SweepContext, label: str) -> ExperimentConfig:
     return with_overrides(ctx.base, ctx.spec.level(label).set, where=f"{ctx.spec.path} {label}")
 
 
-def missing_assets(cfg: ExperimentConfig, images: bool) -> list[Asset]:
-    """The downloadable assets ``cfg`` trains with (its word vectors; its ImageNet weights when
-    ``images`` and pretrained) that this offline machine does not have."""
-    from mmsearch._assets import backbone_asset, corpus_asset, missing
-
-    wanted: list[Asset | None] = [corpus_asset(cfg.text.corpus)] + ([backbone_asset(cfg.image.backbone)]
-                                                 if images and cfg.image.pretrained else [])
-    return missing(wanted)
-
-
 def lacks_assets(ctx: SweepContext, label: str) -> bool:
     """Whether the level needs weights or word vectors this offline machine does not have."""
     from mmsearch.config import stage_needs_images
+    from mmsearch.pipeline import missing_assets
 
     return bool(missing_assets(level_config(ctx, label), stage_needs_images(ctx.spec.stage)))
 
@@ -241,7 +231,7 @@ def cell_seconds(ctx: SweepContext, label: str, costs: dict[str, StageCost], ove
     epochs = min(cap, cost.epochs_ran) if cost.stopped_early else cap
     epoch_s = cost.epoch_s
     if stage == "image":
-        from mmsearch.pipeline._stages import uses_backbone_cache
+        from mmsearch.pipeline import uses_backbone_cache
 
         if not uses_backbone_cache(cfg) and uses_backbone_cache(ctx.base):
             # The backbone runs in every epoch, not once into a cache; trained, its backward pass

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mmsearch._cache import stable_hash
 from mmsearch._disk import check_free_space, drop_reserves, make_reserves
 from mmsearch._interrupts import interrupt_once
+from mmsearch._processes import ProcessIdentity, judge
 from mmsearch.config import ExperimentConfig, request_overrides, stage_needs_images
 from mmsearch.data import ImageCache, check_room_for, demo_dataset, image_cache, load_images
 from mmsearch.errors import ConfigError, MmsearchError, Problem
@@ -47,8 +48,16 @@ from mmsearch.reproduce._plan import (
     slowdown,
     sweep_plan,
 )
-from mmsearch.search import SweepContext, SweepRequest, SweepSummary, open_storage, resolve
-from mmsearch.search._liveness import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Heartbeat, ProcessIdentity, judge
+from mmsearch.search import (
+    DEFAULT_GRACE_S,
+    DEFAULT_HEARTBEAT_S,
+    Heartbeat,
+    SweepContext,
+    SweepRequest,
+    SweepSummary,
+    open_storage,
+    resolve,
+)
 from mmsearch.stats import ALPHA
 from mmsearch.tracking import Tracker
 
@@ -176,7 +185,8 @@ def select(request: ReproduceRequest) -> Selection:
 def _without_assets(ctx: SweepContext) -> dict[str, str]:
     """The levels (an ablation's labels, else "") that need weights or word vectors this offline
     machine does not have, each with what it lacks."""
-    from mmsearch.reproduce._plan import level_config, missing_assets
+    from mmsearch.pipeline import missing_assets
+    from mmsearch.reproduce._plan import level_config
 
     spec = ctx.spec
     labels: list[str] = spec.labels if spec.mode == "ablation" else [""]
@@ -191,7 +201,7 @@ def _without_assets(ctx: SweepContext) -> dict[str, str]:
 def _final_assets_or_raise(base: ExperimentConfig, stages: list[str]) -> None:
     """The final models train the base configuration: without its weights or word vectors on an
     offline machine nothing can close the loop, so say all of what is missing before anything runs."""
-    from mmsearch.reproduce._plan import missing_assets
+    from mmsearch.pipeline import missing_assets
 
     gone = missing_assets(base, "image" in stages)
     if gone:

@@ -2,7 +2,7 @@
 
 from mmsearch._lazy import lazy_exports
 
-__all__ = ["CHARTS", "METRICS", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "STORAGE_KINDS",
+__all__ = ["DEFAULT_GRACE_S", "DEFAULT_HEARTBEAT_S", "Heartbeat", "level_cells", "CHARTS", "METRICS", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "STORAGE_KINDS",
            "StorageError", "StudyStorage", "SweepContext", "SweepInterrupted", "SweepRequest", "SweepSpec", "looks_of",
            "SweepStudy", "SweepSummary", "available_sweeps", "default_storage", "find_study", "load_sweep",
            "open_storage", "open_study", "power_statement", "records", "resolve", "run_sweep", "selecting_flags", "summarize",
@@ -15,5 +15,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
                      "selecting_flags"], "._context"),
     **dict.fromkeys(["SweepStudy", "looks_of", "sweep_status"], "._study"),
     "run_sweep": "._coordinator",
+    **dict.fromkeys(["DEFAULT_GRACE_S", "DEFAULT_HEARTBEAT_S", "Heartbeat"], "._liveness"),
+    "level_cells": "._summary",
     **dict.fromkeys(["SweepSummary", "power_statement", "records", "summarize", "sweep_charts", "sweep_oov", "versus_base"], "._summary"),
 })

@@ -39,6 +39,7 @@ from mmsearch._disk import (
 )
 from mmsearch._interrupts import interrupt_once
 from mmsearch._paths import cache_root
+from mmsearch._processes import ProcessIdentity, process_state
 from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict, with_overrides
 from mmsearch.data import load_images
 from mmsearch.errors import ConfigError, MmsearchError, Problem, StudyLockStuck, first_line
@@ -49,8 +50,8 @@ from mmsearch.search._context import (
     SweepRequest,
     resolve,
 )
-from mmsearch.search._journal import lock_holder, process_state
-from mmsearch.search._liveness import Heartbeat, ProcessIdentity
+from mmsearch.search._journal import lock_holder
+from mmsearch.search._liveness import Heartbeat
 from mmsearch.search._storage import default_storage
 from mmsearch.search._study import (
     COORDINATOR_PREFIX,
@@ -575,17 +576,14 @@ def warn_missing_assets(ctx: SweepContext) -> None:
     """Before anything trains: the levels whose ImageNet weights or word vectors are neither cached
     nor downloadable (offline), each asset once with its levels and how to get it. Their cells still
     run and fail with that message (the others run), and the sweep exits 3 naming them."""
-    from mmsearch._assets import backbone_asset, corpus_asset, missing
+    from mmsearch.pipeline import missing_assets
 
     spec = ctx.spec
     labels: list[str | None] = list(spec.labels) if spec.mode == "ablation" else [None]
     needed: dict[Any, list[str]] = {}
     for label in labels:
         cfg = ctx.base if label is None else with_overrides(ctx.base, spec.level(label).set, where=f"{spec.path} {label}")
-        wanted = [corpus_asset(cfg.text.corpus)]
-        if stage_needs_images(spec.stage) and cfg.image.pretrained:
-            wanted.append(backbone_asset(cfg.image.backbone))
-        for asset in missing(wanted):
+        for asset in missing_assets(cfg, stage_needs_images(spec.stage)):
             needed.setdefault(asset, []).append(label or "every trial")
     kinds: dict[str, list[Any]] = {}
     for asset in needed:

@@ -35,8 +35,9 @@ from optuna.storages.journal._file import BaseJournalFileLock
 
 from mmsearch._disk import on_disk_full
 from mmsearch._interrupts import raise_if_held, stopping
+from mmsearch._processes import ProcessIdentity, process_state
 from mmsearch.errors import StudyLockStuck
-from mmsearch.search._liveness import DEFAULT_GRACE_S, ProcessIdentity
+from mmsearch.search._liveness import DEFAULT_GRACE_S
 
 if TYPE_CHECKING:
     from mmsearch.search._storage import StudyStorage
@@ -45,16 +46,6 @@ log = logging.getLogger("mmsearch.storage")
 STALL_REPORT_S = 10.0  # the first word about a held lock; then every REPORT_EVERY_S
 REPORT_EVERY_S = 60.0
 _OP = b'{"op_code"'
-
-
-def process_state(pid: int) -> str:
-    """``running``, ``stopped`` ... as /proc tells it, or ``gone``."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return "gone"
-    return {"R": "running", "S": "sleeping", "D": "waiting on the disk", "T": "stopped", "t": "stopped (traced)",
-            "Z": "a zombie"}.get(fields[0], fields[0])
 
 
 class FlockLock(BaseJournalFileLock):

@@ -1,4 +1,5 @@
-"""Who is alive: processes identify themselves, beat a heartbeat, and dead trials are judged.
+"""Who is alive: processes identify themselves (``mmsearch._processes``), beat a heartbeat, and
+dead trials are judged.
 
 Every trial records its ``owner`` (the process running it) and a ``heartbeat`` time that a
 thread of that process refreshes every few seconds, whatever the trial is doing: a ResNet epoch
@@ -15,12 +16,8 @@ sweep's MLflow parent run is still someone's or was left RUNNING by a coordinato
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from mmsearch.errors import StudyLockStuck
@@ -28,80 +25,6 @@ from mmsearch.errors import StudyLockStuck
 log = logging.getLogger("mmsearch.liveness")
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_GRACE_S = 600.0  # longer than a paper ResNet epoch (about 400 s), so no stall is mistaken for death
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return socket.gethostname()
-
-
-def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When the process started (clock ticks since boot): a PID reused later has another value."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
-
-
-@dataclass(frozen=True)
-class ProcessIdentity:
-    host: str
-    boot: str
-    pidns: int
-    pid: int
-    start: int | None
-
-    @classmethod
-    def current(cls, pid: int | None = None) -> ProcessIdentity:
-        pid = pid or os.getpid()
-        return cls(socket.gethostname(), _boot_id(), _pid_namespace(), pid, _start_ticks(pid))
-
-    @classmethod
-    def from_attr(cls, value: Any) -> ProcessIdentity | None:
-        try:
-            return cls(**value)
-        except TypeError:
-            return None
-
-    def attr(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def local(self) -> bool:
-        """Whether this process's PID means something here (same boot, same PID namespace)."""
-        return self.boot == _boot_id() and self.pidns == _pid_namespace()
-
-    def same_boot(self) -> bool:
-        """Whether it runs on this machine (a PID namespace of its own or not)."""
-        return self.boot == _boot_id()
-
-    def alive(self) -> bool:
-        """Only for a local identity: the process exists and is the same one (not a reused PID)."""
-        return _start_ticks(self.pid) == self.start
-
-    def __str__(self) -> str:
-        return f"process {self.pid} on {self.host}"
-
-
-def judge(owner: Any, heartbeat: float | None, now: float, grace_s: float) -> str | None:
-    """Why a RUNNING trial (or coordinator) with this owner and last heartbeat is dead, or None
-    when it is alive."""
-    identity = ProcessIdentity.from_attr(owner) if owner else None
-    if identity is not None and identity.local():
-        return None if identity.alive() else f"{identity} is gone"
-    if heartbeat is not None and now - heartbeat > grace_s:
-        who = str(identity) if identity is not None else "its process"
-        return f"no heartbeat from {who} for {now - heartbeat:.0f} s (grace {grace_s:.0f} s)"
-    return None
 
 
 class Heartbeat(threading.Thread):

@@ -37,7 +37,7 @@ from mmsearch.config import (
 )
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.stats import Design, Looks, margin_for
-from mmsearch.training._history import EPOCH_METRICS, FINAL_ONLY_METRICS
+from mmsearch.training import EPOCH_METRICS, FINAL_ONLY_METRICS
 
 SWEEPS_DIR = bundled("sweeps")
 MAX_LEVELS = 1000  # a grid of more is a typo or a hostile file; each level's config is built before anything runs

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsearch._net import masked
 from mmsearch._registry import Registry
 from mmsearch.errors import MmsearchError
 from mmsearch.search._liveness import DEFAULT_GRACE_S
@@ -65,14 +66,6 @@ class StudyStorage:
 def default_storage() -> str:
     # Beside ./mlruns; SQLite is not safe with several worker processes, a journal file is.
     return os.environ.get(STORAGE_ENV) or str(Path.cwd() / DEFAULT_JOURNAL)
-
-
-def masked(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _key(study_name: str) -> int:

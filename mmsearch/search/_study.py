@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from mmsearch._interrupts import deferred
+from mmsearch._processes import judge
 from mmsearch.search._context import SweepContext, SweepRequest, open_study, resolve
-from mmsearch.search._liveness import judge
 from mmsearch.search._summary import SweepSummary, summarize
 from mmsearch.stats import Looks
 from mmsearch.tracking import Tracker, end_abandoned_exports

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmsearch._disk import on_disk_full, reserve_used
 from mmsearch._interrupts import deferred
+from mmsearch._processes import ProcessIdentity
 from mmsearch.config import (
     ExperimentConfig,
     dump_yaml,
@@ -24,7 +25,7 @@ from mmsearch.config import (
 )
 from mmsearch.errors import StudyLockStuck, first_line
 from mmsearch.search._context import SweepContext
-from mmsearch.search._liveness import Heartbeat, ProcessIdentity
+from mmsearch.search._liveness import Heartbeat
 from mmsearch.search._study import cell_key, requeue
 from mmsearch.tracking import DEFAULT_END_STATES, MlflowEpochLogger, Tracker
 from mmsearch.training import Callback, EpochLog, FitState, history_columns, most_frequent_label_f1

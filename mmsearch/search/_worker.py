@@ -22,7 +22,7 @@ from mmsearch._disk import on_disk_full, reserve_used
 from mmsearch._interrupts import deferred, interrupt_once, stopping
 from mmsearch.config import ExperimentConfig, with_overrides
 from mmsearch.errors import MmsearchError, StudyLockStuck, first_line
-from mmsearch.runtime._devices import VISIBLE_ENV
+from mmsearch.runtime import VISIBLE_ENV
 from mmsearch.search._context import SweepContext, SweepRequest, resolve
 from mmsearch.search._liveness import Heartbeat
 from mmsearch.search._spec import PRUNERS, SAMPLERS

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch._assets import Asset
 from mmsearch._cache import cached, entry, stable_hash
 from mmsearch._net import can_reach
 from mmsearch._registry import Registry
@@ -150,8 +151,6 @@ def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Seque
 
     target = entry("vectors", f"{label}-{key}")
     if spec.kind == "gensim" and not target.exists():
-        from mmsearch._assets import corpus_asset
-
         asset = corpus_asset(spec.name)
         if asset is not None and not asset.usable:  # said before the cache logs that it builds what it cannot
             raise _offline(spec.name, Path(asset.where))
@@ -162,6 +161,17 @@ def load_vectors(name: str, *, dim: int | None = None, sentences: Sequence[Seque
     kv.vectors, kv.index_to_key = vectors, words
     kv.key_to_index = {w: i for i, w in enumerate(words)}
     return kv
+
+
+def corpus_asset(name: str) -> Asset | None:
+    """The corpus's word vectors as an asset: cached, or how to get them offline; None for
+    corpora that are not downloaded (captions-word2vec trains on the captions; file:PATH)."""
+    spec = resolve_corpus(name)
+    if spec.kind != "gensim":
+        return None
+    folder = gensim_data_dir() / name
+    return Asset("word vectors", name, folder.is_dir(), str(folder),
+                 f"on a connected machine run gensim.downloader.load('{name}') and copy {folder} here")
 
 
 def _offline(name: str, folder: Path) -> AssetMissingError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from mmsearch._processes import ProcessIdentity
 from mmsearch.tracking._tracker import Tracker
 
 log = logging.getLogger("mmsearch.tracking")
@@ -15,8 +16,6 @@ def end_abandoned_exports(tracker: Tracker) -> int:
     """End KILLED the export runs left RUNNING by a process of this machine that no longer
     exists (kill -9, a power cut): ``export`` and ``sweep status`` call this, as ``sweep run``
     ends the runs of dead trials. Runs of other machines' live or unknown processes stay."""
-    from mmsearch.search._liveness import ProcessIdentity  # torch-free; search builds on tracking
-
     ended = 0
     experiments = tracker.client.search_experiments(filter_string="name LIKE 'export/%'", max_results=1000)
     if not experiments:

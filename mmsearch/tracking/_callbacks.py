@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from mmsearch.tracking._tracker import Tracker
-from mmsearch.training._history import Callback, EpochLog, FitState
+from mmsearch.training import Callback, EpochLog, FitState
 
 HEADLINE_SECTION = "curve/"
 

@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+from mmsearch._net import masked
+
 STOP_WAIT_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
@@ -56,8 +58,6 @@ def serve_ui(uri: str, host: str, port: int) -> int:
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:///"):  # artifacts beside the store, where Tracker writes them
         cmd += ["--default-artifact-root", str(artifact_root(uri))]
-    from mmsearch.search._storage import masked
-
     print(f"MLFLOW_BACKEND_STORE_URI={masked(uri)} " + " ".join(cmd), flush=True)
     # MLflow 3 opens an experiment in its GenAI view unless asked for the model-training one.
     print(f"open http://{host}:{port}/#/experiments?workflowType=machine_learning (Ctrl-C or `kill` stops the server)",

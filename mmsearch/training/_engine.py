@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsearch.data._labels import NUM_LABELS
+from mmsearch.data import NUM_LABELS
 from mmsearch.optim import LOSSES, SCHEDULERS, class_weight_vector
 from mmsearch.runtime import Runtime
 from mmsearch.training._history import Callback, EpochLog, FitState

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmsearch.data._labels import binarize
+from mmsearch.data import binarize
 
 
 def samples_f1(truth: np.ndarray, pred: np.ndarray) -> float:
