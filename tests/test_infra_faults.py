@@ -528,6 +528,51 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.slow
+def test_a_tracking_server_away_mid_export_is_queued_and_the_model_registered_when_it_is_back(
+        tmp_path: Path, small: dict, speed: dict, exported: dict) -> None:
+    from mlflow import MlflowClient
+
+    from _sweepproc import free_port
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _mlflow_server(tmp_path / "server", port)
+    cache = tmp_path / "cache"  # the export's stage caches (and outbox) of its own: it trains while the server is away
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MMSEARCH_CACHE_DIR": str(cache)}
+    name = f"away-{tmp_path.name[-8:]}"
+    client = MlflowClient(uri)
+    try:
+        proc = start(["export", "fusion-dropout-count", "--name", name, "--experiment", "cpu", "--data", small["data.path"],
+                      *sets(speed), "--storage", exported["storage"], "--tracking-uri", uri,
+                      "--out-dir", str(tmp_path / "exports")], tmp_path, env)
+
+        def export_run() -> list:
+            experiment = client.get_experiment_by_name(f"export/{name}")
+            return [] if experiment is None else client.search_runs([experiment.experiment_id])
+        [run] = wait_for(lambda: export_run() or proc.poll() is not None, 180, "the export's MLflow run")
+        _stop(server)  # away while it trains, uploads the model and registers it
+
+        def queued(op: str) -> bool:
+            return any(f'"op": "{op}"' in p.read_text() for p in (cache / "mlflow-outbox").rglob("*.jsonl"))
+        wait_for(lambda: queued("register_version") or proc.poll() is not None, 400, "the registration, queued")
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        server = _mlflow_server(tmp_path / "server", port)
+        code, out, err = finish(proc, timeout=300)
+        assert code == 0 and "Traceback" not in err, err[-4000:]
+        assert f"MLflow tracking server {uri} unreachable" in err and f"{uri} is back after" in err, err[-3000:]
+        version = client.get_model_version_by_alias(name, "champion")
+        assert f"registered {name} version {version.version}" in out, out
+        assert version.run_id == run.info.run_id
+        ended = client.get_run(run.info.run_id)
+        assert ended.info.status == "FINISHED" and "fusion/final_val_f1" in ended.data.metrics, ended.data.metrics
+        assert "MLmodel" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
+        assert not list((cache / "mlflow-outbox").rglob("*.jsonl")), list((cache / "mlflow-outbox").rglob("*"))
+        assert not any((cache / "mlflow-outbox").rglob("files/*")), "a kept model copy was left behind"
+    finally:
+        _stop(server)
+
+
+@pytest.mark.slow
 def test_a_tracking_server_away_mid_sweep_loses_no_result_and_the_queue_is_sent_when_it_is_back(
         tmp_path: Path, small: dict, speed: dict) -> None:
     from mlflow import MlflowClient

@@ -7,6 +7,7 @@ never import torch; every handler imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import logging
 import math
@@ -21,9 +22,16 @@ from mmsearch.errors import MmsearchError, StudyLockStuck, first_line
 if TYPE_CHECKING:
     from mmsearch.stats import LevelStats
 
-# Exit codes, documented in the README: a user's error (bad input, an unusable store) 2; a run
-# that ended but left cells it was asked for not COMPLETE 3; interrupted 130 (128 + SIGINT).
-EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
+class ExitCode(enum.IntEnum):
+    """What an mmsearch command exits with (the README's "Exit codes"); not a worker process's
+    exit codes (``search.WorkerExit``), which only its coordinator reads."""
+
+    OK = 0
+    USAGE = 2  # a user's error: bad input, an unusable store, a full disk; one message, nothing lost
+    INCOMPLETE = 3  # the run ended, cells it was asked for are not COMPLETE; the same command resumes
+    INTERRUPTED = 130  # 128 + SIGINT
+
+
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -306,29 +314,29 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except SweepInterrupted as exc:
         print(str(exc), file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `mmsearch sweep show NAME | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return ExitCode.OK
     except StudyLockStuck as exc:  # the run could not go on, and lost nothing: incomplete, not a user's error
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+        return ExitCode.INCOMPLETE
     except MmsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as exc:
         if "torch" not in sys.modules:
             raise
-        from mmsearch.runtime import is_out_of_memory
+        from mmsearch.runtime import is_out_of_memory, out_of_memory_advice
 
         if not is_out_of_memory(exc):
             raise
-        print(f"error: out of memory ({first_line(exc)}); lower the batch size of the stage it was "
-              f"training (--set STAGE.optim.batch_size=...) or use --set run.precision=bf16 on a GPU", file=sys.stderr)
-        return 2
+        advice = out_of_memory_advice("lower the batch size of the stage it was training (--set STAGE.optim.batch_size=...)")
+        print(f"error: out of memory ({first_line(exc)}); {advice}", file=sys.stderr)
+        return ExitCode.USAGE
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -482,17 +490,17 @@ def _sweep_run(args: argparse.Namespace) -> int:
 
 
 def _incomplete(s: Any) -> int:
-    """EXIT_INCOMPLETE, with each missing cell and why, when a cell the run was asked for is not
+    """ExitCode.INCOMPLETE, with each missing cell and why, when a cell the run was asked for is not
     COMPLETE; 0 otherwise. A script that chains sweeps must not go on from a partial one."""
     if not s.missing:
         return 0
-    print(f"incomplete: {len(s.missing)} cell(s) not COMPLETE (exit {EXIT_INCOMPLETE}); rerun the same command to "
+    print(f"incomplete: {len(s.missing)} cell(s) not COMPLETE (exit {ExitCode.INCOMPLETE:d}); rerun the same command to "
           "retry them:", file=sys.stderr)
     for cell, why in s.missing[:20]:
         print(f"  {cell}: {why}", file=sys.stderr)
     if len(s.missing) > 20:
         print(f"  ... and {len(s.missing) - 20} more (`mmsearch sweep status {s.spec.name}`)", file=sys.stderr)
-    return EXIT_INCOMPLETE
+    return ExitCode.INCOMPLETE
 
 
 def _ci(bar: LevelStats) -> str:
@@ -600,6 +608,10 @@ def _export(args: argparse.Namespace) -> int:
     for key, value in sorted(result.metrics.items()):
         if key.endswith("final_val_f1") or key.endswith("final_val_f1_tuned"):
             print(f"{key}: {value:.4f}")
+    if result.version is None:
+        print(f"queued: the tracking server is away; {result.name} is registered as {result.model_uri} (run "
+              f"{result.run_id}) when it is back, by the next mmsearch command that uses it; summary in {result.folder}")
+        return 0
     print(f"registered {result.name} version {result.version} as {result.model_uri} (run {result.run_id}); "
           f"summary in {result.folder}")
     return 0
@@ -674,13 +686,13 @@ def _reproduce(args: argparse.Namespace) -> int:
           f"{t.get('final', 0):.0f}s, report {t.get('report', 0):.0f}s; after the plan {after:.0f}s, which it estimated "
           f"at {plan.total_s:.0f}s ({plan.schedule_s:.0f}s of sweeps, {plan.final_s:.0f}s of final models)")
     if outcome.missing:
-        print(f"incomplete: {len(outcome.missing)} cell(s) not COMPLETE (exit {EXIT_INCOMPLETE}); the final models and "
+        print(f"incomplete: {len(outcome.missing)} cell(s) not COMPLETE (exit {ExitCode.INCOMPLETE:d}); the final models and "
               "the report wait for every cell; rerun the same command to retry them:", file=sys.stderr)
         for sweep, cell, why in outcome.missing[:20]:
             print(f"  {sweep} {cell}: {why}", file=sys.stderr)
         if len(outcome.missing) > 20:
             print(f"  ... and {len(outcome.missing) - 20} more", file=sys.stderr)
-        return EXIT_INCOMPLETE
+        return ExitCode.INCOMPLETE
     return 0
 
 

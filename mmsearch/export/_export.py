@@ -44,6 +44,7 @@ from mmsearch.training import EpochProgress, validation_scores
 
 log = logging.getLogger("mmsearch.export")
 ALIAS = "champion"
+OUTBOX_WAIT_S = 120.0  # how long the end of an export waits for a tracking server that is away
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "nltk", "mlflow", "gensim", "pyyaml")
 
 
@@ -67,7 +68,7 @@ class ExportRequest:
 @dataclass
 class ExportResult:
     name: str
-    version: str
+    version: str | None  # None: queued while the tracking server is away, registered when it is back
     run_id: str
     model_uri: str
     config: ExperimentConfig
@@ -170,9 +171,11 @@ def export_config(cfg: ExperimentConfig, decisions: list[Decision], request: Exp
             model_dir = Path(tmp) / "model"
             save_pyfunc(model_dir, bundle, "image" in stages,
                         input_example(dataset, "image" in stages, cfg.data.image_size))
-            tracker.client.log_artifacts(run_id, str(model_dir), "model")
-        artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
-    version = register(tracker, request.name, f"{artifact_uri}/model", run_id, request.sweeps, decisions, metrics)
+            tracker.log_artifacts(run_id, model_dir, "model")
+    version = register(tracker, request.name, "model", run_id, request.sweeps, decisions, metrics)
+    if version is None:  # queued: the server was away; it may be back within the wait
+        tracker.close(wait_s=OUTBOX_WAIT_S)
+        version = tracker.alias_version(request.name, ALIAS)
     folder = write_summary(request, cfg, decisions, metrics, version, run_id)
     first = members[0]
     return ExportResult(request.name, version, run_id, f"models:/{request.name}@{ALIAS}", cfg, decisions, metrics,
@@ -340,16 +343,13 @@ def save_pyfunc(model_dir: Path, bundle: Path, needs_images: bool, example: pd.D
                              metadata={NEEDS_IMAGES: needs_images})
 
 
-def register(tracker: Tracker, name: str, source: str, run_id: str, sweeps: Sequence[str],
-             decisions: Sequence[Decision], metrics: dict[str, float] | None = None) -> str:
-    """A new version of ``name`` from the export run's model, aliased champion. The version
-    carries what a registry page should answer without opening the run: where it came from (the
-    sweeps and each decision) and how it scored (validation metrics as tags and in its text)."""
-    client = tracker.client
-    try:
-        client.get_registered_model(name)
-    except Exception:
-        client.create_registered_model(name, description="mmsearch final model")
+def register(tracker: Tracker, name: str, artifact_path: str, run_id: str, sweeps: Sequence[str],
+             decisions: Sequence[Decision], metrics: dict[str, float] | None = None) -> str | None:
+    """A new version of ``name`` from the export run's ``artifact_path``, aliased champion, through
+    the tracker like every write (None: queued while the server is away, registered when it is
+    back). The version carries what a registry page should answer without opening the run: where
+    it came from (the sweeps and each decision) and how it scored (validation metrics as tags
+    and in its text)."""
     headline = {k: v for k, v in (metrics or {}).items() if k.rsplit("/", 1)[-1].startswith("final_val_f1")
                 or k == "baseline_most_frequent_label_f1"}
     tags = {"sweeps": ",".join(sweeps), **{f"decided.{d.key}": f"{d.value}: {d.describe()}" for d in decisions},
@@ -357,9 +357,7 @@ def register(tracker: Tracker, name: str, source: str, run_id: str, sweeps: Sequ
     scores = ", ".join(f"{k} {v:.4f}" for k, v in headline.items())
     description = (f"From sweep(s) {', '.join(sweeps) or '(none: the paper defaults)'}; validation {scores or '-'}. "
                    + " ".join(f"{d.key}={d.value} ({d.describe()})." for d in decisions))
-    version = client.create_model_version(name, source, run_id=run_id, tags=tags, description=description[:5000])
-    client.set_registered_model_alias(name, ALIAS, version.version)
-    return str(version.version)
+    return tracker.register_version(name, run_id, artifact_path, tags, description, ALIAS)
 
 
 def base_overrides(request: ExportRequest, decisions: Sequence[Decision]) -> dict[str, Any]:
@@ -377,7 +375,7 @@ def write_summary(request: ExportRequest, cfg: ExperimentConfig, decisions: Sequ
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(dump_yaml(cfg))
     (folder / "provenance.json").write_text(json.dumps([asdict(d) for d in decisions], indent=1, default=str))
-    lines = [f"# {request.name} v{version}", "", f"MLflow run `{run_id}`, alias `{ALIAS}`, "
+    lines = [f"# {request.name} v{version or '(queued: registered when the tracking server is back)'}", "", f"MLflow run `{run_id}`, alias `{ALIAS}`, "
              f"sweeps applied in order: {', '.join(request.sweeps)}{' (refit on train+val)' if request.full else ''}."
              + (f" An ensemble of {request.ensemble} members (seeds {cfg.run.seed} to {cfg.run.seed + request.ensemble - 1}),"
                 " probabilities averaged, thresholds tuned on the averaged validation probabilities."
@@ -390,5 +388,6 @@ def write_summary(request: ExportRequest, cfg: ExperimentConfig, decisions: Sequ
     lines += ["", "Validation metrics (before any refit):", ""]
     lines += [f"- {k}: {v:.4f}" for k, v in sorted(metrics.items()) if "_val_" in k]
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
-    yaml.safe_dump({"model": request.name, "version": version}, (folder / "model.yaml").open("w"))
+    with (folder / "model.yaml").open("w") as handle:
+        yaml.safe_dump({"model": request.name, "version": version}, handle)
     return folder

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch._cache import stable_hash
-from mmsearch._disk import check_free_space, drop_reserves, make_reserves
+from mmsearch._disk import drop_reserves, make_reserves
 from mmsearch._interrupts import interrupt_once
 from mmsearch._processes import ProcessIdentity, judge
 from mmsearch.config import ExperimentConfig, request_overrides, stage_needs_images
-from mmsearch.data import ImageCache, check_room_for, demo_dataset, image_cache, load_images
+from mmsearch.data import ImageCache, check_room_for, demo_dataset, image_cache
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.reproduce._final import (
     MEASURED,
@@ -62,7 +62,7 @@ from mmsearch.stats import ALPHA
 from mmsearch.tracking import Tracker
 
 if TYPE_CHECKING:
-    from mmsearch.reproduce._schedule import Schedule
+    from mmsearch.search import Runner
 
 log = logging.getLogger("mmsearch.reproduce")
 LEDGER_PREFIX = "reproduce@"
@@ -282,41 +282,30 @@ def _final_stages(contexts: list[SweepContext]) -> list[str]:
 
 # -- the run -------------------------------------------------------------------------------------
 def reproduce_paper(request: ReproduceRequest, plan_printer: Callable[[Plan], None] | None = None) -> ReproduceOutcome:
-    from mmsearch.reproduce._schedule import Schedule
-    from mmsearch.search._coordinator import local_places, sweep_gpus, warn_missing_assets
-    from mmsearch.search._worker import warm_workers
-    from mmsearch.tracking import Tracker
+    from mmsearch.search import Coordinator, Runner, assign_workers, begin_run, decode_images
 
     started = time.time()
     interrupt_once()
-    places = local_places(request.sweep_request("reproduce"))
-    check_free_space(places)
-    warm_workers()
-    tracker = Tracker(request.tracking_uri)  # an unusable store fails before anything trains
+    places, tracker = begin_run(request.sweep_request("reproduce"))
     plan, selection = make_plan(request)
     planned = time.time()
     if plan_printer is not None:
         plan_printer(plan)
-    contexts = selection.contexts
-    gpus = sweep_gpus(contexts[0])
-    workers = request.workers or max(1, len(gpus))
-    for ctx in contexts:
-        ctx.request = replace(ctx.request, workers=workers)
-        warn_missing_assets(ctx)
-    sizes = {ctx.base.data.image_size for ctx in contexts if stage_needs_images(ctx.spec.stage)}
-    check_room_for([image_cache(contexts[0].dataset, size) for size in sorted(sizes)])  # every size, one message
-    for size in sorted(sizes):  # decoded once with every core, a corrupt image named before any trial
-        load_images(contexts[0].dataset, size)
+    contexts, gpus, workers = assign_workers(selection.contexts, request.workers)
+    selection.contexts = contexts
+    decode_images(contexts)
     reserves = make_reserves(list(places.values()))
     ledger = Ledger(contexts, request)
     ledger.join()
     outcome = ReproduceOutcome(plan, unrunnable=selection.unrunnable)
     outcome.timings["plan"] = planned - started
     try:
-        schedule = Schedule(contexts, tracker, workers, gpus, places,
-                            progress=_progress(plan, workers) if request.progress else None)
-        outcome.summaries = schedule.run(started)
-        outcome.failed = schedule.failed
+        # The plan's order is the policy: a free worker slot goes to the first sweep with a cell to claim.
+        runner = Runner([Coordinator(ctx, tracker, gpus, places) for ctx in contexts], workers,
+                        resume="rerun the same `mmsearch reproduce` command",
+                        progress=_progress(plan, workers) if request.progress else None)
+        outcome.summaries = runner.run(started)
+        outcome.failed = {name: str(exc) for name, exc in runner.failed.items()}
         outcome.timings["sweeps"] = time.time() - planned
         ledger.finish_sweeps()
         if not outcome.missing:
@@ -332,14 +321,14 @@ def reproduce_paper(request: ReproduceRequest, plan_printer: Callable[[Plan], No
     return outcome
 
 
-def _progress(plan: Plan, workers: int) -> Callable[[Schedule, float], str]:
+def _progress(plan: Plan, workers: int) -> Callable[[Runner, float], str]:
     """Sweeps and cells done, elapsed, and what is left: the plan's estimate of each sweep's missing
     cells, scaled by how this run's finished cells of that sweep (else of every sweep) compared
     with their estimates."""
     from mmsearch.reproduce._schedule import cells_done
 
-    def line(schedule: Schedule, started: float) -> str:
-        done, total, mine, left_by_sweep = cells_done(schedule.coordinators)
+    def line(runner: Runner, started: float) -> str:
+        done, total, mine, left_by_sweep = cells_done(runner.coordinators)
         ratios: dict[str, list[float]] = {}
         for sweep, level, seconds in mine:
             ratios.setdefault(sweep, []).append(seconds / max(1e-3, plan.estimate(sweep, level)))
@@ -347,8 +336,8 @@ def _progress(plan: Plan, workers: int) -> Callable[[Schedule, float], str]:
         overall = sum(every) / len(every) if every else 1.0
         left = sum(plan.estimate(sweep, level) * (sum(ratios[sweep]) / len(ratios[sweep]) if sweep in ratios else overall)
                    for sweep, levels in left_by_sweep.items() for level in levels) / max(1, workers) + plan.final_s
-        finished = len(schedule.summaries) + len(schedule.failed)
-        return (f"[reproduce] sweeps {finished}/{len(schedule.coordinators)}, cells {done}/{total}; "
+        finished = len(runner.summaries) + len(runner.failed)
+        return (f"[reproduce] sweeps {finished}/{len(runner.coordinators)}, cells {done}/{total}; "
                 f"{time.time() - started:.0f}s elapsed, about {left:.0f}s left"
                 + (f" (measured/planned {overall:.2f})" if every else ""))
 
@@ -432,8 +421,7 @@ def train_finals(request: ReproduceRequest, selection: Selection, decisions: lis
     if request.export:
         better = comparison.better()
         chosen = comparison.models[better]
-        source = f"{tracker.client.get_run(chosen.run_id).info.artifact_uri}/model"
-        register(tracker, request.export, source, chosen.run_id, [c.spec.name for c in selection.contexts], [],
+        register(tracker, request.export, "model", chosen.run_id, [c.spec.name for c in selection.contexts], [],
                  {f"{chosen.split}_f1": chosen.ensemble or math.nan})
         c = comparison.comparison
         why = ("measured decided better" if better == MEASURED else "no factor changed" if comparison.same else

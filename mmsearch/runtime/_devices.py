@@ -99,3 +99,12 @@ def _busy_cpus(window_s: float, stat: Path = PROC_STAT) -> float | None:
         return None
     total, idle = second[0] - first[0], second[1] - first[1]
     return (total - idle) / total * (os.cpu_count() or 1)
+
+
+def out_of_memory_advice(lower: str, on_gpu: bool | None = None, precision: str | None = None) -> str:
+    """How out of an out-of-memory: ``lower`` (the setting to make smaller), and bf16 where it
+    helps, a GPU running fp32 (``on_gpu``/``precision`` None: not known, so said as a condition).
+    The one wording of this advice, wherever a run ran out of memory."""
+    if on_gpu is False or precision not in (None, "fp32"):
+        return lower
+    return f"{lower} or use run.precision=bf16, which halves activation memory{'' if on_gpu else ' on a GPU'}"

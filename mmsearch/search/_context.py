@@ -84,9 +84,11 @@ class SweepContext:
     storage: StudyStorage
 
 
-def resolve(request: SweepRequest, storage: StudyStorage | None = None) -> SweepContext:
-    """Validate the request, the sweep, its base experiment and the dataset; name the study."""
-    request.check()
+def resolve(request: SweepRequest, storage: StudyStorage | None = None, checked: bool = False) -> SweepContext:
+    """Validate the request (unless ``checked`` already), the sweep, its base experiment and the
+    dataset; name the study."""
+    if not checked:
+        request.check()
     overrides = {**request.overrides, **request_overrides(data=request.data)}
     spec, base = load_sweep(request.sweep, request.experiment, overrides)
     if request.until_decided:

@@ -1,15 +1,14 @@
-"""The coordinator of ``mmsearch sweep run``: one run completes every cell, whatever dies.
+"""The coordinator of one sweep in one run: one run completes every cell, whatever dies.
 
-It validates everything, opens the study and the sweep's MLflow parent run, enqueues exactly
-the missing cells under the study lock, prepares shared upstream caches, then keeps
-``--workers`` worker processes claiming trials (one worker is a process too: a trial that
-crashes never takes the coordinator with it, and the worker's torch import overlaps with the
-coordinator's own setup). It is each worker's parent, so a worker's death is known at once:
-its trial is failed, its MLflow run ended and its cell enqueued again. When nothing is left to
-claim it waits for the trials other coordinators (on this machine or others) still run, and
-takes over those whose processes die. Several coordinators share one study and one parent run; the last to finish
-logs the report and ends the parent run. Ctrl-C fails the trials this run holds as
-"interrupted" and ends every run it started KILLED.
+It opens the study and the sweep's MLflow parent run, enqueues exactly the missing cells under
+the study lock, and offers the steps ``search.Runner`` (the one supervisor, of one sweep for
+``sweep run`` or many for ``reproduce``) takes: start the upstream job that prepares shared
+caches, start worker processes that claim trials (one worker is a process too: a trial that
+crashes never takes the coordinator with it), reap them. It is each worker's parent, so a
+worker's death is known at once: its trial is failed, its MLflow run ended and its cell
+enqueued again. Several coordinators share one study and one parent run; the last to finish
+logs the report and ends the parent run. ``stop_all`` fails the trials this run holds (Ctrl-C:
+"interrupted") and ends every run it started KILLED.
 """
 
 from __future__ import annotations
@@ -24,31 +23,20 @@ import threading
 import time
 import uuid
 import warnings
-from dataclasses import replace
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 from mmsearch._disk import (
-    check_free_space,
-    disk_full_error,
-    drop_reserves,
-    make_reserves,
-    on_disk_full,
     reserve_used,
 )
-from mmsearch._interrupts import interrupt_once
 from mmsearch._paths import cache_root
 from mmsearch._processes import ProcessIdentity, process_state
 from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict, with_overrides
-from mmsearch.data import load_images
 from mmsearch.errors import ConfigError, MmsearchError, Problem, StudyLockStuck, first_line
 from mmsearch.runtime import visible_gpus
 from mmsearch.search._context import (
     SweepContext,
-    SweepInterrupted,
     SweepRequest,
-    resolve,
 )
 from mmsearch.search._journal import lock_holder
 from mmsearch.search._liveness import Heartbeat
@@ -72,53 +60,22 @@ from mmsearch.search._summary import (
 )
 from mmsearch.search._trial import log_dataset
 from mmsearch.search._worker import (
-    EXIT_CUDA_ERROR,
-    EXIT_DISK_FULL,
-    EXIT_LOCK_STUCK,
     WorkerArgs,
+    WorkerExit,
     load_study,
     read_upstream_progress,
     spawn,
-    warm_workers,
 )
 from mmsearch.stats import Looks, next_round
 from mmsearch.tracking import DEFAULT_DIR, Tracker
 
 log = logging.getLogger("mmsearch.sweep")
-SHUTDOWN_WAIT_S = 30.0
+SHUTDOWN_WAIT_S = 30.0  # how long a stopping coordinator waits for its workers' clean-up
 PROGRESS_LOG_EVERY_S = 30.0  # without a terminal: a progress line at least this far apart unless something changed
 # What always moves in a progress line (the clock, the ETA, the upstream job's epoch): not news by itself.
 _PROGRESS_CLOCK = re.compile(r"; ETA \d+s| \[\d+s\]$|: epoch \d+(/\d+)?(, about \d+s left at most)?")
 WAIT_REPORT_S, WAIT_REPORT_EVERY_S = 30.0, 300.0  # when a coordinator with nothing to claim says what it waits for
-OUTBOX_WAIT_S = 120.0  # how long the end of a sweep waits for a tracking server that is away  # how long an interrupted coordinator waits for its workers' clean-up
-
-
-def run_sweep(request: SweepRequest) -> SweepSummary:
-    started = time.time()
-    request.check()
-    places = local_places(request)
-    check_free_space(places)  # a full disk: one message before anything is written
-    warm_workers()  # the workers' imports (torch) overlap with the coordinator's (MLflow) and its checks
-    tracker = Tracker(request.tracking_uri)  # an unusable store fails here, before a study exists
-    ctx = resolve(request)
-    warn_missing_assets(ctx)
-    gpus = sweep_gpus(ctx)
-    workers = request.workers or max(1, len(gpus))
-    ctx.request = request = replace(request, workers=workers)
-    if gpus:
-        log.info("%d worker(s) sharing GPU(s) %s, the least loaded first", workers, ", ".join(gpus))
-    else:
-        _warn_oversubscribed(workers, ctx.spec.size)
-    if stage_needs_images(ctx.spec.stage):
-        # Decoded with every core before the first trial, and a corrupt image named now, not in
-        # the middle of one trial's MLflow run (and not once per worker).
-        load_images(ctx.dataset, ctx.base.data.image_size)
-    reserves = make_reserves(list(places.values()))
-    summary = Coordinator(ctx, tracker, gpus, places).run(started)
-    # Only after a clean end: a worker still stopping reads a vanished reserve as a full disk
-    # (a reserve left by a crash is removed by the next sweep that makes one there).
-    drop_reserves(reserves)
-    return summary
+OUTBOX_WAIT_S = 120.0  # how long the end of a sweep waits for a tracking server that is away
 
 
 def local_places(request: SweepRequest) -> dict[str, Path]:
@@ -135,7 +92,7 @@ def local_places(request: SweepRequest) -> dict[str, Path]:
     return places
 
 
-def _warn_oversubscribed(workers: int, cells: int) -> None:
+def warn_oversubscribed(workers: int, cells: int) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if workers > cores:
         log.warning("--workers %d on %d CPU core(s): workers share the cores (one thread each), so each trial runs "
@@ -175,32 +132,12 @@ class Coordinator:
         self.looks = Looks()  # analyses the study plans (``_plan_looks``, when it is opened)
         self.max_repeats = ctx.spec.max_repeats if ctx.spec.until_decided else int(ctx.spec.repeats)
         self._stop_progress = threading.Event()
-        self._study_unwritten = False  # a stop whose clean-up could not write the study (its lock is held)
+        self.study_unwritten = False  # a stop whose clean-up could not write the study (its lock is held)
 
-    # -- the run ---------------------------------------------------------------------------
-    def run(self, started: float) -> SweepSummary:
-        interrupt_once()
-        self.open(started)
-        try:
-            if STAGE_INPUTS[self.ctx.spec.stage]:
-                self._prepare_upstream()
-            self._supervise()
-        except KeyboardInterrupt:
-            self._stop_progress.set()
-            raise self._interrupted() from None
-        except BaseException as exc:
-            self._stop_progress.set()
-            if isinstance(exc, StudyLockStuck):  # nothing can be written: stop, lose nothing, say what holds it
-                self.stop_all("study lock held")
-                raise
-            if on_disk_full(exc) or isinstance(exc, _WorkerDiskFull):
-                self.stop_all("disk full")
-                raise disk_full_error(self.places, str(exc) if isinstance(exc, _WorkerDiskFull) else first_line(exc)) from None
-            self.abandon(exc)
-            raise
-        finally:
-            self.close()
-        return self._finish(started)
+    # -- the steps the runner takes (see ``_runner.Runner``) -------------------------------------
+    @property
+    def name(self) -> str:
+        return self.ctx.spec.name
 
     def open(self, started: float) -> None:
         """Join the study: its attributes, this run's coordinator record and heartbeat, the MLflow
@@ -382,25 +319,6 @@ class Coordinator:
         self.placed[process.pid] = gpu
         return process
 
-    def _wait_for_others(self) -> bool:
-        """Nothing left to claim: wait while other processes run this sweep's trials, taking over
-        those that die. True when there is work again, False when the sweep is done."""
-        keeper = self.keeper
-        waiting_since, told = time.monotonic(), 0.0
-        while running := keeper.trials("RUNNING"):
-            with keeper.lock():
-                keeper.repair()
-                if keeper.claimable():
-                    return True
-            waited = time.monotonic() - waiting_since
-            if waited >= WAIT_REPORT_S and waited - told >= (WAIT_REPORT_EVERY_S if told else 0):
-                told = waited
-                for line in _waiting_on(running):
-                    log.warning("waiting %.0f s: %s", waited, line)
-            time.sleep(min(2.0, self.request.heartbeat_s))
-        with keeper.lock():
-            return bool(keeper.claimable())
-
     @property
     def spawn_budget(self) -> int:
         """Worker processes this run may start: bounded even if workers keep dying."""
@@ -417,20 +335,20 @@ class Coordinator:
             self.procs.remove(p)
             self.placed.pop(p.pid, None)
             p.join()
-            if p.exitcode == EXIT_DISK_FULL:
-                raise _WorkerDiskFull(f"worker process {p.pid} stopped at a full disk")
-            if p.exitcode == EXIT_LOCK_STUCK:
+            if p.exitcode == WorkerExit.DISK_FULL:
+                raise WorkerDiskFull(f"worker process {p.pid} stopped at a full disk")
+            if p.exitcode == WorkerExit.LOCK_STUCK:
                 raise StudyLockStuck(f"worker process {p.pid} gave up after --grace {self.request.grace_s:.0f} s "
                                      f"waiting for the study's lock, {lock_holder(self.ctx.storage)}")
             if p is self.upstream_job:
                 self.upstream_job = None
                 self.upstream_progress.unlink(missing_ok=True)
                 if p.exitcode != 0:
-                    raise MmsearchError(f"preparing the upstream features of {self.ctx.spec.name} failed (worker exit "
-                                        f"code {p.exitcode}; its message is above); none of its trials ran")
+                    raise UpstreamFailed(f"preparing the upstream features of {self.ctx.spec.name} failed (worker exit "
+                                         f"code {p.exitcode}; its message is above); no trial ran")
                 self.upstream_ready = True
                 continue
-            if p.exitcode == EXIT_CUDA_ERROR:
+            if p.exitcode == WorkerExit.CUDA_ERROR:
                 log.warning("worker process %d left after a CUDA error; a fresh one takes its place", p.pid)
             elif p.exitcode != 0:  # its parent knows at once: repair now, not after a grace
                 why = f"signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0 else f"exit code {p.exitcode}"
@@ -440,7 +358,7 @@ class Coordinator:
                 if p.exitcode != 0:
                     keeper.end_stray_runs(self.parent)
         if reserve_used():
-            raise _WorkerDiskFull("a process of this sweep met a full disk")
+            raise WorkerDiskFull("a process of this sweep met a full disk")
 
     def pending(self) -> int:
         """Trials a new worker could claim now."""
@@ -452,40 +370,10 @@ class Coordinator:
         self.spawned += 1
 
     def start_upstream(self) -> None:
-        """The upstream job (see ``_prepare_upstream``) without waiting for it: ``reap`` says when it is done."""
+        """Start the upstream job: the upstream features built once, in a worker process on a GPU of
+        the sweep's (see ``_worker.prepare_upstream``), before any trial is claimed; ``reap`` says
+        when it is done."""
         self.upstream_job = self._spawn(-1, "upstream")
-
-    def _supervise(self) -> None:
-        workers = self.request.workers
-        while True:
-            self.reap()
-            pending = self.pending()
-            for _ in range(max(0, min(workers - len(self.procs), pending, self.spawn_budget - self.spawned))):
-                self.spawn_worker()
-            if self.procs:
-                wait([p.sentinel for p in self.procs], timeout=min(2.0, self.request.heartbeat_s))
-            elif pending and self.spawned >= self.spawn_budget:
-                log.error("workers kept dying; %d trial(s) left unclaimed", pending)
-                return
-            elif not self._wait_for_others() and not self.top_up():
-                return
-
-    def _prepare_upstream(self) -> None:
-        """The upstream features, built once in a worker process on a GPU of the sweep's (see
-        ``_worker.prepare_upstream``) before any trial is claimed."""
-        process = self._spawn(-1, "upstream")
-        while process.is_alive():
-            wait([process.sentinel], timeout=1.0)
-        process.join()
-        self.procs.remove(process)
-        self.placed.pop(process.pid, None)
-        self.upstream_progress.unlink(missing_ok=True)
-        if process.exitcode == EXIT_DISK_FULL:
-            raise _WorkerDiskFull("preparing the upstream features met a full disk")
-        if process.exitcode != 0:
-            raise MmsearchError(f"preparing the upstream features of {self.ctx.spec.name} failed (worker exit code "
-                                f"{process.exitcode}; its message is above); no trial ran")
-        self.upstream_ready = True
 
     def abandon(self, exc: BaseException) -> None:
         """A failure outside any trial (upstream preparation, a storage that went away): the
@@ -505,9 +393,8 @@ class Coordinator:
         self.keeper.study.set_user_attr(COORDINATOR_PREFIX + self.token, dict(self.record))
 
     def finish(self, started: float) -> SweepSummary:
-        return self._finish(started)
-
-    def _finish(self, started: float) -> SweepSummary:
+        """The sweep is over here: what workers queued for MLflow is sent, this run's record
+        ended, and the last coordinator out logs the report and ends the parent run."""
         keeper = self.keeper
         self.tracker.close(wait_s=OUTBOX_WAIT_S)  # what the workers queued while the tracker was away goes first
         with keeper.lock():
@@ -520,23 +407,10 @@ class Coordinator:
         summary.seconds = time.time() - started
         return summary
 
-    def _interrupted(self) -> SweepInterrupted:
-        """Stop everything this run started; fail what it held; end its runs KILLED."""
-        summary = self.stop_all("interrupted")
-        if self._study_unwritten:
-            return SweepInterrupted(
-                f"interrupted: this run's MLflow runs are KILLED; its unfinished trials stay RUNNING in the study, whose "
-                f"lock is held (see above), until a later `mmsearch sweep run {self.ctx.spec.name}` with the same "
-                f"options (or `sweep status`) repairs them and resumes", summary)
-        failed = summary.mine.get("FAIL", 0) if summary is not None else 0
-        return SweepInterrupted(
-            f"interrupted: this run's unfinished trials are FAIL 'interrupted' ({failed} failed in this run) and "
-            f"their MLflow runs KILLED; rerun `mmsearch sweep run {self.ctx.spec.name}` with the same options to resume",
-            summary)
-
     def stop_all(self, reason: str) -> SweepSummary | None:
         """Interrupt this run's workers, fail the trials it still holds with ``reason``, end its
         runs and (when no other coordinator runs) the parent run KILLED."""
+        self._stop_progress.set()
         live = [p for p in self.procs if p.is_alive()]
         for p in live:  # they may have had the terminal's SIGINT already: a second one is ignored
             with contextlib.suppress(ProcessLookupError):
@@ -560,7 +434,7 @@ class Coordinator:
                 if not keeper.live_coordinators(exclude=self.token):
                     self.tracker.end(self.parent, "KILLED", reason)
         except StudyLockStuck as exc:
-            self._study_unwritten = True
+            self.study_unwritten = True
             # The study cannot be written (nor who else runs be known): its trials are repaired by
             # the next run; the parent run is ended here so nothing stays RUNNING (a later run reopens it).
             log.error("clean-up (%s) could not write the study (%s); the next `sweep run` or `sweep status` "
@@ -597,7 +471,7 @@ def warn_missing_assets(ctx: SweepContext) -> None:
                     assets[0].fix if len(assets) == 1 else assets[0].fix.replace(Path(assets[0].where).name, "each file"))
 
 
-def _waiting_on(running: list[Any]) -> list[str]:
+def waiting_on(running: list[Any]) -> list[str]:
     """What a coordinator with nothing left to claim waits for, trial by trial, and how to end
     the wait: a live process keeps its trial (a stopped one too: it may continue)."""
     lines = []
@@ -619,5 +493,9 @@ def _waiting_on(running: list[Any]) -> list[str]:
     return lines
 
 
-class _WorkerDiskFull(Exception):
+class WorkerDiskFull(Exception):
     """A worker (or the upstream job) exited because the disk is full."""
+
+
+class UpstreamFailed(MmsearchError):
+    """The upstream job of a sweep failed (its message is above): none of its trials can run."""

@@ -4,6 +4,7 @@ in its own MLflow child run, however it ends."""
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import threading
@@ -47,7 +48,7 @@ class TrialResourceError(Exception):
 
 def _placed_error(exc: Exception, ws: Any, stage: str) -> Exception:
     """``exc`` as a :class:`TrialResourceError` when it is an OOM or a CUDA error, else itself."""
-    from mmsearch.runtime import is_cuda_error, is_out_of_memory
+    from mmsearch.runtime import is_cuda_error, is_out_of_memory, out_of_memory_advice
 
     runtime, cfg = ws.runtime, ws.cfg
     oom, cuda = is_out_of_memory(exc), runtime.is_cuda and is_cuda_error(exc)
@@ -59,9 +60,8 @@ def _placed_error(exc: Exception, ws: Any, stage: str) -> Exception:
                                   f"{first}", "cuda error", True)
     batch = getattr(cfg, stage).optim.batch_size
     key = f"{stage}.optim.batch_size"
-    hint = f"lower {key} (e.g. --set {key}={max(1, batch // 2)})"
-    if runtime.is_cuda and cfg.run.precision == "fp32":
-        hint += " or use run.precision=bf16, which halves activation memory"
+    hint = out_of_memory_advice(f"lower {key} (e.g. --set {key}={max(1, batch // 2)})", runtime.is_cuda,
+                                cfg.run.precision)
     return TrialResourceError(f"out of memory on {runtime.memory_report()} training the {stage} stage with "
                               f"{key}={batch} ({cfg.run.precision}): {hint}. {first}",
                               "out of memory", runtime.is_cuda)
@@ -86,6 +86,17 @@ def retry_once(setup: TrialSetup, trial: Any, kind: str) -> bool:
 class TrialRevoked(Exception):
     """Another coordinator judged this trial dead (it was silent longer than the grace) and
     failed it; its cell may already be running elsewhere, so this result is discarded."""
+
+
+class TrialOutcome(enum.Enum):
+    """How a trial a worker ran ended; ``_worker.work`` maps it, once, to what the worker does."""
+
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAIL = "fail"  # the configuration's failure: recorded, the sweep goes on
+    REVOKED = "revoked"  # failed by another coordinator meanwhile (this process was judged dead)
+    CUDA_ERROR = "cuda error"  # failed; this process may be poisoned: the worker leaves for a fresh one
+    DISK_FULL = "disk full"  # failed, not by its own fault: the sweep stops
 
 
 @dataclass
@@ -134,8 +145,8 @@ def claim_owner(setup: TrialSetup, trial: Any) -> int:
                                                            trial.number)
 
 
-def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
-    """Run one claimed trial; returns its final state (COMPLETE, PRUNED, FAIL or REVOKED).
+def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> TrialOutcome:
+    """Run one claimed trial; returns how it ended.
     KeyboardInterrupt fails the trial as "interrupted", ends its run KILLED and propagates."""
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
@@ -212,32 +223,32 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> str:
                 raise TrialRevoked(f"trial {trial.number} was failed by another coordinator")
             tell(value)
         log.info("trial %d: %s = %.4f", trial.number, spec.metric, value)
-        return "COMPLETE"
+        return TrialOutcome.COMPLETE
     except optuna.TrialPruned:
-        return "PRUNED"
+        return TrialOutcome.PRUNED
     except (TrialRevoked, UpdateFinishedTrialError) as exc:  # writing to a trial someone else finished
         log.warning("trial %d: result discarded: %s", trial.number, exc)
-        return "REVOKED"
+        return TrialOutcome.REVOKED
     except TrialResourceError as exc:
         # Out of memory, or a CUDA error: not the configuration's fault alone, so the cell gets
         # one more try in this run, in a fresh process where CUDA is concerned.
         fail_claimed(setup, trial, str(exc), failure=exc.kind)
         log.warning("trial %d failed: %s", trial.number, exc)
         retry_once(setup, trial, exc.kind)
-        return "CUDA_ERROR" if exc.cuda else "FAIL"
+        return TrialOutcome.CUDA_ERROR if exc.cuda else TrialOutcome.FAIL
     except StudyLockStuck:  # nothing can be written, its failure included: the worker stops
         raise
     except Exception as exc:
         if on_disk_full(exc):  # not this configuration's fault: the sweep stops, the cell reruns later
             fail_claimed(setup, trial, f"disk full: {first_line(exc)}", failure="disk full")
             log.error("trial %d failed: the disk is full (%s)", trial.number, first_line(exc))
-            return "DISK_FULL"
+            return TrialOutcome.DISK_FULL
         # A failed trial is recorded with its reason; the sweep goes on.
         message = f"{type(exc).__name__}: {exc}"
         fail_claimed(setup, trial, message)
         log.warning("trial %d failed: %s", trial.number, message)
         log.debug("%s", traceback.format_exc())
-        return "FAIL"
+        return TrialOutcome.FAIL
     except BaseException:
         fail_claimed(setup, trial, *interrupt_reason())
         raise

@@ -7,6 +7,7 @@ interrupts a child the same way, and a second signal cannot cut that clean-up sh
 
 from __future__ import annotations
 
+import enum
 import faulthandler
 import logging
 import multiprocessing as mp
@@ -27,7 +28,7 @@ from mmsearch.search._context import SweepContext, SweepRequest, resolve
 from mmsearch.search._liveness import Heartbeat
 from mmsearch.search._spec import PRUNERS, SAMPLERS
 from mmsearch.search._study import claimable
-from mmsearch.search._trial import TrialSetup, claim_owner, fail_claimed, interrupt_reason, run_trial
+from mmsearch.search._trial import TrialOutcome, TrialSetup, claim_owner, fail_claimed, interrupt_reason, run_trial
 from mmsearch.tracking import Tracker
 from mmsearch.training import Callback, EpochLog, FitState
 
@@ -35,10 +36,19 @@ log = logging.getLogger("mmsearch.sweep")
 # A child whose coordinator died gets this long to clean up, then leaves anyway: what it could
 # not end, the next `sweep run` or `sweep status` repairs (its trial, its MLflow run).
 WORKER_EXIT_DEADLINE_S = 8.0
-EXIT_CUDA_ERROR = 3  # a worker's exit code after a CUDA error: not a death, a request for a fresh process
 OUTBOX_WAIT_S = 20.0  # how long a worker that is done waits for a tracking server that is away
-EXIT_DISK_FULL = 4  # a worker met a full disk: the coordinator stops the sweep
-EXIT_LOCK_STUCK = 5  # a worker gave up waiting for the study's lock: the coordinator stops the sweep
+
+
+class WorkerExit(enum.IntEnum):
+    """What a worker process exits with, read by its coordinator (``Coordinator.reap``); not the
+    CLI's exit codes (``cli.ExitCode``), which say what a command's user gets."""
+
+    DONE = 0  # nothing left to claim
+    USER_ERROR = 2  # a user's error before any trial (its message is above)
+    CUDA_ERROR = 3  # not a death: a request for a fresh process (a CUDA error can poison this one)
+    DISK_FULL = 4  # the coordinator stops the sweep
+    LOCK_STUCK = 5  # gave up waiting for the study's lock: the coordinator stops the sweep
+    INTERRUPTED = 130  # Ctrl-C or its coordinator's stop: its trial failed "interrupted", its run KILLED
 
 
 @dataclass
@@ -92,16 +102,16 @@ def work(setup: TrialSetup) -> int:
     while (claimed := claim(setup)) is not None:
         state = run_trial(setup, *claimed)
         ran += 1
-        if state == "REVOKED":
+        if state is TrialOutcome.REVOKED:
             log.warning("stopping this worker: another coordinator judged it dead")
             break
-        if state == "DISK_FULL" or reserve_used():  # this or another process met a full disk
-            sys.exit(EXIT_DISK_FULL)
-        if state == "CUDA_ERROR":
+        if state is TrialOutcome.DISK_FULL or reserve_used():  # this or another process met a full disk
+            sys.exit(WorkerExit.DISK_FULL)
+        if state is TrialOutcome.CUDA_ERROR:
             # A CUDA error can poison every later kernel of this process (and an OOM leaves its
             # allocator fragmented): leave, and the coordinator starts a fresh worker.
             log.warning("leaving after a CUDA error; the coordinator starts a fresh worker")
-            sys.exit(EXIT_CUDA_ERROR)
+            sys.exit(WorkerExit.CUDA_ERROR)
     return ran
 
 
@@ -132,7 +142,9 @@ def worker_setup(args: WorkerArgs) -> TrialSetup:
 _PRELOAD = ["mmsearch.search._worker", "mmsearch.pipeline._stages", "mlflow.store.tracking.sqlalchemy_store"]
 
 
-def _context() -> Any:
+def process_context() -> Any:
+    """The multiprocessing context every worker (and the calibration) starts from: a fork server
+    with the heavy imports done once."""
     mpctx = mp.get_context("forkserver")
     mpctx.set_forkserver_preload(_PRELOAD)
     return mpctx
@@ -142,7 +154,7 @@ def warm_workers() -> None:
     """Start the fork server now, so its imports overlap with the coordinator's own setup."""
     from multiprocessing import forkserver
 
-    _context()
+    process_context()
     forkserver.ensure_running()
 
 
@@ -150,7 +162,7 @@ def spawn(args: WorkerArgs, job: str = "trials") -> Any:
     """A worker process: ``trials`` claims and runs trials; ``upstream`` builds the base
     configuration's upstream features once and exits (the coordinator itself never runs torch,
     so it never holds a CUDA context)."""
-    process = _context().Process(target=_worker_main, args=(args, dict(os.environ), job),
+    process = process_context().Process(target=_worker_main, args=(args, dict(os.environ), job),
                                  name=f"mmsearch-{job}-{args.index}")
     process.start()
     return process
@@ -262,26 +274,26 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
         setup = worker_setup(args)
         work(setup)
     except KeyboardInterrupt:
-        sys.exit(130)  # the trial it held is failed "interrupted" and its run ended KILLED
+        sys.exit(WorkerExit.INTERRUPTED)
     except StudyLockStuck as exc:
         if stopping():  # its clean-up could not write the study: its run is ended, the next run repairs its trial
             log.warning("could not record its trial as stopped: %s", first_line(exc, 160))
-            sys.exit(130)
-        sys.exit(EXIT_LOCK_STUCK)  # the coordinator says what holds the lock, once for the sweep
+            sys.exit(WorkerExit.INTERRUPTED)
+        sys.exit(WorkerExit.LOCK_STUCK)  # the coordinator says what holds the lock, once for the sweep
     except MmsearchError as exc:
         log.error("%s", exc)
-        sys.exit(2)
+        sys.exit(WorkerExit.USER_ERROR)
     except Exception as exc:
-        from mmsearch.runtime import is_out_of_memory
+        from mmsearch.runtime import is_out_of_memory, out_of_memory_advice
 
         if on_disk_full(exc):
             log.error("the disk is full: %s", first_line(exc))
-            sys.exit(EXIT_DISK_FULL)
+            sys.exit(WorkerExit.DISK_FULL)
         if not is_out_of_memory(exc):
             raise
-        log.error("out of memory preparing the upstream features of %s: %s (lower the upstream stages' batch or "
-                  "network size with --set, or use run.precision=bf16 on a GPU)", args.study_name, first_line(exc))
-        sys.exit(2)
+        log.error("out of memory preparing the upstream features of %s: %s (%s)", args.study_name, first_line(exc),
+                  out_of_memory_advice("lower the upstream stages' batch or network size with --set"))
+        sys.exit(WorkerExit.USER_ERROR)
     finally:
         if setup is not None:
             setup.heartbeat.stop()

@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -88,6 +89,18 @@ class Outbox:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._probe_loop, daemon=True, name="mmsearch-outbox")
                 self._thread.start()
+
+    def keep(self, folder: Path) -> str:
+        """A copy of ``folder`` beside the queue, for a queued write that uploads it."""
+        kept = self.folder / "files" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        shutil.copytree(folder, kept)
+        return str(kept)
+
+    def forget(self, kept: str) -> None:
+        """Remove a copy made by ``keep`` once its write is sent (a folder of the caller's stays)."""
+        path = Path(kept)
+        if path.parent == self.folder / "files":
+            shutil.rmtree(path, ignore_errors=True)
 
     def queue(self, op: str, args: Mapping[str, Any]) -> None:
         if self._fd is None:

@@ -188,6 +188,21 @@ def _retry(call: Callable[[], T], what: str, attempts: int = 30) -> T:
     raise AssertionError("unreachable")
 
 
+def _register_version(client: Any, run_id: str, args: dict[str, Any]) -> str:
+    from mlflow.exceptions import MlflowException
+
+    name = args["name"]
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="mmsearch final model")
+    source = f"{client.get_run(run_id).info.artifact_uri}/{args['artifact_path']}"
+    version = client.create_model_version(name, source, run_id=run_id, tags=args["tags"],
+                                          description=args["description"][:5000])
+    client.set_registered_model_alias(name, args["alias"], version.version)
+    return str(version.version)
+
+
 class Tracker:
     def __init__(self, tracking_uri: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
@@ -341,6 +356,24 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self._write("log_text", run_id=run_id, text=text, artifact_file=artifact_file)
 
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
+        """Upload a folder as the run's ``artifact_path``; while the server is away, a copy waits
+        in the outbox (the caller's folder may be gone by the time it is sent)."""
+        box = self.outbox
+        if box is not None and box.active:
+            self._write("log_artifacts", run_id=run_id, local_dir=box.keep(local_dir), artifact_path=artifact_path)
+            return
+        self._write("log_artifacts", run_id=run_id, local_dir=str(local_dir), artifact_path=artifact_path)
+
+    def register_version(self, name: str, run_id: str, artifact_path: str, tags: Mapping[str, str], description: str,
+                         alias: str) -> str | None:
+        """A new version of registered model ``name`` (created on first use) from the run's
+        ``artifact_path``, given ``alias``. Returns its version, or None when it is queued (the
+        server is away): it is registered when the queue is sent."""
+        result = self._write("register_version", run_id=run_id, name=name, artifact_path=artifact_path,
+                             tags=dict(tags), description=description, alias=alias)
+        return None if result is None else str(result)
+
     # -- writes, straight or through the outbox ------------------------------------------------
     def _write(self, op: str, **args: Any) -> Any:
         """One MLflow write: now, or (an http server that cannot be reached) queued in this
@@ -387,6 +420,12 @@ class Tracker:
             client.update_run(run_id, status=args["status"])
         elif op == "log_text":
             client.log_text(run_id, args["text"], args["artifact_file"])
+        elif op == "log_artifacts":
+            client.log_artifacts(run_id, args["local_dir"], args["artifact_path"])
+            if self.outbox is not None:
+                self.outbox.forget(args["local_dir"])  # a copy kept while queued: sent, so no longer needed
+        elif op == "register_version":
+            return _register_version(client, run_id, args)
         elif op == "set_experiment_tag":
             client.set_experiment_tag(args["experiment_id"], args["key"], args["value"])
         elif op == "log_input":
@@ -402,6 +441,18 @@ class Tracker:
         else:
             raise ValueError(f"unknown MLflow write {op!r}")
         return None
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version of registered model ``name`` that ``alias`` names; None while the server is
+        away (its queued writes unsent) or when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        if self.outbox is not None and self.outbox.active:
+            return None
+        try:
+            return str(_retry(lambda: self.client.get_model_version_by_alias(name, alias), "get_model_version").version)
+        except MlflowException:
+            return None
 
     def close(self, wait_s: float = 0.0) -> None:
         """Send what this process queued during an outage and what ended processes left queued,
