@@ -79,6 +79,31 @@ def port(text: str) -> int:
 positive_seconds = _positive(float, "a number of seconds", "more than 0 seconds")
 
 
+# The options several commands share, each declared once: the same flag means the same thing,
+# with the same help, wherever it appears.
+_DEFAULT_TRACKING = "default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns"
+
+
+def _tracking_option(p: argparse.ArgumentParser, what: str = "MLflow tracking URI") -> None:
+    p.add_argument("--tracking-uri", help=f"{what} ({_DEFAULT_TRACKING})")
+
+
+def _storage_option(p: argparse.ArgumentParser, writes: bool) -> None:
+    """``writes``: the command runs sweeps (any storage kind); else it reads the studies they left."""
+    p.add_argument("--storage", help="Optuna storage: a journal file (default ./optuna-journal.log), postgresql://... or "
+                                     "redis://..." if writes else "Optuna storage the sweeps ran in (default "
+                                                                  "./optuna-journal.log)")
+
+
+def _liveness_options(p: argparse.ArgumentParser, heartbeat: bool = True) -> None:
+    if heartbeat:
+        p.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
+                       help="how often a running trial says it is alive (default 10)")
+    p.add_argument("--grace", type=positive_seconds, default=None, metavar="SECONDS",
+                   help="a running trial silent this long is judged dead, and a study lock held this long ends the "
+                        "run incomplete (default 600)")
+
+
 def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset folder (default: the generated demo dataset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -128,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stage", choices=[*STAGE_NAMES, "all"], default="all",
                        help="the stage to train; its upstream stages come from the cache or train first "
                             "(default: all, one after the other)")
-    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
+    _tracking_option(train)
 
     config = _cmd(sub, "config", "Print an experiment's resolved settings, each with its documentation.",
                   "mmsearch config cpu --set text.seq_len=12", _config)
@@ -153,12 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", help="sweep name in sweeps/ or a YAML path")
         p.add_argument("--experiment", help="base experiment (default: the sweep's own)")
         _data_options(p)
-        p.add_argument("--storage", help="Optuna storage: a journal file (default ./optuna-journal.log), "
-                                         "postgresql://... or redis://...")
+        _storage_option(p, writes=True)
         p.add_argument("--study", help="study name (default: derived from sweep, experiment, config and data)")
-        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
-        p.add_argument("--grace", type=positive_seconds, default=None, metavar="SECONDS",
-                       help="a running trial silent this long is judged dead (default 600)")
+        _tracking_option(p)
+        _liveness_options(p, heartbeat=name == "run")
         if name == "run":
             p.add_argument("--trials", type=positive_int, help="ablation: run at most N missing cells now; search: total trials")
             p.add_argument("--workers", type=positive_int, default=None,
@@ -167,8 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
                            help="GPUs for the workers, e.g. 0,1,2,3 (CUDA_VISIBLE_DEVICES entries; more workers than "
                                 "GPUs share them round-robin; 'none': no GPU). Default: every visible GPU when "
                                 "run.device is auto or cuda")
-            p.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
-                           help="how often a running trial says it is alive (default 10)")
             _sequential_options(p)
         else:
             p.add_argument("--json", action="store_true", help="print the summary as JSON for machines")
@@ -183,13 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--caption-only", action="store_true", help="export the text stage only")
     export.add_argument("--ensemble", type=positive_int, default=1, metavar="N",
                         help="train N copies with seeds run.seed..run.seed+N-1 and average their probabilities (default 1)")
-    export.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
+    _storage_option(export, writes=False)
     export.add_argument("--force", action="store_true",
                         help="export even when the best configuration is no better than predicting the most frequent "
                              "label for every row")
     export.add_argument("--study", action="append", default=[], metavar="NAME",
                         help="the study of each sweep, in order (repeatable; default: found as `sweep status` finds it)")
-    export.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
+    _tracking_option(export)
     export.add_argument("--out-dir", type=Path, default=Path("exports"), help="where config.yaml and summary.md go")
 
     predict = _cmd(sub, "predict", "Predict a Kaggle-format CSV (ImageID,Labels) with a registered or logged model.",
@@ -198,15 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, type=Path, help="dataset folder (images under data/)")
     predict.add_argument("--csv", default="test.csv", help="CSV inside --data with ImageID,Caption (default test.csv)")
     predict.add_argument("--out", required=True, type=Path, help="output CSV")
-    predict.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
+    _tracking_option(predict, "MLflow tracking URI for models:/ URIs")
 
     report = _cmd(sub, "report", "Reproduce the paper: each finding beside what the sweeps measured, with a verdict, "
                   "in one HTML page (also logged to MLflow).", "mmsearch report --experiment cpu --out reports/reproduction.html",
                   _report)
     report.add_argument("--experiment", help="the profile the studies ran with (default: each sweep's only study)")
     _data_options(report)
-    report.add_argument("--storage", help="Optuna storage the sweeps ran in (default ./optuna-journal.log)")
-    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
+    _storage_option(report, writes=False)
+    _tracking_option(report)
     report.add_argument("--out", type=Path, default=Path("reports/reproduction.html"),
                         help="where the page goes (default reports/reproduction.html; the command prints where)")
     report.add_argument("--markdown", action="store_true", help="also print the verdict table as Markdown")
@@ -218,9 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "mmsearch reproduce --experiment cpu --workers 2 --plan", _reproduce)
     repro.add_argument("--experiment", help="base experiment of every sweep (default: each sweep's own, the paper)")
     _data_options(repro)
-    repro.add_argument("--storage", help="Optuna storage: a journal file (default ./optuna-journal.log), "
-                                         "postgresql://... or redis://...")
-    repro.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
+    _storage_option(repro, writes=True)
+    _tracking_option(repro)
     repro.add_argument("--workers", type=positive_int, default=None,
                        help="worker processes shared by every sweep (default: one per GPU given by --gpus, else 1)")
     repro.add_argument("--gpus", metavar="LIST", help="GPUs for the workers, as for `sweep run` (e.g. 0,1; 'none': no GPU)")
@@ -235,17 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--findings", type=Path, help="findings file (default: the bundled findings/paper.yaml)")
     repro.add_argument("--out", type=Path, default=Path("reports/reproduction.html"),
                        help="where the report goes (default reports/reproduction.html)")
-    repro.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
-                       help="how often a running trial says it is alive (default 10)")
     _sequential_options(repro)
-    repro.add_argument("--grace", type=positive_seconds, default=None, metavar="SECONDS",
-                       help="a running trial silent this long is judged dead (default 600)")
+    _liveness_options(repro)
 
     ui = _cmd(sub, "ui", "Serve the MLflow UI on the default store (./mlflow.db, as `mlflow ui` would); stopping it stops the server.",
               "mmsearch ui --port 5000", _ui)
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=port, default=5000, help="port, 1..65535 (default 5000)")
-    ui.add_argument("--tracking-uri", help="MLflow store to serve (default: $MLFLOW_TRACKING_URI, else MLflow's own default: ./mlflow.db, artifacts in ./mlruns)")
+    _tracking_option(ui, "MLflow store to serve")
     cache = _cmd(sub, "cache", "Show what the cache holds (decoded images, features, stage weights, ...) and prune it.",
                  "mmsearch cache prune --kind stages --unused-days 14", _cache)
     csub = cache.add_subparsers(dest="cache_command", parser_class=_Parser)

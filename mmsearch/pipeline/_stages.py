@@ -127,10 +127,11 @@ STAGES: Registry[Stage] = Registry("stage")
 
 
 def precision_key(ws: Workspace) -> dict[str, str]:
-    """Precision changes what a network learns and extracts, so it is part of every stage key;
-    fp32 adds nothing, which keeps the keys of caches built before precision was a setting."""
-    precision = ws.cfg.run.precision
-    return {} if precision == "fp32" else {"precision": precision}
+    """The workspace's precision part of a stage key (``runtime.precision_key``: the runtime's
+    decision, read from the config without building a device)."""
+    from mmsearch.runtime import precision_key as key
+
+    return key(ws.cfg.run.precision)
 
 
 def stage_key(ws: Workspace, stage: Stage) -> str:

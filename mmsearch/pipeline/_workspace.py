@@ -26,21 +26,12 @@ log = logging.getLogger("mmsearch.runtime")
 
 
 def foreground_threads(cfg: ExperimentConfig) -> ExperimentConfig:
-    """For what trains in the foreground (``export``, ``train``): at most ``run.threads`` (a
-    profile's budget for the machine; every CPU when unset), and no more than the CPUs other
-    processes leave idle, said when that is fewer. A sweep worker gets its share of the budget
-    the same way; a foreground run that took every core of a machine a sweep keeps busy made
-    OpenMP threads compete for cores and each epoch several times slower."""
-    from mmsearch.runtime import idle_cpu_threads
+    """``cfg`` with the threads a foreground run (``export``, ``train``) gets (``runtime.thread_budget``)."""
+    from mmsearch.runtime import thread_budget
 
-    idle, cpus, busy = idle_cpu_threads()
-    budget = cfg.run.threads or cpus
-    threads = max(1, min(budget, idle))
-    if threads < budget:
-        log.warning("other processes keep this machine busy (%.1f of %d CPUs busy just now): training with %d "
-                    "thread(s) instead of %d", busy, cpus, threads, budget)
     # Where it runs, not what it is: run.threads is a placement field, so the model and its caches are the same.
-    return with_overrides(cfg, {"run.threads": threads}, where="threads of a foreground run")
+    return with_overrides(cfg, {"run.threads": thread_budget(cfg.run.threads, foreground=True)},
+                          where="threads of a foreground run")
 
 
 class Workspace:
@@ -58,12 +49,11 @@ class Workspace:
         if dataset is None:
             dataset = Dataset.open(Path(cfg.data.path) if cfg.data.path else demo_dataset())
         self.dataset = dataset
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
 
     @cached_property
     def runtime(self) -> Runtime:
-        """Where this workspace's networks run (one per device and precision in a process)."""
+        """Where this workspace's networks run (one per device and precision in a process), with
+        its ``run.threads``."""
         return runtime_for(self.cfg.run)
 
     @property

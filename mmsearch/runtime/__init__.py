@@ -5,8 +5,9 @@ the engine, feature extraction, export and serving; nothing else calls ``.to(dev
 
 from mmsearch._lazy import lazy_exports
 
-__all__ = ["out_of_memory_advice", "VISIBLE_ENV", "PRECISIONS", "Runtime", "idle_cpu_threads", "is_cuda_error", "is_out_of_memory", "runtime_for", "visible_gpus"]
+__all__ = ["precision_key", "thread_budget", "out_of_memory_advice", "VISIBLE_ENV", "PRECISIONS", "Runtime", "idle_cpu_threads", "is_cuda_error", "is_out_of_memory", "runtime_for", "visible_gpus"]
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(["Runtime", "runtime_for", "is_cuda_error", "is_out_of_memory"], "._runtime"),
-    **dict.fromkeys(["PRECISIONS", "VISIBLE_ENV", "idle_cpu_threads", "out_of_memory_advice", "visible_gpus"], "._devices"),
+    **dict.fromkeys(["PRECISIONS", "VISIBLE_ENV", "idle_cpu_threads", "out_of_memory_advice", "precision_key", "thread_budget",
+                     "visible_gpus"], "._devices"),
 })

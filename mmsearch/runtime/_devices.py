@@ -5,6 +5,7 @@ own files, not through torch."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmsearch._registry import Registry
+
+log = logging.getLogger("mmsearch.runtime")
 
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 
@@ -108,3 +111,27 @@ def out_of_memory_advice(lower: str, on_gpu: bool | None = None, precision: str 
     if on_gpu is False or precision not in (None, "fp32"):
         return lower
     return f"{lower} or use run.precision=bf16, which halves activation memory{'' if on_gpu else ' on a GPU'}"
+
+
+def thread_budget(budget: int | None, share: int = 1, foreground: bool = False) -> int:
+    """The CPU threads a process trains with, decided here only: its share of ``budget``
+    (``run.threads``, a profile's budget for the machine; every CPU when unset) among ``share``
+    sweep workers; in the ``foreground`` (``export``, ``train``), no more than the CPUs other
+    processes leave idle, said when that is fewer: a foreground run that took every core of a
+    machine a sweep keeps busy made OpenMP threads compete for cores and each epoch several
+    times slower."""
+    if not foreground:
+        return max(1, (budget or os.cpu_count() or 1) // max(1, share))
+    idle, cpus, busy = idle_cpu_threads()
+    wanted = budget or cpus
+    threads = max(1, min(wanted, idle))
+    if threads < wanted:
+        log.warning("other processes keep this machine busy (%.1f of %d CPUs busy just now): training with %d "
+                    "thread(s) instead of %d", busy, cpus, threads, wanted)
+    return threads
+
+
+def precision_key(precision: str) -> dict[str, str]:
+    """A precision's part of every stage cache key: it changes what a network learns and extracts;
+    fp32 adds nothing, which keeps the keys of caches built before precision was a setting."""
+    return {} if precision == "fp32" else {"precision": precision}

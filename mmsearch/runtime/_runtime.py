@@ -12,9 +12,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmsearch.runtime._devices import PRECISIONS, VISIBLE_ENV
+from mmsearch.runtime._devices import PRECISIONS, VISIBLE_ENV, out_of_memory_advice, precision_key
 
 log = logging.getLogger("mmsearch.runtime")
+
+
+class Stepper:
+    """One optimisation step in a runtime's precision: the loss's backward (scaled in fp16), the
+    gradients clipped (unscaled first), the optimizer stepped (skipped by the scaler when fp16
+    overflowed), the scale updated. As Lightning Fabric's precision plugin, the training loop
+    only says "step"."""
+
+    def __init__(self, scaler: torch.amp.GradScaler) -> None:
+        self._scaler = scaler
+
+    def __call__(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+                 grad_clip: float | None) -> None:
+        self._scaler.scale(loss).backward()
+        if grad_clip is not None:
+            self._scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        self._scaler.step(optimizer)
+        self._scaler.update()
 
 
 @dataclass(frozen=True)
@@ -23,7 +42,8 @@ class Runtime:
 
     * ``autocast()`` wraps forward passes (bf16/fp16 autocast, or nothing in fp32); losses are
       computed in float32 on its output, as autocast itself would.
-    * ``grad_scaler()`` is a no-op except for fp16.
+    * ``stepper()`` makes each optimisation step: backward, clipping and the optimizer's step,
+      with fp16's loss scaling (a no-op in other precisions); the engine never scales itself.
     * host batches are pinned and copied with ``non_blocking`` on CUDA, so the copy of batch
       k+1 overlaps the step of batch k; models and image batches are channels-last.
     """
@@ -60,8 +80,17 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def grad_scaler(self) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler(self.device.type, enabled=PRECISIONS.get(self.precision).grad_scaler)
+    def stepper(self) -> Stepper:
+        """What one fit calls for each optimisation step (a fresh loss scale per fit)."""
+        return Stepper(torch.amp.GradScaler(self.device.type, enabled=PRECISIONS.get(self.precision).grad_scaler))
+
+    def cache_key(self) -> dict[str, str]:
+        """This precision's part of every stage cache key (``precision_key``)."""
+        return precision_key(self.precision)
+
+    def out_of_memory_advice(self, lower: str) -> str:
+        """How out of an out-of-memory here: ``lower`` (the setting to make smaller), and bf16 where it helps."""
+        return out_of_memory_advice(lower, self.is_cuda, self.precision)
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device, non_blocking=self.non_blocking)
@@ -144,7 +173,10 @@ def _runtime(device: str, precision: str) -> Runtime:
 
 
 def runtime_for(run: Any) -> Runtime:
-    """The process's runtime for a config's ``run`` section (built once per device and precision)."""
+    """The process's runtime for a config's ``run`` section (built once per device and precision),
+    its torch threads set to ``run.threads`` (the one place they are set)."""
+    if run.threads and torch.get_num_threads() != run.threads:
+        torch.set_num_threads(run.threads)
     return _runtime(str(run.device), str(run.precision))
 
 

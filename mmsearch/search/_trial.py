@@ -48,7 +48,7 @@ class TrialResourceError(Exception):
 
 def _placed_error(exc: Exception, ws: Any, stage: str) -> Exception:
     """``exc`` as a :class:`TrialResourceError` when it is an OOM or a CUDA error, else itself."""
-    from mmsearch.runtime import is_cuda_error, is_out_of_memory, out_of_memory_advice
+    from mmsearch.runtime import is_cuda_error, is_out_of_memory
 
     runtime, cfg = ws.runtime, ws.cfg
     oom, cuda = is_out_of_memory(exc), runtime.is_cuda and is_cuda_error(exc)
@@ -60,10 +60,9 @@ def _placed_error(exc: Exception, ws: Any, stage: str) -> Exception:
                                   f"{first}", "cuda error", True)
     batch = getattr(cfg, stage).optim.batch_size
     key = f"{stage}.optim.batch_size"
-    hint = out_of_memory_advice(f"lower {key} (e.g. --set {key}={max(1, batch // 2)})", runtime.is_cuda,
-                                cfg.run.precision)
+    hint = runtime.out_of_memory_advice(f"lower {key} (e.g. --set {key}={max(1, batch // 2)})")
     return TrialResourceError(f"out of memory on {runtime.memory_report()} training the {stage} stage with "
-                              f"{key}={batch} ({cfg.run.precision}): {hint}. {first}",
+                              f"{key}={batch} ({runtime.precision}): {hint}. {first}",
                               "out of memory", runtime.is_cuda)
 
 
@@ -210,7 +209,7 @@ def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> TrialOutcome:
                        if k not in ("epoch", "seconds")}
             attrs = {"params": result.params, "size_mb": result.size_mb, "fit_seconds": result.fit.seconds,
                      "worker_peak_rss_mb": peak, "worker_pid": os.getpid(), "gpu_peak_mb": gpu_peak,
-                     "device": ws.runtime.describe(), "precision": cfg.run.precision,
+                     "device": ws.runtime.describe(), "precision": ws.runtime.precision,
                      "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                      "callback_seconds": bookkeeping, "history": history, "baseline_f1": baseline, **finals,
                      **{k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}}

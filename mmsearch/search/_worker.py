@@ -116,8 +116,10 @@ def work(setup: TrialSetup) -> int:
 
 
 def worker_threads(base: ExperimentConfig, workers: int) -> int:
-    """A worker's share of the base config's thread budget (every CPU when it sets none)."""
-    return max(1, (base.run.threads or os.cpu_count() or 1) // max(1, workers))
+    """A worker's share of the base config's thread budget (``runtime.thread_budget``)."""
+    from mmsearch.runtime import thread_budget
+
+    return thread_budget(base.run.threads, share=workers)
 
 
 def worker_setup(args: WorkerArgs) -> TrialSetup:

@@ -175,7 +175,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
     runtime.prepare(model)
     weights = class_weight_vector(cfg.class_weights, train_targets)
     loss_fn = LOSSES.get(cfg.loss)(weights.to(device) if weights is not None else None)
-    scaler = runtime.grad_scaler()
+    step = runtime.stepper()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = SCHEDULERS.get(cfg.scheduler)(optimizer, cfg)
@@ -209,12 +209,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: OptimConfig, *, tra
                     logits = model(*(runtime.to_device(t) for t in inputs))
                 logits = logits.float()  # the loss and the metric in float32, whatever the forward ran in
                 loss = loss_fn(logits, targets)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                step(loss, optimizer, params, cfg.grad_clip)
                 with torch.no_grad():
                     total += loss.detach() * len(targets)
                     train_f1 += _samples_f1_sum(targets, logits.detach())
