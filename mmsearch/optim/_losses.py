@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmsearch._lazy import lazy_module
 from mmsearch._registry import Registry
 from mmsearch.data import LABEL_INDEX, NUM_LABELS
+
+if TYPE_CHECKING:
+    import torch
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")
@@ -42,7 +45,8 @@ def _focal(weights: Any, gamma: float = 2.0) -> LossFn:
     return loss
 
 
-def class_weight_vector(spec: Any, targets: np.ndarray) -> Any:
+def class_weight_vector(spec: str | Sequence[float] | Mapping[str, float] | None, targets: np.ndarray
+                        ) -> torch.Tensor | None:
     """Resolve ``class_weights`` (None, 'auto', list of 18, {label: w}) to a tensor."""
     if spec is None:
         return None

@@ -21,12 +21,15 @@ import heapq
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch._cache import stable_hash
 from mmsearch.config import STAGE_INPUTS, ExperimentConfig, to_dict, with_overrides
 from mmsearch.search import SweepContext, looks_of, power_statement, records
 from mmsearch.stats import Looks, level_stats
+
+if TYPE_CHECKING:
+    import optuna
 
 # The fixed cost of a trial until the storage has measured one (MLflow run, Optuna bookkeeping,
 # a forked worker's setup): named in the plan as assumed.
@@ -242,7 +245,7 @@ def cell_seconds(ctx: SweepContext, label: str, costs: dict[str, StageCost], ove
     return overhead + epochs * epoch_s
 
 
-def sweep_plan(ctx: SweepContext, study: Any | None, costs: dict[str, StageCost], overhead: float) -> SweepPlan:
+def sweep_plan(ctx: SweepContext, study: optuna.Study | None, costs: dict[str, StageCost], overhead: float) -> SweepPlan:
     """The missing cells of one sweep with their estimates: measured by this study's own trials
     where it has any (per level, else the study's mean), else from the calibration."""
     spec = ctx.spec

@@ -24,7 +24,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch._disk import (
     reserve_used,
@@ -68,6 +68,9 @@ from mmsearch.search._worker import (
 )
 from mmsearch.stats import Looks, next_round
 from mmsearch.tracking import DEFAULT_DIR, Tracker
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger("mmsearch.sweep")
 SHUTDOWN_WAIT_S = 30.0  # how long a stopping coordinator waits for its workers' clean-up
@@ -170,7 +173,7 @@ class Coordinator:
         if self.request.progress:
             threading.Thread(target=self._progress, args=(started,), daemon=True, name="mmsearch-progress").start()
 
-    def _plan_looks(self, study: Any) -> None:
+    def _plan_looks(self, study: optuna.Study) -> None:
         """A run until decided records its plan once (first round, cap): every later analysis, by
         any command, holds the error rate over the same rounds. A later run may raise the cap."""
         spec = self.ctx.spec

@@ -18,9 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch.errors import StudyLockStuck
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 log = logging.getLogger("mmsearch.liveness")
 DEFAULT_HEARTBEAT_S = 10.0
@@ -31,7 +34,7 @@ class Heartbeat(threading.Thread):
     """Refreshes the heartbeat of the trials this process runs (and of its coordinator record)
     from a thread, independent of epochs; tells a trial's runner when someone else failed it."""
 
-    def __init__(self, storage: Any, study_id: int, every_s: float, coordinator_key: str | None = None,
+    def __init__(self, storage: BaseStorage, study_id: int, every_s: float, coordinator_key: str | None = None,
                  coordinator_record: dict[str, Any] | None = None) -> None:
         super().__init__(daemon=True, name="mmsearch-heartbeat")
         self.storage, self.study_id, self.every_s = storage, study_id, every_s

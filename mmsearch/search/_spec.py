@@ -20,7 +20,7 @@ import copy
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
@@ -38,6 +38,9 @@ from mmsearch.config import (
 from mmsearch.errors import ConfigError, MmsearchError, Problem
 from mmsearch.stats import Design, Looks, margin_for
 from mmsearch.training import EPOCH_METRICS, FINAL_ONLY_METRICS
+
+if TYPE_CHECKING:
+    import optuna
 
 SWEEPS_DIR = bundled("sweeps")
 MAX_LEVELS = 1000  # a grid of more is a typo or a hostile file; each level's config is built before anything runs
@@ -89,7 +92,7 @@ class Dimension(Settings):
             raise ValueError(f"log scale needs low > 0, got {self.low}")
         return self
 
-    def suggest(self, trial: Any, key: str) -> Any:
+    def suggest(self, trial: optuna.Trial, key: str) -> Any:
         if self.type == "float":
             return trial.suggest_float(key, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
@@ -219,7 +222,7 @@ class SweepSpec(Settings):
                 return lv
         raise KeyError(label)
 
-    def suggest(self, trial: Any) -> tuple[dict[str, Any], str | None, int | None]:
+    def suggest(self, trial: optuna.Trial) -> tuple[dict[str, Any], str | None, int | None]:
         """The thin adapter's first step: Optuna suggestions -> dotted config overrides. An
         ablation's level is the one searched parameter; its repeat index is a trial attribute
         (a seed offset, not a setting), so importance charts never rank it."""

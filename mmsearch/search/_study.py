@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch._interrupts import deferred
 from mmsearch._processes import judge
@@ -15,6 +15,10 @@ from mmsearch.search._context import SweepContext, SweepRequest, open_study, res
 from mmsearch.search._summary import SweepSummary, summarize
 from mmsearch.stats import Looks
 from mmsearch.tracking import Tracker, end_abandoned_exports
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger("mmsearch.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -26,7 +30,7 @@ COORDINATOR_PREFIX = "coordinator:"
 MAX_RETRIES = 3  # times one cell is re-run after its worker died, per coordinator
 
 
-def claimable(ctx: SweepContext, study: Any) -> int:
+def claimable(ctx: SweepContext, study: optuna.Study) -> int:
     """How many trials a worker could claim now: WAITING cells (ablation), or what is left of the
     trial budget (search: finished, running and waiting trials count, trials that died don't)."""
     import optuna
@@ -44,7 +48,7 @@ class SweepStudy:
     """A sweep's study as coordinators keep it: its lock, its trials, the coordinators' records,
     and repairs of what dead processes left behind."""
 
-    def __init__(self, ctx: SweepContext, study: Any, tracker: Tracker) -> None:
+    def __init__(self, ctx: SweepContext, study: optuna.Study, tracker: Tracker) -> None:
         self.ctx, self.request, self.study, self.tracker, self.storage = ctx, ctx.request, study, tracker, ctx.storage
         self.study_id = self.storage.optuna.get_study_id_from_name(ctx.study_name)
         self.retries: dict[Any, int] = {}
@@ -170,7 +174,7 @@ def cell_key(ctx: SweepContext, t: Any) -> tuple[Any, ...]:
     return tuple(sorted(t.params.items()))
 
 
-def requeue(ctx: SweepContext, study: Any, t: Any) -> None:
+def requeue(ctx: SweepContext, study: optuna.Study, t: FrozenTrial) -> None:
     """Put a failed trial's cell (or a search trial's parameters) back in the queue; an ablation
     cell only when no trial holds it already. Call under the study lock."""
     import optuna

@@ -10,7 +10,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,12 @@ from mmsearch.stats import (
     margin_for,
     pooled_spread,
 )
+
+if TYPE_CHECKING:
+    import optuna
+
+    from mmsearch.pipeline import Workspace
+    from mmsearch.tracking import Tracker
 
 log = logging.getLogger("mmsearch.sweep")
 # The method in plain words, shown under every level table (status, the MLflow description, the report).
@@ -249,7 +255,7 @@ def progress_line(s: SweepSummary, workers: int, started: float, now: float, ups
 
 
 # -- the report ---------------------------------------------------------------------------------
-def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord], design: Design | None = None
+def sweep_charts(ctx: SweepContext, study: optuna.Study, recs: list[TrialRecord], design: Design | None = None
                  ) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     """The paper's charts for this sweep, and the data behind each."""
     spec = ctx.spec
@@ -301,7 +307,7 @@ def sweep_charts(ctx: SweepContext, study: Any, recs: list[TrialRecord], design:
     return figures, data
 
 
-def sweep_oov(ctx: SweepContext, ws: Any, also: Sequence[str] = ()) -> list[dict[str, Any]]:
+def sweep_oov(ctx: SweepContext, ws: Workspace, also: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Words of the captions without a vector in each corpus the sweep's levels use (and ``also``)."""
     from mmsearch.config import with_overrides
     from mmsearch.text import oov_report
@@ -362,7 +368,7 @@ def describe_sweep(ctx: SweepContext) -> str:
     return f"{spec.description}. Paper {spec.paper}. {what}; metric {spec.metric}."
 
 
-def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary: SweepSummary) -> None:
+def log_report(ctx: SweepContext, study: optuna.Study, tracker: Tracker, parent: str, summary: SweepSummary) -> None:
     """The sweep's charts, their data and per-level statistics on its MLflow parent run."""
     figures, data = sweep_charts(ctx, study, records(study.get_trials(deepcopy=False)), summary.design)
     tracker.log_text(parent, report_html(f"{ctx.spec.name}: {ctx.spec.description}", figures,
@@ -388,7 +394,7 @@ def log_report(ctx: SweepContext, study: Any, tracker: Any, parent: str, summary
         dashboard_note(study, ctx, summary)
 
 
-def dashboard_note(study: Any, ctx: SweepContext, summary: SweepSummary) -> None:
+def dashboard_note(study: optuna.Study, ctx: SweepContext, summary: SweepSummary) -> None:
     """The level table as the study's note in optuna-dashboard (when installed): the dashboard's
     "Best Trial" is the single best trial, not the best level, which is a mean over repeats."""
     try:

@@ -32,7 +32,10 @@ from mmsearch.tracking import DEFAULT_END_STATES, MlflowEpochLogger, Tracker
 from mmsearch.training import Callback, EpochLog, FitState, history_columns, most_frequent_label_f1
 
 if TYPE_CHECKING:
+    import optuna
+
     from mmsearch.data import Dataset
+    from mmsearch.pipeline import Workspace
 
 log = logging.getLogger("mmsearch.sweep")
 
@@ -46,7 +49,7 @@ class TrialResourceError(Exception):
         self.kind, self.cuda = kind, cuda
 
 
-def _placed_error(exc: Exception, ws: Any, stage: str) -> Exception:
+def _placed_error(exc: Exception, ws: Workspace, stage: str) -> Exception:
     """``exc`` as a :class:`TrialResourceError` when it is an OOM or a CUDA error, else itself."""
     from mmsearch.runtime import is_cuda_error, is_out_of_memory
 
@@ -66,7 +69,7 @@ def _placed_error(exc: Exception, ws: Any, stage: str) -> Exception:
                               "out of memory", runtime.is_cuda)
 
 
-def retry_once(setup: TrialSetup, trial: Any, kind: str) -> bool:
+def retry_once(setup: TrialSetup, trial: optuna.Trial, kind: str) -> bool:
     """Enqueue a failed trial's cell again unless this run already saw it fail the same way:
     an OOM next to a busy neighbour may pass on a second try; the same OOM twice is the
     configuration's, and stays FAIL with its reason (never an endless loop)."""
@@ -104,7 +107,7 @@ class TrialSetup:
 
     ctx: SweepContext
     base: ExperimentConfig  # the sweep's base config with this worker's share of threads
-    study: Any
+    study: optuna.Study
     tracker: Tracker
     experiment_id: str
     parent_run_id: str
@@ -115,7 +118,7 @@ class TrialSetup:
 class _TrialReporter(Callback):
     """Reports the sweep's metric each epoch (curves, pruning); stops a revoked trial."""
 
-    def __init__(self, trial: Any, metric: str, prune: bool, revoked: threading.Event) -> None:
+    def __init__(self, trial: optuna.Trial, metric: str, prune: bool, revoked: threading.Event) -> None:
         self.trial, self.metric, self.prune, self.revoked = trial, metric, prune, revoked
 
     def on_epoch_end(self, state: FitState, epoch: EpochLog) -> None:
@@ -133,7 +136,7 @@ class _TrialReporter(Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch.epoch} ({self.metric} {value:.4f})")
 
 
-def claim_owner(setup: TrialSetup, trial: Any) -> int:
+def claim_owner(setup: TrialSetup, trial: optuna.Trial) -> int:
     """Mark a just-claimed trial as ours (coordinator, owner, first heartbeat): the storage's trial id.
     The owner is written last: a RUNNING trial without one was never fully claimed."""
     trial.set_user_attr("coordinator", setup.coordinator)
@@ -144,7 +147,7 @@ def claim_owner(setup: TrialSetup, trial: Any) -> int:
                                                            trial.number)
 
 
-def run_trial(setup: TrialSetup, trial: Any, trial_id: int) -> TrialOutcome:
+def run_trial(setup: TrialSetup, trial: optuna.Trial, trial_id: int) -> TrialOutcome:
     """Run one claimed trial; returns how it ended.
     KeyboardInterrupt fails the trial as "interrupted", ends its run KILLED and propagates."""
     import optuna
@@ -281,7 +284,7 @@ def peak_rss_mb() -> float:
     return 0.0
 
 
-def fail_claimed(setup: TrialSetup, trial: Any, reason: str, failure: str | None = None) -> None:
+def fail_claimed(setup: TrialSetup, trial: optuna.Trial, reason: str, failure: str | None = None) -> None:
     """Fail a trial this process holds, with its reason (and the kind of failure, for the
     retry rule); a no-op when someone else finished it."""
     import optuna

@@ -18,13 +18,16 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mmsearch._disk import on_disk_full
 from mmsearch._interrupts import deferred
 from mmsearch._paths import cache_root
 from mmsearch.errors import MmsearchError
 from mmsearch.tracking._outbox import QUEUED_PREFIX, QUEUED_TAG, Outbox, queued_id, unreachable
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger("mmsearch.tracking")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -188,7 +191,7 @@ def _retry(call: Callable[[], T], what: str, attempts: int = 30) -> T:
     raise AssertionError("unreachable")
 
 
-def _register_version(client: Any, run_id: str, args: dict[str, Any]) -> str:
+def _register_version(client: MlflowClient, run_id: str, args: dict[str, Any]) -> str:
     from mlflow.exceptions import MlflowException
 
     name = args["name"]
