@@ -30,7 +30,7 @@ from typing import Any
 
 from mmsearch._net import masked
 from mmsearch._registry import Registry
-from mmsearch.errors import MmsearchError
+from mmsearch.errors import MmsearchError, first_line
 from mmsearch.search._liveness import DEFAULT_GRACE_S
 
 log = logging.getLogger("mmsearch.storage")
@@ -249,7 +249,8 @@ class _Outage:
                 if self.since is None:
                     self.since = now
                     log.warning("lost the connection to PostgreSQL %s (%s); reconnecting and retrying for up to "
-                                "%.0f s", self.where, _first_line(exc), RECONNECT_FOR_S)
+                                "%.0f s", self.where, first_line(getattr(exc, "orig", None) or exc.__cause__ or exc, 200),
+                                RECONNECT_FOR_S)
                 elif now - self.since > RECONNECT_FOR_S:
                     raise StorageError(f"--storage {self.where}: lost the connection to PostgreSQL for "
                                        f"{now - self.since:.0f} s ({what}); rerun the command once it is back") from exc
@@ -260,11 +261,6 @@ class _Outage:
                 log.warning("reconnected to PostgreSQL %s after %.0f s", self.where, time.monotonic() - self.since)
                 self.since = None
             return result
-
-
-def _first_line(exc: BaseException) -> str:
-    inner = getattr(exc, "orig", None) or exc.__cause__ or exc
-    return (str(inner).strip().splitlines() or [type(inner).__name__])[0][:200]
 
 
 class Reconnecting:

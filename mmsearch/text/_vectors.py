@@ -101,7 +101,7 @@ def _local_catalogue() -> dict[str, int]:
     return dims
 
 
-def _first_line(path: Path) -> list[str] | None:
+def _header_words(path: Path) -> list[str] | None:
     """The fields of a text vector file's first line: a word2vec count header (rows, dimension)
     or the first vector. None for the binary and gensim formats."""
     if path.suffix == ".bin":
@@ -118,7 +118,7 @@ def _is_count_header(fields: list[str]) -> bool:
 
 
 def _file_dim(path: Path) -> int | None:
-    first = _first_line(path)
+    first = _header_words(path)
     if not first:
         return None
     return int(first[1]) if _is_count_header(first) else len(first) - 1
@@ -215,7 +215,7 @@ def _load_file(spec: CorpusSpec, **_: Any):  # type: ignore[no-untyped-def]
         raise AssetMissingError(f"word-vector file {path} does not exist (text.corpus = {spec.name!r})")
     if path.suffix == ".bin":
         return KeyedVectors.load_word2vec_format(str(path), binary=True)
-    no_header = not _is_count_header(_first_line(path) or [])
+    no_header = not _is_count_header(_header_words(path) or [])
     return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=no_header)
 
 
