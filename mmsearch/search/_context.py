@@ -54,6 +54,14 @@ class SweepRequest:
     until_decided: bool = False
     max_repeats: int | None = None
 
+    @property
+    def gpu_list(self) -> list[str] | None:
+        """``--gpus`` parsed (the one place it is): None when not given (every visible GPU), []
+        for "" or "none" (no GPU at all), else the CUDA_VISIBLE_DEVICES entries."""
+        if self.gpus is None:
+            return None
+        return [g.strip() for g in self.gpus.split(",") if g.strip() and g.strip() != "none"]
+
     def check(self) -> None:
         """Refuse counts that cannot mean anything before a study or a run is created."""
         problems = []

@@ -107,8 +107,7 @@ def warn_oversubscribed(workers: int, cells: int) -> None:
 def sweep_gpus(ctx: SweepContext) -> list[str]:
     """The GPUs this sweep's workers share: ``--gpus``, else every visible GPU, when the base
     config lets a worker choose (run.device auto or cuda); none for cpu, mps or a pinned cuda:N."""
-    device, asked = ctx.base.run.device, ctx.request.gpus
-    wanted = None if asked is None else [g.strip() for g in asked.split(",") if g.strip() and g.strip() != "none"]
+    device, asked, wanted = ctx.base.run.device, ctx.request.gpus, ctx.request.gpu_list
     if device not in ("auto", "cuda"):
         if wanted:
             raise ConfigError("invalid sweep options", [Problem(
@@ -308,7 +307,7 @@ class Coordinator:
         """The GPU with the fewest live workers (one each first, then shared round-robin); ""
         (no GPU at all) after ``--gpus none``; None (the environment as it is) without GPUs."""
         if not self.gpus:
-            return "" if self.request.gpus is not None and self.request.gpus.strip() in ("", "none") else None
+            return "" if self.request.gpu_list == [] else None
         load = {g: 0 for g in self.gpus}
         for gpu in self.placed.values():
             if gpu in load:
