@@ -278,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _place(args: argparse.Namespace) -> dict[str, Any]:
+    """Which studies, where (``search.StudyPlace``): read from the options every such command shares."""
+    from mmsearch.config import request_overrides
+
+    return {"experiment": args.experiment, "data": args.data, "overrides": request_overrides(args.overrides),
+            "storage": _storage(args.storage), "tracking_uri": args.tracking_uri}
+
+
 def _storage(url: str | None) -> str | None:
     """``--storage`` as given; a password in it is used, with a word on where it belongs."""
     if url and "://" in url:
@@ -468,17 +476,14 @@ def _sequential_options(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep_request(args: argparse.Namespace) -> Any:
-    from mmsearch.config import request_overrides
     from mmsearch.search import SweepRequest
 
-    overrides = request_overrides(args.overrides)
     options = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("trials", getattr(args, "trials", None)),
                                  ("gpus", getattr(args, "gpus", None)), ("max_repeats", getattr(args, "max_repeats", None)),
                                  ("until_decided", getattr(args, "until_decided", None) or None),
                                  ("grace_s", args.grace), ("heartbeat_s", getattr(args, "heartbeat", None)))
                if v is not None}
-    return SweepRequest(sweep=args.name, experiment=args.experiment, overrides=overrides, data=args.data,
-                        storage=_storage(args.storage), study_name=args.study, tracking_uri=args.tracking_uri, **options)
+    return SweepRequest(sweep=args.name, **_place(args), study_name=args.study, **options)
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
@@ -608,14 +613,11 @@ def _level_table(s: Any) -> list[str]:
 
 # -- final model --------------------------------------------------------------------------------------
 def _export(args: argparse.Namespace) -> int:
-    from mmsearch.config import request_overrides
     from mmsearch.export import ExportRequest, export_model
 
     _interruptible()
-    overrides = request_overrides(args.overrides)
-    request = ExportRequest(sweeps=args.sweeps, name=args.name, experiment=args.experiment, data=args.data,
-                            overrides=overrides, full=args.full, caption_only=args.caption_only, ensemble=args.ensemble,
-                            storage=_storage(args.storage), tracking_uri=args.tracking_uri, out_dir=args.out_dir,
+    request = ExportRequest(sweeps=args.sweeps, name=args.name, **_place(args), full=args.full,
+                            caption_only=args.caption_only, ensemble=args.ensemble, out_dir=args.out_dir,
                             studies=args.study, force=args.force)
     result = export_model(request)
     for d in result.decisions:
@@ -646,12 +648,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mmsearch.config import request_overrides
     from mmsearch.report import ReportRequest, reproduce, verdict_table
 
-    overrides = request_overrides(args.overrides)
-    report = reproduce(ReportRequest(experiment=args.experiment, data=args.data, overrides=overrides,
-                                     storage=_storage(args.storage), tracking_uri=args.tracking_uri, out=args.out))
+    report = reproduce(ReportRequest(**_place(args), out=args.out))
     for s in report.sections:
         f = s.finding
         print(f"{f.section:<6} {f.figure:<18} {f.sweep:<21} {s.verdict.outcome:<20} {s.verdict.why}")
@@ -663,13 +662,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from mmsearch.config import request_overrides
     from mmsearch.reproduce import ReproduceRequest, make_plan, reproduce_paper
 
     _interruptible()
     options = {k: v for k, v in (("heartbeat_s", args.heartbeat), ("grace_s", args.grace)) if v is not None}
-    request = ReproduceRequest(experiment=args.experiment, data=args.data, overrides=request_overrides(args.overrides),
-                               storage=_storage(args.storage), tracking_uri=args.tracking_uri, workers=args.workers,
+    request = ReproduceRequest(**_place(args), workers=args.workers,
                                gpus=args.gpus, only=args.only, skip=args.skip, repeats=args.repeats, export=args.export,
                                findings=args.findings, out=args.out, until_decided=args.until_decided,
                                max_repeats=args.max_repeats, **options)

@@ -36,7 +36,7 @@ from mmsearch.config import (
 from mmsearch.data import LABELS, Dataset
 from mmsearch.export._best import Decision, sweep_decisions
 from mmsearch.pipeline import STAGES, StageResult, Workspace, foreground_threads, run_stage
-from mmsearch.search import SweepRequest, load_sweep
+from mmsearch.search import StudyPlace, SweepRequest, load_sweep
 from mmsearch.serving import BUNDLE_FILE, IMAGE_COLUMN, IMAGE_DATA_COLUMN, NEEDS_IMAGES
 from mmsearch.stats import DEGENERATE_MARGIN
 from mmsearch.tracking import OWNER_TAG, MlflowEpochLogger, Tracker, end_abandoned_exports
@@ -49,17 +49,12 @@ REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "nltk", "ml
 
 
 @dataclass
-class ExportRequest:
+class ExportRequest(StudyPlace):
     sweeps: list[str]
     name: str
-    experiment: str | None = None
-    data: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
     full: bool = False
     caption_only: bool = False
     ensemble: int = 1  # members trained with seeds run.seed, run.seed + 1, ...; probabilities averaged
-    storage: str | None = None
-    tracking_uri: str | None = None
     out_dir: Path = Path("exports")
     studies: list[str] = field(default_factory=list)  # --study, one per sweep in order (default: found)
     force: bool = False  # export a configuration no better than the most-frequent-label baseline
@@ -95,9 +90,8 @@ def final_config(request: ExportRequest) -> tuple[ExperimentConfig, list[Decisio
     decisions: list[Decision] = []
     for i, sweep in enumerate(request.sweeps):
         found, ran_with = sweep_decisions(SweepRequest(
-            sweep=sweep, experiment=request.experiment, data=request.data, overrides=dict(request.overrides),
-            storage=request.storage, study_name=request.studies[i] if request.studies else None), command,
-            force=request.force)
+            sweep=sweep, **{**request.place(), "tracking_uri": None},
+            study_name=request.studies[i] if request.studies else None), command, force=request.force)
         if cfg is None:
             request = replace(request, experiment=ran_with.experiment or load_sweep(sweep)[0].experiment,
                               data=ran_with.data, overrides=ran_with.overrides)

@@ -28,18 +28,14 @@ from mmsearch.report._findings import (
     judge_findings,
     load_findings,
 )
+from mmsearch.search import StudyPlace
 from mmsearch.stats import ALPHA, Design, LevelStats
 
 log = logging.getLogger("mmsearch.report")
 
 
 @dataclass
-class ReportRequest:
-    experiment: str | None = None  # which studies: the profile and data they ran with
-    data: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    storage: str | None = None
-    tracking_uri: str | None = None
+class ReportRequest(StudyPlace):  # which studies: the profile and data they ran with
     out: Path = Path("reports/reproduction.html")  # beside exports/, not loose in the working folder
     findings: Path | None = None
     final: Any = None  # mmsearch.reproduce.FinalComparison: the two final models (``mmsearch reproduce``)
@@ -75,8 +71,7 @@ def _study(request: ReportRequest, sweep: str) -> tuple[Any, Any] | None:
 
     try:
         ran_with, study, storage, _ = open_study(SweepRequest(
-            sweep=sweep, experiment=request.experiment, data=request.data, overrides=dict(request.overrides),
-            storage=request.storage), f"report (sweep {sweep})")
+            sweep=sweep, **{**request.place(), "tracking_uri": None}), f"report (sweep {sweep})")
     except MmsearchError:
         return None
     return resolve(ran_with, storage), study

@@ -52,6 +52,7 @@ from mmsearch.search import (
     DEFAULT_GRACE_S,
     DEFAULT_HEARTBEAT_S,
     Heartbeat,
+    StudyPlace,
     SweepContext,
     SweepRequest,
     SweepSummary,
@@ -71,12 +72,7 @@ FINAL_CLAIM, FINAL, REPORT = "final_claim", "final", "report"
 
 
 @dataclass
-class ReproduceRequest:
-    experiment: str | None = None
-    data: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    storage: str | None = None
-    tracking_uri: str | None = None
+class ReproduceRequest(StudyPlace):
     workers: int | None = None  # default: one per GPU given, else 1
     gpus: str | None = None
     only: list[str] = field(default_factory=list)  # globs over sweep names
@@ -92,8 +88,7 @@ class ReproduceRequest:
     max_repeats: int | None = None
 
     def sweep_request(self, sweep: str) -> SweepRequest:
-        return SweepRequest(sweep=sweep, experiment=self.experiment, overrides=dict(self.overrides), data=self.data,
-                            storage=self.storage, tracking_uri=self.tracking_uri, workers=self.workers or 1,
+        return SweepRequest(sweep=sweep, **self.place(), workers=self.workers or 1,
                             gpus=self.gpus, progress=False, heartbeat_s=self.heartbeat_s, grace_s=self.grace_s,
                             until_decided=self.until_decided, max_repeats=self.max_repeats)
 
@@ -370,10 +365,7 @@ def _close_the_loop(request: ReproduceRequest, selection: Selection, ledger: Led
         report = ledger.report(digest)
         started = time.time()
         if report is None:
-            made = reproduce(ReportRequest(experiment=request.experiment, data=request.data,
-                                           overrides=dict(request.overrides), storage=request.storage,
-                                           tracking_uri=request.tracking_uri, out=request.out,
-                                           findings=request.findings, final=final))
+            made = reproduce(ReportRequest(**request.place(), out=request.out, findings=request.findings, final=final))
             report = {"run_id": made.run_id, "path": str(made.path.resolve()), "host": ProcessIdentity.current().host}
             ledger.set_report(digest, report)
         outcome.timings["report"] = time.time() - started
@@ -409,9 +401,8 @@ def train_finals(request: ReproduceRequest, selection: Selection, decisions: lis
                                f"level {d.chosen!r} (mean of {d.n})", d.trial_score, d.why)
                       for d in decisions if role == MEASURED for k, v in d.settings.items()]
         export = ExportRequest(sweeps=[c.spec.name for c in selection.contexts], name=f"reproduce-{role}",
-                               experiment=request.experiment, data=request.data, overrides=dict(request.overrides),
-                               ensemble=request.repeats, storage=request.storage, tracking_uri=request.tracking_uri,
-                               out_dir=Path("exports"), caption_only="image" not in stages, force=True)
+                               **request.place(), ensemble=request.repeats, out_dir=Path("exports"),
+                               caption_only="image" not in stages, force=True)
         log.warning("training the %s final configuration: %d member(s)", role, request.repeats)
         result = export_config(cfg, provenance, export, evaluate=lambda bundle: split_scores(bundle, data)[0],
                                threads=threads)

@@ -2,7 +2,7 @@
 
 from mmsearch._lazy import lazy_exports
 
-__all__ = ["Runner", "assign_workers", "begin_run", "decode_images", "Coordinator", "UpstreamFailed", "WorkerDiskFull",
+__all__ = ["StudyPlace", "Runner", "assign_workers", "begin_run", "decode_images", "Coordinator", "UpstreamFailed", "WorkerDiskFull",
            "process_context", "warm_workers", "worker_threads", "DEFAULT_GRACE_S", "DEFAULT_HEARTBEAT_S", "Heartbeat", "level_cells", "CHARTS", "METRICS", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "STORAGE_KINDS",
            "StorageError", "StudyStorage", "SweepContext", "SweepInterrupted", "SweepRequest", "SweepSpec", "looks_of",
            "SweepStudy", "SweepSummary", "available_sweeps", "default_storage", "find_study", "load_sweep",
@@ -12,7 +12,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(["CHARTS", "METRICS", "PRUNERS", "SAMPLERS", "SWEEPS_DIR", "Dimension", "Level", "SweepSpec",
                      "available_sweeps", "load_sweep"], "._spec"),
     **dict.fromkeys(["STORAGE_KINDS", "StorageError", "StudyStorage", "default_storage", "open_storage"], "._storage"),
-    **dict.fromkeys(["SweepContext", "SweepInterrupted", "SweepRequest", "find_study", "open_study", "resolve",
+    **dict.fromkeys(["StudyPlace", "SweepContext", "SweepInterrupted", "SweepRequest", "find_study", "open_study", "resolve",
                      "selecting_flags"], "._context"),
     **dict.fromkeys(["SweepStudy", "looks_of", "sweep_status"], "._study"),
     **dict.fromkeys(["Runner", "assign_workers", "begin_run", "decode_images", "run_sweep"], "._runner"),

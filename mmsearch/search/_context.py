@@ -30,16 +30,30 @@ class SweepInterrupted(MmsearchError):
 MAX_WORKERS = 256  # worker processes one coordinator starts
 
 
+@dataclass(kw_only=True)
+class StudyPlace:
+    """Which studies, where: what every command that runs or reads sweeps is given (``sweep run``
+    and ``status``, ``export``, ``report``, ``reproduce``), declared once. The profile, the data
+    and the ``--set`` values select the study; the storage and the tracking URI say where it and
+    its MLflow runs are."""
+
+    experiment: str | None = None
+    data: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    storage: str | None = None
+    tracking_uri: str | None = None
+
+    def place(self) -> dict[str, Any]:
+        """These fields, to hand on to another request (``SweepRequest(sweep=..., **place())``)."""
+        return {"experiment": self.experiment, "data": self.data, "overrides": dict(self.overrides),
+                "storage": self.storage, "tracking_uri": self.tracking_uri}
+
+
 @dataclass
-class SweepRequest:
+class SweepRequest(StudyPlace):
     """Everything a sweep command was asked; picklable, so workers rebuild from it."""
 
     sweep: str
-    experiment: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    data: str | None = None
-    storage: str | None = None
-    tracking_uri: str | None = None
     workers: int | None = 1  # None: one per GPU given to the sweep (see ``placed``), else 1
     trials: int | None = None  # ablation: at most this many missing cells now; search: total trials
     study_name: str | None = None
