@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ class ProcessIdentity:
         return f"process {self.pid} on {self.host}"
 
 
-def judge(owner: Any, heartbeat: float | None, now: float, grace_s: float) -> str | None:
+def judge(owner: Mapping[str, Any] | None, heartbeat: float | None, now: float, grace_s: float) -> str | None:
     """Why a RUNNING trial (or coordinator) with this owner and last heartbeat is dead, or None
     when it is alive."""
     identity = ProcessIdentity.from_attr(owner) if owner else None

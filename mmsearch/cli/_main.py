@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from mmsearch.errors import MmsearchError, StudyLockStuck, first_line
 
 if TYPE_CHECKING:
+    from mmsearch.reproduce import Plan
     from mmsearch.stats import LevelStats
 
 class ExitCode(enum.IntEnum):
@@ -671,7 +672,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                                findings=args.findings, out=args.out, until_decided=args.until_decided,
                                max_repeats=args.max_repeats, **options)
 
-    def show(plan: Any) -> None:
+    def show(plan: Plan) -> None:
         for line in plan.lines():
             print(line, flush=True)
 

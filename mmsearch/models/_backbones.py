@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch._assets import Asset
 from mmsearch._lazy import lazy_module
 from mmsearch._net import can_reach
 from mmsearch._registry import Registry
 from mmsearch.errors import AssetMissingError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 torch = lazy_module("torch")
 nn = lazy_module("torch.nn")
@@ -91,14 +94,14 @@ def build_backbone(name: str, pretrained: bool) -> tuple[Any, int]:
     return model, spec.feature_dim
 
 
-def _set_attr(module: Any, path: str, value: Any) -> None:
+def _set_attr(module: nn.Module, path: str, value: Any) -> None:
     parts = path.split(".")
     for part in parts[:-1]:
         module = getattr(module, part)
     setattr(module, parts[-1], value)
 
 
-def swap_relu(module: Any, negative_slope: float = 0.01) -> int:
+def swap_relu(module: nn.Module, negative_slope: float = 0.01) -> int:
     """Replace every nn.ReLU by LeakyReLU in place (the paper's change); returns the count."""
     swapped = 0
     for name, child in module.named_children():
@@ -110,7 +113,7 @@ def swap_relu(module: Any, negative_slope: float = 0.01) -> int:
     return swapped
 
 
-def model_size(module: Any) -> tuple[int, float]:
+def model_size(module: nn.Module) -> tuple[int, float]:
     """(parameter count, size in MB of parameters and buffers) — the bubble chart's axes."""
     params = sum(p.numel() for p in module.parameters())
     nbytes = sum(p.numel() * p.element_size() for p in module.parameters())

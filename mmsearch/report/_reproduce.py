@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch.charts import ablation_figure, page_html
 from mmsearch.config import request_overrides, stage_needs_images
@@ -31,6 +31,9 @@ from mmsearch.report._findings import (
 from mmsearch.search import StudyPlace
 from mmsearch.stats import ALPHA, Design, LevelStats
 
+if TYPE_CHECKING:
+    from mmsearch.reproduce import FinalComparison
+
 log = logging.getLogger("mmsearch.report")
 
 
@@ -38,7 +41,7 @@ log = logging.getLogger("mmsearch.report")
 class ReportRequest(StudyPlace):  # which studies: the profile and data they ran with
     out: Path = Path("reports/reproduction.html")  # beside exports/, not loose in the working folder
     findings: Path | None = None
-    final: Any = None  # mmsearch.reproduce.FinalComparison: the two final models (``mmsearch reproduce``)
+    final: FinalComparison | None = None  # mmsearch.reproduce.FinalComparison: the two final models (``mmsearch reproduce``)
     alpha: float = ALPHA  # the report's false-discovery rate over all its findings' comparisons
 
 
@@ -228,7 +231,7 @@ def _interval(scores: list[float]) -> str:
     return f"{mean:.4f} (n={len(scores)}, " + ("no interval)" if math.isnan(low) else f"95% CI {low:.4f}..{high:.4f})")
 
 
-def final_table(final: Any) -> list[str]:
+def final_table(final: FinalComparison) -> list[str]:
     """Each factor's decision and the two final models' scores, as Markdown (the README quotes it)."""
     lines = [f"| factor | sweep | {_base_column(final)} | final value | why |", "|---|---|---|---|---|"]
     for d in final.decisions:
@@ -253,11 +256,11 @@ def final_table(final: Any) -> list[str]:
     return lines
 
 
-def _base_column(final: Any) -> str:
+def _base_column(final: FinalComparison) -> str:
     return "paper's value" if final.experiment == "paper" else f"base value ({final.experiment})"
 
 
-def _final_html(final: Any) -> str:
+def _final_html(final: FinalComparison) -> str:
     esc = html.escape
     rows = "".join(f"<tr><td><code>{esc(d.factor)}</code></td><td>{esc(d.sweep)}</td><td>{esc(str(d.base or '-'))}</td>"
                    f"<td>{'<b>' if d.changed else ''}{esc(str(d.chosen or '-'))}{'</b>' if d.changed else ''}</td>"

@@ -7,12 +7,15 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from mmsearch.runtime._devices import PRECISIONS, VISIBLE_ENV, out_of_memory_advice, precision_key
+
+if TYPE_CHECKING:
+    from mmsearch.config import RunConfig
 
 log = logging.getLogger("mmsearch.runtime")
 
@@ -172,7 +175,7 @@ def _runtime(device: str, precision: str) -> Runtime:
     return runtime
 
 
-def runtime_for(run: Any) -> Runtime:
+def runtime_for(run: RunConfig) -> Runtime:
     """The process's runtime for a config's ``run`` section (built once per device and precision),
     its torch threads set to ``run.threads`` (the one place they are set)."""
     if run.threads and torch.get_num_threads() != run.threads:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsearch._cache import stable_hash
 from mmsearch.config import ExperimentConfig, RunConfig, request_overrides, stage_needs_images, to_dict
@@ -16,13 +16,16 @@ from mmsearch.search._liveness import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S
 from mmsearch.search._spec import SweepSpec, load_sweep
 from mmsearch.search._storage import StudyStorage, open_storage
 
+if TYPE_CHECKING:
+    from mmsearch.search._summary import SweepSummary
+
 log = logging.getLogger("mmsearch.sweep")
 
 
 class SweepInterrupted(MmsearchError):
     """Ctrl-C (or SIGTERM) stopped the sweep; what it held is failed and its runs ended."""
 
-    def __init__(self, message: str, summary: Any = None) -> None:
+    def __init__(self, message: str, summary: SweepSummary | None = None) -> None:
         super().__init__(message)
         self.summary = summary
 

@@ -70,6 +70,8 @@ from mmsearch.stats import Looks, next_round
 from mmsearch.tracking import DEFAULT_DIR, Tracker
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
     import optuna
 
 log = logging.getLogger("mmsearch.sweep")
@@ -129,7 +131,7 @@ class Coordinator:
         self.procs: list[Any] = []
         self.placed: dict[int, str | None] = {}  # live worker pid -> its GPU
         self.spawned = 0  # worker processes this run started
-        self.upstream_job: Any = None  # the upstream job started by ``start_upstream``, while it runs
+        self.upstream_job: BaseProcess | None = None  # the upstream job started by ``start_upstream``, while it runs
         self.upstream_ready = not STAGE_INPUTS[ctx.spec.stage]
         self.looks = Looks()  # analyses the study plans (``_plan_looks``, when it is opened)
         self.max_repeats = ctx.spec.max_repeats if ctx.spec.until_decided else int(ctx.spec.repeats)

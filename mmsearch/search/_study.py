@@ -85,7 +85,7 @@ class SweepStudy:
         self.tracker.end(parent, "KILLED", "stale", "its coordinator stopped without ending the run")
         return True
 
-    def fail(self, t: Any, reason: str, retryable: bool, run_state: str) -> bool:
+    def fail(self, t: FrozenTrial, reason: str, retryable: bool, run_state: str) -> bool:
         """Fail a RUNNING trial someone else may hold and end its MLflow run KILLED; False when it
         finished meanwhile."""
         import optuna
@@ -143,7 +143,7 @@ class SweepStudy:
             ended += 1
         return ended
 
-    def _retry(self, t: Any) -> None:
+    def _retry(self, t: FrozenTrial) -> None:
         key = cell_key(self.ctx, t)
         self.retries[key] = self.retries.get(key, 0) + 1
         if self.retries[key] > MAX_RETRIES:
@@ -167,7 +167,7 @@ def looks_of(attrs: dict[str, Any]) -> Looks:
     return Looks(max(1, cap - first + 1), first)
 
 
-def cell_key(ctx: SweepContext, t: Any) -> tuple[Any, ...]:
+def cell_key(ctx: SweepContext, t: FrozenTrial) -> tuple[Any, ...]:
     """What a trial measures: its (level, repeat) cell in an ablation, its parameters in a search."""
     if ctx.spec.mode == "ablation":
         return next(iter(cells_of([t])))

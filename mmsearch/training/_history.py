@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -41,7 +44,7 @@ FINAL_ONLY_METRICS = {"val_f1_tuned": "maximize"}
 
 @dataclass
 class FitState:
-    model: Any  # the torch module being trained
+    model: nn.Module  # the torch module being trained
     history: list[EpochLog] = field(default_factory=list)
     should_stop: bool = False
     best_epoch: int = 0  # the epoch with the best validation F1 so far (the engine keeps this)
