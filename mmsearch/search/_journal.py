@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -89,7 +90,7 @@ class FlockLock(BaseJournalFileLock):
                 log.warning("got the journal lock %s after %.0f s", self.path, time.monotonic() - started)
             with contextlib.suppress(OSError):  # who holds it, for whoever waits (a full disk: nobody is told)
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, _holder_record(), 0)
+                os.pwrite(fd, _holder_record(os.getpid()), 0)
             self._fd = fd
             return True
         except BaseException:
@@ -120,15 +121,7 @@ class FlockLock(BaseJournalFileLock):
         return reported
 
     def _holder_identity(self, fd: int | None) -> ProcessIdentity | int | None:
-        try:
-            if fd is None:
-                with open(self.path, "rb") as handle:
-                    text = handle.read(1024)
-            else:
-                text = os.pread(fd, 1024, 0)
-        except OSError:
-            return None
-        return _parse_holder(text)
+        return _read_holder(self.path, fd)
 
     def _holder(self, fd: int | None) -> str:
         return _describe(self._holder_identity(fd))
@@ -167,14 +160,29 @@ def lock_holder(storage: StudyStorage) -> str:
     process that did not wait itself; where the storage is not a journal file, what to do."""
     if storage.kind != "journal":
         return "held by a process that does not let go. Nothing is lost: rerun the same command once it has"
-    lock = FlockLock(storage.url + ".flock")
-    holder = lock._holder_identity(None)
+    holder = _read_holder(storage.url + ".flock")
     return (f"held by {_describe(holder)}. Nothing is lost: {_advice(holder)}, then rerun the same command to "
             "resume")
 
 
-def _holder_record() -> bytes:
-    return json.dumps(ProcessIdentity.current().attr()).encode()
+@functools.cache
+def _holder_record(pid: int) -> bytes:
+    """What this process writes into the lock file it takes (once per process: every storage
+    write takes the lock, and the identity reads /proc)."""
+    return json.dumps(ProcessIdentity.current(pid).attr()).encode()
+
+
+def _read_holder(path: str, fd: int | None = None) -> ProcessIdentity | int | None:
+    """Who wrote the lock file last (its holder, while it is held)."""
+    try:
+        if fd is None:
+            with open(path, "rb") as handle:
+                text = handle.read(1024)
+        else:
+            text = os.pread(fd, 1024, 0)
+    except OSError:
+        return None
+    return _parse_holder(text)
 
 
 def _parse_holder(text: bytes) -> ProcessIdentity | int | None:

@@ -72,7 +72,7 @@ def _key(study_name: str) -> int:
     return int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
 
 
-STORAGE_KINDS: Registry[Callable[[str], StudyStorage]] = Registry("storage")
+STORAGE_KINDS: Registry[Callable[[str, float], StudyStorage]] = Registry("storage")  # (url, lock wait) -> storage
 
 
 def open_storage(url: str | None = None, lock_wait_s: float = DEFAULT_GRACE_S) -> StudyStorage:

@@ -360,12 +360,7 @@ class Tracker:
         self._write("log_text", run_id=run_id, text=text, artifact_file=artifact_file)
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
-        """Upload a folder as the run's ``artifact_path``; while the server is away, a copy waits
-        in the outbox (the caller's folder may be gone by the time it is sent)."""
-        box = self.outbox
-        if box is not None and box.active:
-            self._write("log_artifacts", run_id=run_id, local_dir=box.keep(local_dir), artifact_path=artifact_path)
-            return
+        """Upload a folder as the run's ``artifact_path`` (queued as a copy while the server is away)."""
         self._write("log_artifacts", run_id=run_id, local_dir=str(local_dir), artifact_path=artifact_path)
 
     def register_version(self, name: str, run_id: str, artifact_path: str, tags: Mapping[str, str], description: str,
@@ -393,6 +388,8 @@ class Tracker:
                     if not unreachable(exc):
                         raise
                     box.begin(exc)
+            if op == "log_artifacts":  # the caller's folder may be gone by the time the queue is sent
+                args["local_dir"] = box.keep(Path(args["local_dir"]))
             if op == "create_run":
                 args["queued_as"] = placeholder = queued_id()
                 box.queue(op, args)
