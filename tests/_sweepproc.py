@@ -67,14 +67,22 @@ def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str,
     return proc.returncode, out, err
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2,
+             watched: subprocess.Popen[str] | None = None) -> Any:
+    """Poll ``predicate`` until it is truthy; on a timeout fail, with the stderr of ``watched``
+    (killed first: a process that hangs has not said why otherwise)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    told = ""
+    if watched is not None:
+        if watched.poll() is None:
+            os.killpg(watched.pid, signal.SIGKILL)
+        told = f"; stderr tail of process {watched.pid}:\n{watched.communicate()[1][-4000:]}"
+    pytest.fail(f"timed out after {timeout}s waiting for {what}{told}")
 
 
 def free_port() -> int:

@@ -632,7 +632,8 @@ def test_a_joiner_waiting_on_a_stopped_process_says_on_which_and_how_to_resume(t
     os.kill(owner["pid"], signal.SIGSTOP)
     try:
         joiner = start(args, tmp_path, env)
-        wait_for(lambda: _complete(storage) >= 3 or joiner.poll() is not None, 300, "the joiner to run the other cells")
+        wait_for(lambda: _complete(storage) >= 3 or joiner.poll() is not None, 300, "the joiner to run the other cells",
+                 watched=joiner)
         time.sleep(40)  # past the joiner's first word on what it waits for
     finally:
         os.kill(owner["pid"], signal.SIGCONT)
