@@ -32,7 +32,9 @@ from _sweepproc import (
     running_owner,
     sets,
     start,
+    stop_outside_locks,
     sweep_env,
+    sweep_lock_files,
     wait_for,
     write_sweep,
 )
@@ -254,7 +256,9 @@ def test_a_stopped_worker_is_judged_dead_elsewhere_and_discards_its_result(tmp_p
     env = sweep_env(tmp_path)
     first = start([*sweep_args, "--workers", "2", *LIVENESS], tmp_path, env)
     owner = wait_for(lambda: running_owner(storage), 180, "a trial running in a worker")
-    os.kill(owner["pid"], signal.SIGSTOP)  # silent, not dead: no heartbeat, no exit
+    # Silent, not dead: no heartbeat, no exit; and not inside a write, where every writer would
+    # wait on it (test_infra_faults' stopped lock holder).
+    stop_outside_locks(owner["pid"], *sweep_lock_files(storage, tmp_path / "mlruns" / "mlflow.db"))
     try:
         second = start([*sweep_args, *LIVENESS], tmp_path, env, prefix=_other_machine(tmp_path))
         joined, _, joined_err = finish(second)
