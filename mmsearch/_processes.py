@@ -1,7 +1,8 @@
 """Who a process is, wherever it runs: its identity (machine, boot, PID namespace, PID, start
 time), whether it is still alive here, the state /proc gives it, and how a RUNNING record with an
-owner and a heartbeat is judged. The one home of /proc reading for liveness; a low floor that
-search (trials, coordinators, the study's lock), tracking and export all build on."""
+owner and a heartbeat is judged, and who holds a lock on a file (/proc/locks) and how to free
+it. The one home of /proc reading for liveness; a low floor that search (trials, coordinators,
+the study's lock), tracking (the SQLite store's lock) and export all build on."""
 
 from __future__ import annotations
 
@@ -99,3 +100,55 @@ def judge(owner: Mapping[str, Any] | None, heartbeat: float | None, now: float, 
         who = str(identity) if identity is not None else "its process"
         return f"no heartbeat from {who} for {now - heartbeat:.0f} s (grace {grace_s:.0f} s)"
     return None
+
+
+def lock_holders(path: str | os.PathLike[str]) -> list[int]:
+    """The other processes holding a lock on the file at ``path`` (``flock`` or POSIX record locks,
+    SQLite's kind), as ``/proc/locks`` lists them; empty where none is visible from here (a
+    holder in another PID namespace shows as 0, which is left out)."""
+    try:
+        inode = os.stat(path).st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    holders: list[int] = []
+    for line in lines:
+        # "1: POSIX  ADVISORY  WRITE 6437 fe:00:2154837 0 EOF"; a waiter's line has "->" after the number.
+        fields = line.split()
+        if len(fields) < 6 or "->" in fields:
+            continue
+        try:
+            pid, node = int(fields[4]), int(fields[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        if node == inode and pid > 0 and pid != os.getpid() and pid not in holders:
+            holders.append(pid)
+    return holders
+
+
+def describe_holder(holder: ProcessIdentity | int | None) -> str:
+    """Who holds a lock, as a waiter tells it: ``process 42 (stopped)``, or where it runs when
+    this machine cannot see it."""
+    if holder is None:
+        return "another process"
+    if isinstance(holder, int):
+        return f"process {holder} ({process_state(holder)})"
+    if holder.local():
+        return f"process {holder.pid} ({process_state(holder.pid)})"
+    where = "in another PID namespace (a container?)" if holder.same_boot() else "on another machine"
+    return f"process {holder.pid} on {holder.host} {where}, which this machine cannot see"
+
+
+def holder_advice(holder: ProcessIdentity | int | None) -> str:
+    """What frees the lock ``holder`` keeps: `kill -CONT` for a stopped one, said where to run it."""
+    if holder is None:
+        return "it frees the lock when its write ends or it exits"
+    local = isinstance(holder, int) or holder.local()
+    pid = holder if isinstance(holder, int) else holder.pid
+    if local:
+        if process_state(pid).startswith("stopped"):
+            return f"it continues after `kill -CONT {pid}`, or frees the lock when it exits"
+        return "it frees the lock when its write ends or it exits"
+    where = ("from inside its PID namespace (for a container: `docker exec CONTAINER kill -CONT "
+             f"{pid}`)" if holder.same_boot() else f"on {holder.host}")
+    return f"if it is stopped, resume it with `kill -CONT {pid}` {where}, or end it there (its lock goes with it)"

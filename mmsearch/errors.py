@@ -47,9 +47,18 @@ class AssetMissingError(MmsearchError):
     """A downloadable asset (weights, word vectors, NLTK data) is absent and cannot be fetched."""
 
 
-class StudyLockStuck(MmsearchError):
-    """The study's lock stayed held past the wait allowed (the grace), by a process that does not
-    let go: the run cannot go on and ends incomplete (exit 3), having lost nothing."""
+class LockStuck(MmsearchError):
+    """A lock the run needs stayed held past the wait allowed (the grace), by a process that does
+    not let go: the run cannot go on and ends incomplete (exit 3), having lost nothing."""
+
+
+class StudyLockStuck(LockStuck):
+    """The study's lock (its journal file, or a study lock beside it) stayed held."""
+
+
+class TrackingStoreLocked(LockStuck):
+    """The MLflow SQLite store stayed locked (by a process stopped mid-write, or one holding a
+    transaction open): no run can be written there."""
 
 
 class UnknownNameError(MmsearchError, KeyError):

@@ -281,6 +281,86 @@ def test_a_stopped_lock_holder_stalls_the_sweep_which_says_so_and_loses_nothing(
            note="every other process waited, saying on which process and `kill -CONT PID`; nothing lost, no FAIL")
 
 
+_HOLD_STORE = """
+import os, signal, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN EXCLUSIVE")  # the lock a process takes to commit to the MLflow store
+print("held", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)  # stopped inside it, as a worker stopped mid-commit
+con.execute("COMMIT")
+"""
+
+
+def _hold_the_store(db: Path) -> subprocess.Popen[str]:
+    """A process that takes the SQLite store's lock and stops (SIGSTOP) inside it."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_STORE, str(db)], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    wait_for(lambda: Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T", 10,
+             "the store's holder to stop")
+    return holder
+
+
+def test_a_stopped_holder_of_the_mlflow_store_ends_a_sweep_with_exit_3_naming_it_and_ctrl_c_ends_the_wait(
+        tmp_path: Path, small: dict, speed: dict) -> None:
+    # Before: MlflowClient's first read raised "database is locked" after 5 s, a traceback, exit 1.
+    env = sweep_env(tmp_path)
+    storage = str(tmp_path / "optuna-journal.log")
+    holder = _hold_the_store(tmp_path / "mlruns" / "mlflow.db")
+    try:
+        code, _, err = finish(start([*_sweep_args(tmp_path, small, speed), "--grace", "3"], tmp_path, env), 120)
+        assert code == 3 and "Traceback" not in err, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: gave up after ") and "waiting for the MLflow store" in last, err[-3000:]
+        assert f"locked by process {holder.pid} (stopped)" in last and f"kill -CONT {holder.pid}" in last, last
+        assert open_study(storage) is None  # it stopped before anything was written: nothing to repair
+        # The default grace (600 s) waits, saying so; Ctrl-C ends the wait, however long it was to be.
+        proc = start(_sweep_args(tmp_path, small, speed), tmp_path, env)
+        time.sleep(12)  # past the start and MLflow's first blocked read (5 s), into mmsearch's own wait
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        code, _, err = finish(proc, 60)
+        took = time.monotonic() - sent
+        assert code == 130 and took < 10 and "Traceback" not in err, (code, took, err[-3000:])
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_a_holder_of_the_mlflow_store_stopped_mid_sweep_ends_it_with_exit_3_and_the_rerun_completes_every_cell(
+        tmp_path: Path, small: dict, speed: dict) -> None:
+    args = [*_sweep_args(tmp_path, small, speed, epochs=150), "--workers", "2", "--grace", "15"]
+    storage = str(tmp_path / "optuna-journal.log")
+    env = sweep_env(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    proc = start(args, tmp_path, env)
+    wait_for(lambda: _complete(storage) >= 1 or proc.poll() is not None, 240, "a first COMPLETE trial", watched=proc)
+    holder = _hold_the_store(tmp_path / "mlruns" / "mlflow.db")
+    try:
+        code, _, err = finish(proc, 300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 3 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "waiting for the MLflow store" in last and f"locked by process {holder.pid} (stopped)" in last, err[-3000:]
+    assert f"kill -CONT {holder.pid}" in last, last
+    stopped = outcome(storage, [uri])
+    # The trials it was running failed with the reason, not the configuration's fault: the rerun reruns their cells.
+    assert stopped["errors"] and all(e.startswith("tracking store locked: ") for e in stopped["errors"]), stopped
+    rerun, _, rerun_err = finish(start(args, tmp_path, env))
+    assert rerun == 0 and "Traceback" not in rerun_err, rerun_err[-3000:]
+    result = outcome(storage, [uri])
+    assert_every_cell_once(result)
+    assert len(result["parents"]) == 1 and result["parents"][0].info.status == "FINISHED", result["parents"]
+    record("a process holding the MLflow SQLite store's lock is stopped (SIGSTOP) mid-sweep, --grace 15; then the "
+           "command rerun once it has ended", storage, result, [code, rerun], [err, rerun_err],
+           note="the sweep gave up after the grace: exit 3 naming the holder and `kill -CONT`, its running trials FAIL "
+                "'tracking store locked'; the rerun completed every cell once, nothing RUNNING")
+
+
 _LOCK_WAITER = """
 import sys, time
 from mmsearch._interrupts import deferred, interrupt_once

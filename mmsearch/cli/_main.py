@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from mmsearch.errors import MmsearchError, StudyLockStuck, first_line
+from mmsearch.errors import LockStuck, MmsearchError, first_line
 
 if TYPE_CHECKING:
     from mmsearch.reproduce import Plan
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mmsearch sweep show NAME | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.OK
-    except StudyLockStuck as exc:  # the run could not go on, and lost nothing: incomplete, not a user's error
+    except LockStuck as exc:  # the run could not go on, and lost nothing: incomplete, not a user's error
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.INCOMPLETE
     except MmsearchError as exc:

@@ -32,7 +32,7 @@ from mmsearch._disk import (
 from mmsearch._paths import cache_root
 from mmsearch._processes import ProcessIdentity, process_state
 from mmsearch.config import STAGE_INPUTS, dump_yaml, flatten, stage_needs_images, to_dict, with_overrides
-from mmsearch.errors import ConfigError, MmsearchError, Problem, StudyLockStuck, first_line
+from mmsearch.errors import ConfigError, MmsearchError, Problem, StudyLockStuck, TrackingStoreLocked, first_line
 from mmsearch.runtime import visible_gpus
 from mmsearch.search._context import (
     SweepContext,
@@ -344,6 +344,10 @@ class Coordinator:
             if p.exitcode == WorkerExit.LOCK_STUCK:
                 raise StudyLockStuck(f"worker process {p.pid} gave up after --grace {self.request.grace_s:.0f} s "
                                      f"waiting for the study's lock, {lock_holder(self.ctx.storage)}")
+            if p.exitcode == WorkerExit.STORE_LOCKED:
+                self.tracker.give_up_waiting()  # the stop's own writes to the store must not wait for it again
+                raise TrackingStoreLocked(f"worker process {p.pid} gave up after --grace {self.request.grace_s:.0f} s "
+                                          f"waiting for the MLflow store, {self.tracker.store_lock_holder()}")
             if p is self.upstream_job:
                 self.upstream_job = None
                 self.upstream_progress.unlink(missing_ok=True)

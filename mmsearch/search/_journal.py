@@ -36,7 +36,7 @@ from optuna.storages.journal._file import BaseJournalFileLock
 
 from mmsearch._disk import on_disk_full
 from mmsearch._interrupts import raise_if_held, stopping
-from mmsearch._processes import ProcessIdentity, process_state
+from mmsearch._processes import ProcessIdentity, describe_holder, holder_advice
 from mmsearch.errors import StudyLockStuck
 from mmsearch.search._liveness import DEFAULT_GRACE_S
 
@@ -112,10 +112,10 @@ class FlockLock(BaseJournalFileLock):
         the stall was last reported."""
         waited = self.budget.check(started, self.give_up_s, lambda: (
             f"the study journal's lock {self.path}, held by {self._holder(fd)}. Nothing is lost: "
-            f"{_advice(self._holder_identity(fd))}, then rerun the same command to resume"))
+            f"{holder_advice(self._holder_identity(fd))}, then rerun the same command to resume"))
         if waited >= STALL_REPORT_S and waited - reported >= (REPORT_EVERY_S if reported else 0):
             log.warning("waiting %.0f s for the study journal's lock %s, held by %s: %s; this process gives up after "
-                        "%.0f s (--grace)", waited, self.path, self._holder(fd), _advice(self._holder_identity(fd)),
+                        "%.0f s (--grace)", waited, self.path, self._holder(fd), holder_advice(self._holder_identity(fd)),
                         self.give_up_s)
             return waited
         return reported
@@ -124,7 +124,7 @@ class FlockLock(BaseJournalFileLock):
         return _read_holder(self.path, fd)
 
     def _holder(self, fd: int | None) -> str:
-        return _describe(self._holder_identity(fd))
+        return describe_holder(self._holder_identity(fd))
 
 
 STOPPING_WAIT_S = 3.0  # what a process that is stopping spends waiting for one storage's locks, in all
@@ -161,7 +161,7 @@ def lock_holder(storage: StudyStorage) -> str:
     if storage.kind != "journal":
         return "held by a process that does not let go. Nothing is lost: rerun the same command once it has"
     holder = _read_holder(storage.url + ".flock")
-    return (f"held by {_describe(holder)}. Nothing is lost: {_advice(holder)}, then rerun the same command to "
+    return (f"held by {describe_holder(holder)}. Nothing is lost: {holder_advice(holder)}, then rerun the same command to "
             "resume")
 
 
@@ -194,31 +194,6 @@ def _parse_holder(text: bytes) -> ProcessIdentity | int | None:
     if isinstance(value, int) and value > 0:
         return value
     return ProcessIdentity.from_attr(value) if isinstance(value, dict) else None
-
-
-def _describe(holder: ProcessIdentity | int | None) -> str:
-    if holder is None:
-        return "another process"
-    if isinstance(holder, int):
-        return f"process {holder} ({process_state(holder)})"
-    if holder.local():
-        return f"process {holder.pid} ({process_state(holder.pid)})"
-    where = "in another PID namespace (a container?)" if holder.same_boot() else "on another machine"
-    return f"process {holder.pid} on {holder.host} {where}, which this machine cannot see"
-
-
-def _advice(holder: ProcessIdentity | int | None) -> str:
-    if holder is None:
-        return "it frees the lock when its write ends or it exits"
-    local = isinstance(holder, int) or holder.local()
-    pid = holder if isinstance(holder, int) else holder.pid
-    if local:
-        if process_state(pid).startswith("stopped"):
-            return f"it continues after `kill -CONT {pid}`, or frees the lock when it exits"
-        return "it frees the lock when its write ends or it exits"
-    where = ("from inside its PID namespace (for a container: `docker exec CONTAINER kill -CONT "
-             f"{pid}`)" if holder.same_boot() else f"on {holder.host}")
-    return f"if it is stopped, resume it with `kill -CONT {pid}` {where}, or end it there (its lock goes with it)"
 
 
 class SafeJournalFile(JournalFileBackend):

@@ -34,7 +34,7 @@ from mmsearch._disk import check_free_space, disk_full_error, drop_reserves, mak
 from mmsearch._interrupts import interrupt_once
 from mmsearch.config import stage_needs_images
 from mmsearch.data import check_room_for, image_cache, load_images
-from mmsearch.errors import StudyLockStuck, first_line
+from mmsearch.errors import StudyLockStuck, TrackingStoreLocked, first_line
 from mmsearch.search._context import SweepContext, SweepInterrupted, SweepRequest, resolve
 from mmsearch.search._coordinator import (
     PROGRESS_LOG_EVERY_S,
@@ -83,7 +83,7 @@ def begin_run(request: SweepRequest) -> tuple[dict[str, Path], Tracker]:
     places = local_places(request)
     check_free_space(places)
     warm_workers()
-    return places, Tracker(request.tracking_uri)
+    return places, Tracker(request.tracking_uri, request.grace_s)
 
 
 def assign_workers(contexts: list[SweepContext], asked: int | None) -> tuple[list[SweepContext], list[str], int]:
@@ -165,8 +165,11 @@ class Runner:
         failed with the reason, their parent runs ended (FAILED with the error where it is not
         one of the sweep's own stops)."""
         full = on_disk_full(exc) or isinstance(exc, WorkerDiskFull)
-        reason = "disk full" if full else "study lock held" if isinstance(exc, StudyLockStuck) else "failed"
+        reason = ("disk full" if full else "study lock held" if isinstance(exc, StudyLockStuck)
+                  else "tracking store locked" if isinstance(exc, TrackingStoreLocked) else "failed")
         for c in opened:
+            if reason == "tracking store locked":
+                c.tracker.give_up_waiting()  # ending its runs gets a few seconds, not the whole grace again
             if c.name in self.summaries:
                 continue
             c.stop_all(reason)

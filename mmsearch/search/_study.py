@@ -195,7 +195,7 @@ def sweep_status(request: SweepRequest, command: str) -> tuple[SweepSummary, dic
     note when the study was found rather than named."""
     ran_with, study, storage, note = open_study(request, command)
     ctx = resolve(ran_with, storage)
-    tracker = Tracker(request.tracking_uri)
+    tracker = Tracker(request.tracking_uri, request.grace_s)
     keeper = SweepStudy(ctx, study, tracker)
     parent = study.user_attrs.get(PARENT_ATTR)
     with keeper.lock():

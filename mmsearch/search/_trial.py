@@ -24,7 +24,7 @@ from mmsearch.config import (
     to_dict,
     with_overrides,
 )
-from mmsearch.errors import StudyLockStuck, first_line
+from mmsearch.errors import StudyLockStuck, TrackingStoreLocked, first_line
 from mmsearch.search._context import SweepContext
 from mmsearch.search._liveness import Heartbeat
 from mmsearch.search._study import cell_key, requeue
@@ -99,6 +99,7 @@ class TrialOutcome(enum.Enum):
     REVOKED = "revoked"  # failed by another coordinator meanwhile (this process was judged dead)
     CUDA_ERROR = "cuda error"  # failed; this process may be poisoned: the worker leaves for a fresh one
     DISK_FULL = "disk full"  # failed, not by its own fault: the sweep stops
+    STORE_LOCKED = "tracking store locked"  # failed, not by its own fault: the sweep stops (exit 3)
 
 
 @dataclass
@@ -157,7 +158,8 @@ def run_trial(setup: TrialSetup, trial: optuna.Trial, trial_id: int) -> TrialOut
     revoked = setup.heartbeat.watch(trial_id)
     end_states = {**DEFAULT_END_STATES, optuna.TrialPruned: ("KILLED", "pruned"), TrialRevoked: ("KILLED", "superseded"),
                   UpdateFinishedTrialError: ("KILLED", "superseded"),
-                  StudyLockStuck: ("KILLED", "stopped: the study's lock is held")}
+                  StudyLockStuck: ("KILLED", "stopped: the study's lock is held"),
+                  TrackingStoreLocked: ("KILLED", "stopped: the MLflow store is locked")}
 
     def tell(*args: Any, **kwargs: Any) -> None:
         setup.heartbeat.unwatch(trial_id)
@@ -240,6 +242,10 @@ def run_trial(setup: TrialSetup, trial: optuna.Trial, trial_id: int) -> TrialOut
         return TrialOutcome.CUDA_ERROR if exc.cuda else TrialOutcome.FAIL
     except StudyLockStuck:  # nothing can be written, its failure included: the worker stops
         raise
+    except TrackingStoreLocked as exc:  # not this configuration's fault: the sweep stops, the cell reruns later
+        fail_claimed(setup, trial, f"tracking store locked: {first_line(exc)}", failure="tracking store locked")
+        log.error("trial %d stopped: %s", trial.number, exc)
+        return TrialOutcome.STORE_LOCKED
     except Exception as exc:
         if on_disk_full(exc):  # not this configuration's fault: the sweep stops, the cell reruns later
             fail_claimed(setup, trial, f"disk full: {first_line(exc)}", failure="disk full")

@@ -22,7 +22,7 @@ from typing import Any
 from mmsearch._disk import on_disk_full, reserve_used
 from mmsearch._interrupts import deferred, interrupt_once, stopping
 from mmsearch.config import ExperimentConfig, with_overrides
-from mmsearch.errors import MmsearchError, StudyLockStuck, first_line
+from mmsearch.errors import MmsearchError, StudyLockStuck, TrackingStoreLocked, first_line
 from mmsearch.runtime import VISIBLE_ENV
 from mmsearch.search._context import SweepContext, SweepRequest, resolve
 from mmsearch.search._liveness import Heartbeat
@@ -48,6 +48,7 @@ class WorkerExit(enum.IntEnum):
     CUDA_ERROR = 3  # not a death: a request for a fresh process (a CUDA error can poison this one)
     DISK_FULL = 4  # the coordinator stops the sweep
     LOCK_STUCK = 5  # gave up waiting for the study's lock: the coordinator stops the sweep
+    STORE_LOCKED = 6  # gave up waiting for the MLflow SQLite store's lock: the coordinator stops the sweep
     INTERRUPTED = 130  # Ctrl-C or its coordinator's stop: its trial failed "interrupted", its run KILLED
 
 
@@ -107,6 +108,8 @@ def work(setup: TrialSetup) -> int:
             break
         if state is TrialOutcome.DISK_FULL or reserve_used():  # this or another process met a full disk
             sys.exit(WorkerExit.DISK_FULL)
+        if state is TrialOutcome.STORE_LOCKED:
+            sys.exit(WorkerExit.STORE_LOCKED)  # the coordinator stops the sweep, saying what holds the store
         if state is TrialOutcome.CUDA_ERROR:
             # A CUDA error can poison every later kernel of this process (and an OOM leaves its
             # allocator fragmented): leave, and the coordinator starts a fresh worker.
@@ -132,7 +135,7 @@ def worker_setup(args: WorkerArgs) -> TrialSetup:
     heartbeat = Heartbeat(ctx.storage.optuna, ctx.storage.optuna.get_study_id_from_name(ctx.study_name),
                           request.heartbeat_s)
     heartbeat.start()
-    return TrialSetup(ctx, base, study, Tracker(request.tracking_uri), args.experiment_id, args.parent_run_id,
+    return TrialSetup(ctx, base, study, Tracker(request.tracking_uri, request.grace_s), args.experiment_id, args.parent_run_id,
                       heartbeat, args.coordinator)
 
 
@@ -179,7 +182,7 @@ def prepare_upstream(args: WorkerArgs) -> None:
 
     request = replace(args.request, study_name=args.study_name)
     ctx = resolve(request)
-    tracker = Tracker(request.tracking_uri)
+    tracker = Tracker(request.tracking_uri, request.grace_s)
     progress = UpstreamProgress(args.progress_file)
     ws = Workspace(ctx.base, ctx.dataset, observers=[progress])
     t0 = time.perf_counter()
@@ -282,6 +285,9 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
             log.warning("could not record its trial as stopped: %s", first_line(exc, 160))
             sys.exit(WorkerExit.INTERRUPTED)
         sys.exit(WorkerExit.LOCK_STUCK)  # the coordinator says what holds the lock, once for the sweep
+    except TrackingStoreLocked as exc:
+        log.error("%s", first_line(exc, 300))
+        sys.exit(WorkerExit.STORE_LOCKED)
     except MmsearchError as exc:
         log.error("%s", exc)
         sys.exit(WorkerExit.USER_ERROR)

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import urllib.parse
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mmsearch._disk import on_disk_full
-from mmsearch._interrupts import deferred
+from mmsearch._interrupts import deferred, raise_if_held, stopping
 from mmsearch._paths import cache_root
-from mmsearch.errors import MmsearchError
+from mmsearch._processes import describe_holder, holder_advice, lock_holders
+from mmsearch.errors import MmsearchError, TrackingStoreLocked
 from mmsearch.tracking._outbox import QUEUED_PREFIX, QUEUED_TAG, Outbox, queued_id, unreachable
 
 if TYPE_CHECKING:
@@ -158,10 +160,86 @@ def check_store(uri: str, connect_timeout: float = 5.0, answer_timeout: float = 
         raise TrackingError(f"the MLflow tracking server {uri} answered HTTP {response.status_code} to {probe}")
 
 
+STORE_LOCK_WAIT_S = 120.0  # how long a write waits for a locked SQLite store where no --grace says
+STALL_REPORT_S, REPORT_EVERY_S = 10.0, 60.0  # the first word about a locked store, then every so often
+STOPPING_WAIT_S = 3.0  # all the waiting left to a process that is stopping, or whose wait gave up once
+
+
+class _StoreWait:
+    """How long this process waits for a locked SQLite store: SQLite's own lock has no holder
+    that ever lets go if it was stopped mid-write (SIGSTOP, Ctrl-Z), so each wait says who holds
+    it (``/proc/locks``) and how to free it, and gives up after ``give_up_s`` with
+    :class:`TrackingStoreLocked` (exit 3, nothing lost). Once it gave up, or this process is
+    stopping, all later waits together get STOPPING_WAIT_S, and a write first checks without
+    blocking that the store is free (MLflow's sessions wait 20 s on a locked SQLite file): a
+    clean-up that cannot write leaves its runs to the next run's repair."""
+
+    def __init__(self, db: Path | None, give_up_s: float) -> None:
+        self.db = db
+        self.give_up_s = give_up_s
+        self.gave_up = False
+        self.deadline: float | None = None  # for all waits together, once stopping or given up
+
+    @property
+    def short(self) -> bool:
+        return self.gave_up or self.deadline is not None or stopping()
+
+    def turn(self, started: float, reported: float, what: str) -> float:
+        """One turn of a wait begun at ``started`` (monotonic) for ``what``: raise an interrupt
+        held off by ``deferred()`` (nothing was written), or give up; returns when the stall was
+        last reported."""
+        raise_if_held()
+        now = time.monotonic()
+        if self.deadline is None and self.short:
+            self.deadline = now + STOPPING_WAIT_S
+        waited = now - started
+        if waited >= self.give_up_s or (self.deadline is not None and now >= self.deadline):
+            self.gave_up = True
+            self.deadline = min(self.deadline or math.inf, now + STOPPING_WAIT_S)
+            after = f"after {waited:.0f} s" if waited >= self.give_up_s else "while this process stops"
+            raise TrackingStoreLocked(f"gave up {after} waiting for the MLflow store {self.db} ({what}), "
+                                      f"{self.holder()}") from None
+        if waited >= STALL_REPORT_S and waited - reported >= (REPORT_EVERY_S if reported else 0):
+            holder = self._holder()
+            log.warning("waiting %.0f s for the MLflow store %s (%s), locked by %s: %s; this process gives up after "
+                        "%.0f s", waited, self.db, what, describe_holder(holder), holder_advice(holder),
+                        STOPPING_WAIT_S if self.deadline is not None else self.give_up_s)
+            return waited
+        return reported
+
+    def locked(self) -> bool:
+        """Whether another process holds the store's write lock now (asked without waiting)."""
+        if self.db is None or not self.db.exists():
+            return False
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(self.db, timeout=0)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.rollback()
+            finally:
+                con.close()
+        except sqlite3.OperationalError as exc:
+            return "locked" in str(exc)
+        return False
+
+    def holder(self) -> str:
+        """"locked by ...: what frees it", for a message that ends a run."""
+        holder = self._holder()
+        return (f"locked by {describe_holder(holder)}. Nothing is lost: {holder_advice(holder)}, then rerun the "
+                "same command to resume")
+
+    def _holder(self) -> int | None:
+        holders = lock_holders(self.db) if self.db is not None else []
+        return holders[0] if holders else None
+
+
 @contextlib.contextmanager
-def _schema_lock(uri: str) -> Iterator[None]:
+def _schema_lock(uri: str, wait: _StoreWait) -> Iterator[None]:
     """One process at a time opens a SQLite store: ``flock`` on the database file itself (SQLite's
-    own locks are POSIX record locks, which ``flock`` does not touch)."""
+    own locks are POSIX record locks, which ``flock`` does not touch); waited for as any lock of
+    the store is."""
     db = _sqlite_path(uri)
     if db is None:
         yield
@@ -170,25 +248,41 @@ def _schema_lock(uri: str) -> Iterator[None]:
 
     fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        started, reported = time.monotonic(), 0.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                reported = wait.turn(started, reported, "open it")
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)
 
 
-def _retry(call: Callable[[], T], what: str, attempts: int = 30) -> T:
-    """Run ``call``, retrying while another process holds the SQLite store's write lock."""
-    for attempt in range(attempts):
+def _retry(call: Callable[[], T], what: str, wait: _StoreWait) -> T:
+    """Run ``call``, retrying while another process holds the SQLite store's write lock, as long
+    as ``wait`` allows; after the first "locked", the store is asked without waiting until it is
+    free (each blocked MLflow call would wait 20 s)."""
+    started, reported, attempt = time.monotonic(), 0.0, 0
+    blocked = wait.short
+    while True:
+        if blocked and wait.locked():
+            reported = wait.turn(started, reported, what)
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+            attempt += 1
+            continue
         try:
             with deferred():  # an interrupt mid-write could leave the store locked for our own clean-up
                 return call()
         except Exception as exc:
-            if "database is locked" not in str(exc) or attempt == attempts - 1:
+            if "database is locked" not in str(exc):
                 on_disk_full(exc)  # frees the space that ending this process's runs needs
                 raise
-            time.sleep(min(0.05 * 2**attempt, 1.0))
             log.debug("MLflow store busy (%s), retrying %s", exc, what)
-    raise AssertionError("unreachable")
+            blocked = True
+            reported = wait.turn(started, reported, what)
 
 
 def _register_version(client: MlflowClient, run_id: str, args: dict[str, Any]) -> str:
@@ -207,11 +301,14 @@ def _register_version(client: MlflowClient, run_id: str, args: dict[str, Any]) -
 
 
 class Tracker:
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, lock_wait_s: float = STORE_LOCK_WAIT_S) -> None:
+        """``lock_wait_s``: how long a write waits for a SQLite store another process keeps
+        locked before it gives up (:class:`TrackingStoreLocked`); sweeps pass their --grace."""
         from mlflow.tracking import MlflowClient
 
         self.uri = resolve_tracking_uri(tracking_uri)
         check_store(self.uri)
+        self._wait = _StoreWait(_sqlite_path(self.uri), lock_wait_s)
         self.outbox: Outbox | None = None
         if urllib.parse.urlsplit(self.uri).scheme in ("http", "https"):
             # Fail a write to a down server at once (it is queued, see _outbox), not after MLflow's
@@ -220,16 +317,33 @@ class Tracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
             folder = cache_root() / "mlflow-outbox" / hashlib.sha256(self.uri.encode()).hexdigest()[:12]
             self.outbox = Outbox(self.uri, folder, self._apply, lambda: check_store(self.uri, 3.0, 10.0))
-        with _schema_lock(self.uri):
-            self.client = MlflowClient(tracking_uri=self.uri)
+        with _schema_lock(self.uri, self._wait):
+            # Opening a SQLite store reads its tables, which a process holding the store's lock blocks.
+            self.client = self._call(lambda: MlflowClient(tracking_uri=self.uri), "open the tracking store")
             # The stores create and migrate their tables when first used; two processes doing it
             # at once on a fresh SQLite file collide ("table alembic_version already exists").
-            _retry(lambda: self.client.search_experiments(max_results=1), "open the tracking store")
-            with contextlib.suppress(Exception):  # a server without the registry still tracks
-                _retry(lambda: self.client.search_registered_models(max_results=1), "open the model registry")
+            self._call(lambda: self.client.search_experiments(max_results=1), "open the tracking store")
+            try:
+                self._call(lambda: self.client.search_registered_models(max_results=1), "open the model registry")
+            except TrackingStoreLocked:
+                raise
+            except Exception:  # a server without the registry still tracks
+                pass
         if self.outbox is not None:
             with contextlib.suppress(Exception):  # queued by processes that ended during an outage
                 self.outbox.send_left_behind()
+
+    def _call(self, call: Callable[[], T], what: str) -> T:
+        return _retry(call, what, self._wait)
+
+    def store_lock_holder(self) -> str:
+        """Who keeps the SQLite store locked and what frees it ("locked by ...")."""
+        return self._wait.holder()
+
+    def give_up_waiting(self) -> None:
+        """From now on a locked store gets STOPPING_WAIT_S, not the whole wait: the run is
+        stopping because a lock stayed held, and its clean-up must not wait for it again."""
+        self._wait.gave_up = True
 
     def _artifact_root(self) -> str | None:
         # Artifacts live beside the SQLite store the user chose, under mlruns/ as MLflow's default
@@ -239,22 +353,22 @@ class Tracker:
         return artifact_root(self.uri)
 
     def experiment(self, name: str, description: str | None = None) -> str:
-        found = _retry(lambda: self.client.get_experiment_by_name(name), "get_experiment")
+        found = self._call(lambda: self.client.get_experiment_by_name(name), "get_experiment")
         if found is None:
             root = self._artifact_root()
             location = f"{root}/{name.replace('/', '_')}" if root else None
             try:
-                experiment_id = _retry(lambda: self.client.create_experiment(
+                experiment_id = self._call(lambda: self.client.create_experiment(
                     name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND}), "create_experiment")
             except Exception:  # another worker created it first
-                found = _retry(lambda: self.client.get_experiment_by_name(name), "get_experiment")
+                found = self._call(lambda: self.client.get_experiment_by_name(name), "get_experiment")
                 if found is None:
                     raise
                 experiment_id = found.experiment_id
         else:
             experiment_id = found.experiment_id
         if description is not None and (found is None or found.tags.get(DESCRIPTION_TAG) != description):
-            _retry(lambda: self.client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, description), "describe")
+            self._call(lambda: self.client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, description), "describe")
         return experiment_id
 
     def create_run(self, experiment_id: str, name: str, parent_run_id: str | None = None,
@@ -313,7 +427,7 @@ class Tracker:
     def status(self, run_id: str) -> str:
         if self.outbox is not None and (self.outbox.active or run_id.startswith(QUEUED_PREFIX)):
             return "RUNNING"  # as far as the queued writes know
-        return _retry(lambda: self.client.get_run(self._resolve(run_id)), "get_run").info.status
+        return self._call(lambda: self.client.get_run(self._resolve(run_id)), "get_run").info.status
 
     # -- logging -------------------------------------------------------------------------------
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -379,11 +493,11 @@ class Tracker:
         returns a placeholder id that the later queued writes use."""
         box = self.outbox
         if box is None:
-            return _retry(lambda: self._apply(op, args), op)
+            return self._call(lambda: self._apply(op, args), op)
         with box.lock:
             if not box.active:
                 try:
-                    return _retry(lambda: self._apply(op, args), op)
+                    return self._call(lambda: self._apply(op, args), op)
                 except Exception as exc:
                     if not unreachable(exc):
                         raise
@@ -450,7 +564,7 @@ class Tracker:
         if self.outbox is not None and self.outbox.active:
             return None
         try:
-            return str(_retry(lambda: self.client.get_model_version_by_alias(name, alias), "get_model_version").version)
+            return str(self._call(lambda: self.client.get_model_version_by_alias(name, alias), "get_model_version").version)
         except MlflowException:
             return None
 
@@ -463,12 +577,12 @@ class Tracker:
     def running_children(self, parent_run_id: str) -> list[Any]:
         if self.outbox is not None and self.outbox.active:
             return []  # unknown until the server is back; the next repair looks again
-        experiment_id = _retry(lambda: self.client.get_run(self._resolve(parent_run_id)), "get_run").info.experiment_id
+        experiment_id = self._call(lambda: self.client.get_run(self._resolve(parent_run_id)), "get_run").info.experiment_id
         return self._search(experiment_id, f"tags.{PARENT_TAG} = '{parent_run_id}' and attributes.status = 'RUNNING'")
 
     def children(self, experiment_id: str, parent_run_id: str) -> list[Any]:
         return self._search(experiment_id, f"tags.{PARENT_TAG} = '{parent_run_id}'")
 
     def _search(self, experiment_id: str, filter_string: str) -> list[Any]:
-        return _retry(lambda: self.client.search_runs([experiment_id], filter_string=filter_string, max_results=5000),
+        return self._call(lambda: self.client.search_runs([experiment_id], filter_string=filter_string, max_results=5000),
                       "search_runs")
