@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -309,7 +310,8 @@ def test_a_stopped_holder_of_the_mlflow_store_ends_a_sweep_with_exit_3_naming_it
     storage = str(tmp_path / "optuna-journal.log")
     holder = _hold_the_store(tmp_path / "mlruns" / "mlflow.db")
     try:
-        code, _, err = finish(start([*_sweep_args(tmp_path, small, speed), "--grace", "3"], tmp_path, env), 120)
+        args = [*_sweep_args(tmp_path, small, speed), "--heartbeat", "0.5", "--grace", "3"]
+        code, _, err = finish(start(args, tmp_path, env), 120)
         assert code == 3 and "Traceback" not in err, err[-3000:]
         last = err.strip().splitlines()[-1]
         assert last.startswith("error: gave up after ") and "waiting for the MLflow store" in last, err[-3000:]
@@ -348,8 +350,11 @@ def test_a_holder_of_the_mlflow_store_stopped_mid_sweep_ends_it_with_exit_3_and_
     assert "waiting for the MLflow store" in last and f"locked by process {holder.pid} (stopped)" in last, err[-3000:]
     assert f"kill -CONT {holder.pid}" in last, last
     stopped = outcome(storage, [uri])
-    # The trials it was running failed with the reason, not the configuration's fault: the rerun reruns their cells.
-    assert stopped["errors"] and all(e.startswith("tracking store locked: ") for e in stopped["errors"]), stopped
+    # The trial whose write gave up failed with the reason (not its configuration's fault), the
+    # other worker's trial "interrupted" by the stop: the rerun reruns both cells.
+    reasons = Counter("tracking store locked" if e.startswith("tracking store locked: ") else e
+                      for e in stopped["errors"])
+    assert reasons["tracking store locked"] >= 1 and set(reasons) <= {"tracking store locked", "interrupted"}, stopped
     rerun, _, rerun_err = finish(start(args, tmp_path, env))
     assert rerun == 0 and "Traceback" not in rerun_err, rerun_err[-3000:]
     result = outcome(storage, [uri])

@@ -101,8 +101,8 @@ def _liveness_options(p: argparse.ArgumentParser, heartbeat: bool = True) -> Non
         p.add_argument("--heartbeat", type=positive_seconds, default=None, metavar="SECONDS",
                        help="how often a running trial says it is alive (default 10)")
     p.add_argument("--grace", type=positive_seconds, default=None, metavar="SECONDS",
-                   help="a running trial silent this long is judged dead, and a study lock held this long ends the "
-                        "run incomplete (default 600)")
+                   help="a running trial silent this long is judged dead, and a study lock or the MLflow SQLite "
+                        "store's lock held this long ends the run incomplete (default 600)")
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
