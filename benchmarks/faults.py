@@ -32,7 +32,8 @@ SUITES = {
     "faults": ("tests/test_faults.py", "tests/test_faults.py on a journal file and on PostgreSQL, each fault injected "
                "into real `mmsearch sweep run` processes with real signals"),
     "faults-infra": ("tests/test_infra_faults.py", "tests/test_infra_faults.py: faults that are not signals (a real "
-                     "tmpfs filled up, a real SIGSTOP inside the journal's lock, real `pg_terminate_backend`, a real "
+                     "tmpfs filled up, a real SIGSTOP inside the journal's lock and inside the MLflow SQLite store's lock, "
+                     "real `pg_terminate_backend`, a real "
                      "`mlflow server` killed and restarted, two runs racing a fresh store, kill -9 of `export`)"),
 }
 
