@@ -1,6 +1,7 @@
 """Faults that are not signals, injected into real ``mmsearch sweep run`` processes: a disk that
 fills (a real tmpfs of a few MB), a journal torn by one, a lock holder that is stopped (a real
-SIGSTOP inside the journal's lock, or the MLflow SQLite store's). Each test reads what Optuna and MLflow hold afterwards.
+SIGSTOP inside the journal's lock, or the MLflow SQLite store's). Each test reads what Optuna
+and MLflow hold afterwards.
 """
 
 from __future__ import annotations
