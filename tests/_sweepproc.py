@@ -90,11 +90,12 @@ def stop_outside_locks(pid: int, *paths: str | Path, tries: int = 200) -> None:
     lock, as ``/proc/locks`` lists them). A process stopped inside the journal's lock or an SQLite
     write stops every other writer until --grace ends their wait: a case of its own (see
     test_infra_faults), which a test about a stopped *worker* must not land in by chance."""
-    inodes = {os.stat(p).st_ino for p in paths if os.path.exists(p)}
+    from mmsearch._processes import lock_holders, process_state
+
     for _ in range(tries):
         os.kill(pid, signal.SIGSTOP)
-        wait_for(lambda: _state(pid) in ("T", "t"), 10, f"process {pid} to stop", every=0.01)
-        if not _holds_lock(pid, inodes):
+        wait_for(lambda: process_state(pid).startswith("stopped"), 10, f"process {pid} to stop", every=0.01)
+        if not any(pid in lock_holders(p) for p in paths):
             return
         os.kill(pid, signal.SIGCONT)
         time.sleep(0.05)
@@ -111,23 +112,6 @@ def sweep_lock_files(storage: str, tracking_db: Path) -> list[Path]:
         study_locks = journal.with_name(f".{journal.name}.locks")
         files += sorted(study_locks.glob("*.lock")) if study_locks.is_dir() else []
     return files
-
-
-def _state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
-
-
-def _holds_lock(pid: int, inodes: set[int]) -> bool:
-    # /proc/locks: "1: FLOCK  ADVISORY  WRITE 6437 fe:00:2154837 0 EOF"; waiters' lines have "->".
-    with open("/proc/locks") as f:
-        for line in f:
-            fields = line.split()
-            if "->" in fields or len(fields) < 6:
-                continue
-            if int(fields[4]) == pid and int(fields[5].rsplit(":", 1)[1]) in inodes:
-                return True
-    return False
 
 
 def free_port() -> int:

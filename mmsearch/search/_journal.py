@@ -23,11 +23,10 @@ import fcntl
 import functools
 import json
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +34,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock
 
 from mmsearch._disk import on_disk_full
-from mmsearch._interrupts import raise_if_held, stopping
 from mmsearch._processes import ProcessIdentity, describe_holder, holder_advice
+from mmsearch._waits import WaitBudget, report_due
 from mmsearch.errors import StudyLockStuck
 from mmsearch.search._liveness import DEFAULT_GRACE_S
 
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
     from mmsearch.search._storage import StudyStorage
 
 log = logging.getLogger("mmsearch.storage")
-STALL_REPORT_S = 10.0  # the first word about a held lock; then every REPORT_EVERY_S
-REPORT_EVERY_S = 60.0
 _OP = b'{"op_code"'
 
 
@@ -60,7 +57,7 @@ class FlockLock(BaseJournalFileLock):
     def __init__(self, path: str, give_up_s: float = DEFAULT_GRACE_S, budget: WaitBudget | None = None) -> None:
         self.path = path
         self.give_up_s = give_up_s
-        self.budget = budget or WaitBudget()
+        self.budget = budget or WaitBudget(StudyLockStuck)
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
 
@@ -113,7 +110,7 @@ class FlockLock(BaseJournalFileLock):
         waited = self.budget.check(started, self.give_up_s, lambda: (
             f"the study journal's lock {self.path}, held by {self._holder(fd)}. Nothing is lost: "
             f"{holder_advice(self._holder_identity(fd))}, then rerun the same command to resume"))
-        if waited >= STALL_REPORT_S and waited - reported >= (REPORT_EVERY_S if reported else 0):
+        if report_due(waited, reported):
             log.warning("waiting %.0f s for the study journal's lock %s, held by %s: %s; this process gives up after "
                         "%.0f s (--grace)", waited, self.path, self._holder(fd), holder_advice(self._holder_identity(fd)),
                         self.give_up_s)
@@ -125,34 +122,6 @@ class FlockLock(BaseJournalFileLock):
 
     def _holder(self, fd: int | None) -> str:
         return describe_holder(self._holder_identity(fd))
-
-
-STOPPING_WAIT_S = 3.0  # what a process that is stopping spends waiting for one storage's locks, in all
-
-
-class WaitBudget:
-    """How long the waits for one storage's locks may still take. Once this process is stopping
-    (interrupted) or one of those waits gave up, all of them together get STOPPING_WAIT_S: a
-    clean-up that cannot write leaves the repair to the next run."""
-
-    def __init__(self) -> None:
-        self.deadline: float | None = None
-
-    def check(self, started: float, give_up_s: float, what: Callable[[], str]) -> float:
-        """One turn of a wait that began at ``started`` (monotonic): an interrupt held off by
-        ``deferred()`` is raised now (nothing is written before a lock is taken); past
-        ``give_up_s`` or the deadline it raises :class:`StudyLockStuck` saying it gave up waiting
-        for ``what()``. Returns the time waited."""
-        raise_if_held()
-        now = time.monotonic()
-        if self.deadline is None and stopping():
-            self.deadline = now + STOPPING_WAIT_S
-        waited = now - started
-        if waited >= give_up_s or (self.deadline is not None and now >= self.deadline):
-            self.deadline = min(self.deadline or math.inf, now + STOPPING_WAIT_S)
-            after = f"after {waited:.0f} s" if waited >= give_up_s else "while this process stops"
-            raise StudyLockStuck(f"gave up {after} waiting for {what()}")
-        return waited
 
 
 def lock_holder(storage: StudyStorage) -> str:

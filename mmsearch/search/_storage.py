@@ -95,7 +95,9 @@ def _journal(url: str, lock_wait_s: float) -> StudyStorage:
     from filelock import FileLock
     from optuna.storages import JournalStorage
 
-    from mmsearch.search._journal import SafeJournalFile, WaitBudget
+    from mmsearch._waits import WaitBudget
+    from mmsearch.errors import StudyLockStuck
+    from mmsearch.search._journal import SafeJournalFile
 
     path = Path(url).expanduser().absolute()
     if path.is_dir():
@@ -140,7 +142,7 @@ def _journal(url: str, lock_wait_s: float) -> StudyStorage:
     # hidden folder beside the journal rather than one more file in the user's folder per study.
     locks = path.with_name(f".{path.name}.locks")
 
-    budget = WaitBudget()  # shared by the journal's lock and the study locks: one clean-up deadline
+    budget = WaitBudget(StudyLockStuck)  # shared by the journal's lock and the study locks: one clean-up deadline
 
     @contextlib.contextmanager
     def lock(study_name: str) -> Iterator[None]:

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 import urllib.parse
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mmsearch._disk import on_disk_full
-from mmsearch._interrupts import deferred, raise_if_held, stopping
+from mmsearch._interrupts import deferred
 from mmsearch._paths import cache_root
 from mmsearch._processes import describe_holder, holder_advice, lock_holders
+from mmsearch._waits import STOPPING_WAIT_S, WaitBudget, report_due
 from mmsearch.errors import MmsearchError, TrackingStoreLocked
 from mmsearch.tracking._outbox import QUEUED_PREFIX, QUEUED_TAG, Outbox, queued_id, unreachable
 
@@ -161,49 +161,31 @@ def check_store(uri: str, connect_timeout: float = 5.0, answer_timeout: float = 
 
 
 STORE_LOCK_WAIT_S = 120.0  # how long a write waits for a locked SQLite store where no --grace says
-STALL_REPORT_S, REPORT_EVERY_S = 10.0, 60.0  # the first word about a locked store, then every so often
-STOPPING_WAIT_S = 3.0  # all the waiting left to a process that is stopping, or whose wait gave up once
 
 
 class _StoreWait:
-    """How long this process waits for a locked SQLite store: SQLite's own lock has no holder
-    that ever lets go if it was stopped mid-write (SIGSTOP, Ctrl-Z), so each wait says who holds
-    it (``/proc/locks``) and how to free it, and gives up after ``give_up_s`` with
-    :class:`TrackingStoreLocked` (exit 3, nothing lost). Once it gave up, or this process is
-    stopping, all later waits together get STOPPING_WAIT_S, and a write first checks without
-    blocking that the store is free (MLflow's sessions wait 20 s on a locked SQLite file): a
-    clean-up that cannot write leaves its runs to the next run's repair."""
+    """How long this process waits for a locked SQLite store, by the policy every lock of a run
+    follows (:mod:`mmsearch._waits`): SQLite's own lock has no holder that ever lets go if it was
+    stopped mid-write (SIGSTOP, Ctrl-Z), so each wait says who holds it (``/proc/locks``) and how
+    to free it, and gives up after ``give_up_s`` with :class:`TrackingStoreLocked` (exit 3,
+    nothing lost). Once the waits are short (stopping, or one gave up), a write first asks
+    without blocking whether the store is free: MLflow's sessions wait 20 s on a locked file."""
 
     def __init__(self, db: Path | None, give_up_s: float) -> None:
         self.db = db
         self.give_up_s = give_up_s
-        self.gave_up = False
-        self.deadline: float | None = None  # for all waits together, once stopping or given up
-
-    @property
-    def short(self) -> bool:
-        return self.gave_up or self.deadline is not None or stopping()
+        self.budget = WaitBudget(TrackingStoreLocked)
 
     def turn(self, started: float, reported: float, what: str) -> float:
-        """One turn of a wait begun at ``started`` (monotonic) for ``what``: raise an interrupt
-        held off by ``deferred()`` (nothing was written), or give up; returns when the stall was
-        last reported."""
-        raise_if_held()
-        now = time.monotonic()
-        if self.deadline is None and self.short:
-            self.deadline = now + STOPPING_WAIT_S
-        waited = now - started
-        if waited >= self.give_up_s or (self.deadline is not None and now >= self.deadline):
-            self.gave_up = True
-            self.deadline = min(self.deadline or math.inf, now + STOPPING_WAIT_S)
-            after = f"after {waited:.0f} s" if waited >= self.give_up_s else "while this process stops"
-            raise TrackingStoreLocked(f"gave up {after} waiting for the MLflow store {self.db} ({what}), "
-                                      f"{self.holder()}") from None
-        if waited >= STALL_REPORT_S and waited - reported >= (REPORT_EVERY_S if reported else 0):
+        """One turn of a wait begun at ``started`` (monotonic) for ``what``: raise a held
+        interrupt, or give up; returns when the stall was last reported."""
+        waited = self.budget.check(started, self.give_up_s,
+                                   lambda: f"the MLflow store {self.db} ({what}), {self.holder()}")
+        if report_due(waited, reported):
             holder = self._holder()
             log.warning("waiting %.0f s for the MLflow store %s (%s), locked by %s: %s; this process gives up after "
                         "%.0f s", waited, self.db, what, describe_holder(holder), holder_advice(holder),
-                        STOPPING_WAIT_S if self.deadline is not None else self.give_up_s)
+                        STOPPING_WAIT_S if self.budget.deadline is not None else self.give_up_s)
             return waited
         return reported
 
@@ -266,7 +248,7 @@ def _retry(call: Callable[[], T], what: str, wait: _StoreWait) -> T:
     as ``wait`` allows; after the first "locked", the store is asked without waiting until it is
     free (each blocked MLflow call would wait 20 s)."""
     started, reported, attempt = time.monotonic(), 0.0, 0
-    blocked = wait.short
+    blocked = wait.budget.short
     while True:
         if blocked and wait.locked():
             reported = wait.turn(started, reported, what)
@@ -343,7 +325,7 @@ class Tracker:
     def give_up_waiting(self) -> None:
         """From now on a locked store gets STOPPING_WAIT_S, not the whole wait: the run is
         stopping because a lock stayed held, and its clean-up must not wait for it again."""
-        self._wait.gave_up = True
+        self._wait.budget.give_up()
 
     def _artifact_root(self) -> str | None:
         # Artifacts live beside the SQLite store the user chose, under mlruns/ as MLflow's default
