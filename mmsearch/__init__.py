@@ -1,7 +1,5 @@
 """mmsearch: hyperparameter sweeps and ablations for multimodal multi-label classifiers."""
 
-from importlib.metadata import version as _version
-
 from mmsearch._paths import absolutize_environment
 from mmsearch.errors import (
     AssetMissingError,
@@ -16,5 +14,15 @@ from mmsearch.errors import (
 # process this one starts, wherever that runs: resolve them once, here.
 absolutize_environment()
 
-__version__ = _version("mmsearch")  # one version: pyproject.toml's, as installed
+
+def __getattr__(name: str) -> str:
+    # Read when asked, not at import: importlib.metadata is a third of the command line's start,
+    # during which a Ctrl-C cannot yet be answered with one line.
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("mmsearch")  # one version: pyproject.toml's, as installed
+    raise AttributeError(f"module 'mmsearch' has no attribute {name!r}")
+
+
 __all__ = ["AssetMissingError", "ConfigError", "DataError", "MmsearchError", "Problem", "ValidationError", "__version__"]

@@ -58,11 +58,33 @@ def _redeliver(unraisable: Any, previous: Any = sys.unraisablehook) -> None:
     previous(unraisable)
 
 
+def _noting_handler(_signum: int, _frame: Any) -> None:
+    global _received
+    _received = True
+    raise KeyboardInterrupt
+
+
+def note_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is remembered: a
+    library may turn it into an error of its own (pydantic-core does, building a validator while
+    mlflow imports), which ``stopping()`` then still tells apart from a failure. For a command's
+    start, until it installs ``interrupt_once``; a Ctrl-C ignored by whoever started us stays so."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _noting_handler)
+
+
 def interrupt_once() -> None:
-    """Install the handlers (in the main thread of a process that must clean up on Ctrl-C)."""
+    """Install the handlers (in the main thread of a process that must clean up on Ctrl-C). A
+    Ctrl-C noted before (``note_interrupts``) whose KeyboardInterrupt a library swallowed is
+    answered now, as if it had just arrived."""
+    global _received
     sys.unraisablehook = _redeliver
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+    if _received:
+        _received = False
+        os.kill(os.getpid(), signal.SIGINT)  # answered by the handler just installed, at the next bytecode
 
 
 @contextmanager
@@ -96,3 +118,4 @@ def raise_if_held() -> None:
     if _pending and threading.current_thread() is threading.main_thread():
         _pending = False
         raise Interrupted
+

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from optuna.trial import TrialState
 
 from mmsearch.search._worker import WORKER_EXIT_DEADLINE_S
 
@@ -30,6 +31,7 @@ from _sweepproc import (
     outcome,
     record,
     running_owner,
+    runs,
     sets,
     start,
     stop_outside_locks,
@@ -215,6 +217,51 @@ def test_ctrl_c_fails_what_it_held_ends_every_run_and_says_one_line(tmp_path: Pa
                 "started ended (children and parent KILLED); a rerun resumes")
 
 
+def _fork_server(pgid: int) -> int | None:
+    """The workers' fork server of a sweep's process group, once started."""
+    for pid in _session(pgid):
+        try:
+            if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def _mapped(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _fork_server_importing_torch(pgid: int) -> int | None:
+    """The fork server once torch's libraries are loaded: its `import torch` (seconds of Python
+    imports after that) is under way."""
+    server = _fork_server(pgid)
+    return server if server is not None and _mapped(server, "libtorch") else None
+
+
+@pytest.mark.parametrize("storage", ["journal"], indirect=True)
+def test_ctrl_c_while_the_fork_server_still_imports_torch_says_one_line_and_leaves_nothing_running(
+        tmp_path: Path, sweep_args: list[str], storage: str) -> None:
+    # CI once saw it: a Ctrl-C a few seconds into a sweep on a busy machine, while the workers' fork
+    # server was importing torch, printed that server's KeyboardInterrupt traceback below "interrupted".
+    proc = start([*sweep_args, "--workers", "2"], tmp_path, sweep_env(tmp_path))
+    wait_for(lambda: _fork_server_importing_torch(proc.pid), 120, "the workers' fork server to import torch",
+             every=0.01, watched=proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, out, err = finish(proc, 90)
+    assert code == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted"), err[-3000:]
+    wait_for(lambda: not _session(proc.pid), 10, "every process of the sweep to exit")
+    # It may have stopped before it wrote anything; what it wrote, it ended.
+    study = open_study(storage)
+    assert study is None or not study.get_trials(states=[TrialState.RUNNING])
+    tracking = tmp_path / "mlruns" / "mlflow.db"
+    assert not tracking.exists() or not [r for r in runs(_tracking(tmp_path)) if r.info.status == "RUNNING"]
+
+
 def _other_machine(folder: Path) -> list[str]:
     """Run in a PID namespace of its own, as a process on another machine (or container) would:
     its coordinator cannot see this machine's processes, only their heartbeats."""
@@ -302,3 +349,47 @@ def test_an_interrupt_that_lands_in_a_finalizer_still_stops_the_main_flow(tmp_pa
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.stdout.strip() == "interrupted in the main flow", (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_a_ctrl_c_that_a_library_swallowed_before_the_handlers_were_in_is_answered_when_they_are(
+        tmp_path: Path) -> None:
+    # A command's first seconds import mlflow and friends under Python's plain KeyboardInterrupt;
+    # a library that catches it (or turns it into its own error, as pydantic-core does) must not
+    # make the sweep that follows run on as if nobody had pressed Ctrl-C.
+    script = tmp_path / "swallowed.py"
+    script.write_text(
+        "import os, signal\n"
+        "from mmsearch._interrupts import interrupt_once, note_interrupts\n"
+        "note_interrupts()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    for _ in range(1000):\n"
+        "        pass\n"
+        "except KeyboardInterrupt:\n"
+        "    pass  # a library's `except BaseException: pass`\n"
+        "try:\n"
+        "    interrupt_once()\n"
+        "    for _ in range(10**7):\n"
+        "        pass\n"
+        "    print('ran to the end')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted in the main flow')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.stdout.strip() == "interrupted in the main flow", (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_ctrl_c_while_a_command_still_imports_says_one_line(tmp_path: Path, small: dict) -> None:
+    # Before: the command line's own imports and argument parsing ran outside its handling, so a
+    # Ctrl-C in its first second printed a KeyboardInterrupt traceback.
+    args = ["sweep", "run", "fusion-dropout-count", "--experiment", "cpu", "--data", small["data.path"],
+            "--storage", str(tmp_path / "optuna-journal.log")]
+    proc = start(args, tmp_path, sweep_env(tmp_path))
+    wait_for(lambda: _mapped(proc.pid, "numpy") or proc.poll() is not None, 60, "the command to import numpy",
+             every=0.005, watched=proc)
+    assert _fork_server(proc.pid) is None  # not yet started: this Ctrl-C is the command's alone
+    os.killpg(proc.pid, signal.SIGINT)
+    code, out, err = finish(proc, 60)
+    assert code == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted", err[-3000:]
+    assert not (tmp_path / "optuna-journal.log").exists()  # it stopped before it opened anything

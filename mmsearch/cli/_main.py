@@ -323,6 +323,22 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mmsearch._interrupts import note_interrupts, stopping
+
+    note_interrupts()
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # before a command could answer it: during the imports, or parsing
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception:
+        if not stopping():
+            raise
+        print("interrupted", file=sys.stderr)  # a Ctrl-C that a library turned into its own error
+        return ExitCode.INTERRUPTED
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -24,7 +24,7 @@ VERSION = 1
 
 
 def calibrate(base: ExperimentConfig, dataset: Dataset, stages: list[str], workers: int) -> Calibration:
-    from mmsearch.search import process_context, worker_threads
+    from mmsearch.search import ready_context, worker_threads
 
     cfg = with_overrides(base, {"run.threads": worker_threads(base, workers)}, where="calibration")
     stages = [s for s in STAGE_NAMES if s in stages or any(s in STAGE_INPUTS[o] for o in stages)]
@@ -37,7 +37,7 @@ def calibrate(base: ExperimentConfig, dataset: Dataset, stages: list[str], worke
                     cfg.run.threads)
         failure = path.with_name(path.name + ".error")
         failure.unlink(missing_ok=True)  # a killed run's
-        process = process_context().Process(target=_measure_main, args=(cfg, str(dataset.root), stages, str(path),
+        process = ready_context().Process(target=_measure_main, args=(cfg, str(dataset.root), stages, str(path),
                                                                  dict(os.environ)), name="mmsearch-calibration")
         process.start()
         try:

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mmsearch.sweep")
 SHUTDOWN_WAIT_S = 30.0  # how long a stopping coordinator waits for its workers' clean-up
+INTERRUPT_AGAIN_S = 1.0  # when it interrupts again the workers that may have missed its first SIGINT
 PROGRESS_LOG_EVERY_S = 30.0  # without a terminal: a progress line at least this far apart unless something changed
 # What always moves in a progress line (the clock, the ETA, the upstream job's epoch): not news by itself.
 _PROGRESS_CLOCK = re.compile(r"; ETA \d+s| \[\d+s\]$|: epoch \d+(/\d+)?(, about \d+s left at most)?")
@@ -420,9 +421,13 @@ class Coordinator:
         runs and (when no other coordinator runs) the parent run KILLED."""
         self._stop_progress.set()
         live = [p for p in self.procs if p.is_alive()]
-        for p in live:  # they may have had the terminal's SIGINT already: a second one is ignored
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGINT)
+        _interrupt(live)  # they may have had the terminal's SIGINT already: a second one is ignored
+        # A worker forked a moment ago ignores SIGINT until its handler is in (see mmsearch._fork_server):
+        # once more to those still running, which the others ignore.
+        again = time.time() + INTERRUPT_AGAIN_S
+        for p in live:
+            p.join(max(0.0, again - time.time()))
+        _interrupt([p for p in live if p.is_alive()])
         deadline = time.time() + SHUTDOWN_WAIT_S
         for p in live:
             p.join(max(0.1, deadline - time.time()))
@@ -507,3 +512,9 @@ class WorkerDiskFull(Exception):
 
 class UpstreamFailed(MmsearchError):
     """The upstream job of a sweep failed (its message is above): none of its trials can run."""
+
+
+def _interrupt(procs: list[Any]) -> None:
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGINT)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch._disk import on_disk_full, reserve_used
-from mmsearch._interrupts import deferred
+from mmsearch._interrupts import Interrupted, deferred, stopping
 from mmsearch._processes import ProcessIdentity
 from mmsearch.config import (
     ExperimentConfig,
@@ -247,6 +247,9 @@ def run_trial(setup: TrialSetup, trial: optuna.Trial, trial_id: int) -> TrialOut
         log.error("trial %d stopped: %s", trial.number, exc)
         return TrialOutcome.STORE_LOCKED
     except Exception as exc:
+        if stopping():  # a Ctrl-C that a library turned into its own error: still this process's stop
+            fail_claimed(setup, trial, *interrupt_reason())
+            raise Interrupted from exc
         if on_disk_full(exc):  # not this configuration's fault: the sweep stops, the cell reruns later
             fail_claimed(setup, trial, f"disk full: {first_line(exc)}", failure="disk full")
             log.error("trial %d failed: the disk is full (%s)", trial.number, first_line(exc))

@@ -144,12 +144,13 @@ def worker_setup(args: WorkerArgs) -> TrialSetup:
 # re-imports mlflow, its SQL store and torch: about 6 s per worker on 2 cores, longer than a demo
 # trial. The server itself never runs torch code, so forking from it is safe (a fork of a process
 # whose OpenMP pool is running is not).
-_PRELOAD = ["mmsearch.search._worker", "mmsearch.pipeline._stages", "mlflow.store.tracking.sqlalchemy_store"]
+_PRELOAD = ["mmsearch._fork_server", "mmsearch.search._worker", "mmsearch.pipeline._stages", "mlflow.store.tracking.sqlalchemy_store"]
 
 
 def process_context() -> Any:
     """The multiprocessing context every worker (and the calibration) starts from: a fork server
-    with the heavy imports done once."""
+    with the heavy imports done once, deaf to Ctrl-C from its first import on (see
+    ``mmsearch._fork_server``)."""
     mpctx = mp.get_context("forkserver")
     mpctx.set_forkserver_preload(_PRELOAD)
     return mpctx
@@ -163,11 +164,33 @@ def warm_workers() -> None:
     forkserver.ensure_running()
 
 
+_answered = False  # the fork server has forked a child for this process: its imports are done
+
+
+def ready_context() -> Any:
+    """``process_context()`` once its fork server answers. The first call starts a child that does
+    nothing, and waits for it: a start that waits on the server's imports instead, cut short by
+    Ctrl-C, leaves its caller without the pid of the child the server forks later (which nobody
+    would then stop). Later starts take milliseconds."""
+    global _answered
+    mpctx = process_context()
+    if not _answered:
+        probe = mpctx.Process(target=_answer, name="mmsearch-fork-server-probe")
+        probe.start()
+        probe.join()
+        _answered = True
+    return mpctx
+
+
+def _answer() -> None:
+    """The fork server's first child: its start is the answer."""
+
+
 def spawn(args: WorkerArgs, job: str = "trials") -> Any:
     """A worker process: ``trials`` claims and runs trials; ``upstream`` builds the base
     configuration's upstream features once and exits (the coordinator itself never runs torch,
     so it never holds a CUDA context)."""
-    process = process_context().Process(target=_worker_main, args=(args, dict(os.environ), job),
+    process = ready_context().Process(target=_worker_main, args=(args, dict(os.environ), job),
                                  name=f"mmsearch-{job}-{args.index}")
     process.start()
     return process
@@ -264,15 +287,22 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
     if args.gpu is not None:  # read by CUDA when it initialises, which nothing here has done yet
         os.environ[VISIBLE_ENV] = args.gpu
     os.environ["MMSEARCH_PROGRESS"] = "0"  # the coordinator's progress line reports the trials
-    interrupt_once()
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a worker is, e.g. one that seems stuck
     logging.basicConfig(level=logging.WARNING, force=True,
                         format=f"%(asctime)s [{'upstream' if job == 'upstream' else f'worker {args.index}'}] %(levelname)s "
                                "%(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # we report its errors in one line
-    threading.Thread(target=_watch_coordinator, daemon=True, name="mmsearch-watchdog").start()
     setup = None
     try:
+        # Ctrl-C was ignored until now, as in the fork server; a coordinator's stop sent meanwhile
+        # is sent again (Coordinator.stop_all). Before the watchdog, whose stop is a SIGINT too.
+        interrupt_once()
+        parent = mp.parent_process()
+        if parent is not None and not parent.is_alive():
+            # Asked for by a coordinator stopped while the fork server was still importing, which
+            # served the request afterwards: nothing to do, nobody to tell.
+            sys.exit(WorkerExit.INTERRUPTED)
+        threading.Thread(target=_watch_coordinator, daemon=True, name="mmsearch-watchdog").start()
         if job == "upstream":
             prepare_upstream(args)
             return
@@ -293,6 +323,9 @@ def _worker_main(args: WorkerArgs, environ: dict[str, str], job: str = "trials")
         sys.exit(WorkerExit.USER_ERROR)
     except Exception as exc:
         from mmsearch.runtime import is_out_of_memory, out_of_memory_advice
+
+        if stopping():  # a Ctrl-C that a library turned into its own error
+            sys.exit(WorkerExit.INTERRUPTED)
 
         if on_disk_full(exc):
             log.error("the disk is full: %s", first_line(exc))
