@@ -10,7 +10,10 @@ is sent again (``Coordinator.stop_all``).
 
 Not done by the coordinator around the server's start (an ignored signal stays ignored across
 ``exec``): ignoring is process-wide, and a Ctrl-C to the coordinator in that moment could be lost
-to one of its threads, leaving a sweep that ran on after Ctrl-C.
+to one of its threads (numpy's OpenBLAS pool is already running), leaving a sweep that ran on
+after Ctrl-C. What is left uncovered is the server's own start before this import (Python's
+start-up and ``multiprocessing.forkserver``'s imports, tens of milliseconds; a few hundred on a
+loaded machine), where a Ctrl-C still prints its traceback: the command's answer is the same.
 """
 
 from __future__ import annotations
