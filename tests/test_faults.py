@@ -159,7 +159,7 @@ def test_killed_coordinator_takes_its_workers_along_and_is_repaired_next_time(tm
 
 @pytest.mark.parametrize("storage", ["journal"], indirect=True)
 @pytest.mark.slow  # 60-100 s on 2 cores: run by `pytest -m slow` (CI runs it)
-def test_a_worker_whose_clean_up_hangs_leaves_by_its_deadline_and_status_repairs_the_rest(
+def test_the_workers_of_a_killed_coordinator_leave_by_their_deadline_while_the_store_is_locked_and_status_repairs_the_rest(
         tmp_path: Path, sweep_args: list[str], storage: str) -> None:
     env = sweep_env(tmp_path)
     proc = start([*sweep_args, "--workers", "2"], tmp_path, env)
@@ -173,8 +173,14 @@ def test_a_worker_whose_clean_up_hangs_leaves_by_its_deadline_and_status_repairs
         blocker.execute("ROLLBACK")
         blocker.close()
     _, err = proc.communicate()
-    assert WORKER_EXIT_DEADLINE_S <= gone < WORKER_EXIT_DEADLINE_S + 5 and not alive(owner["pid"])
-    assert f"clean-up unfinished after {WORKER_EXIT_DEADLINE_S:.0f} s" in err and "Thread" in err  # where it was stuck, for whoever reads the log
+    # Two ways out, both bounded, which one depends on where each worker was. A write that mmsearch
+    # waits for itself gives up after STOPPING_WAIT_S (a stopping process's budget) and the worker
+    # leaves; one inside MLflow's own SQLite busy wait (20 s per call, an artifact's run lookup)
+    # hangs until the worker's deadline, which then leaves anyway, saying where it was.
+    assert gone < WORKER_EXIT_DEADLINE_S + 5 and not alive(owner["pid"]), gone
+    if gone >= WORKER_EXIT_DEADLINE_S:
+        assert f"clean-up unfinished after {WORKER_EXIT_DEADLINE_S:.0f} s" in err and "Thread" in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
     # The other worker leaves by its own deadline too, which started when it noticed the coordinator was gone
     # (a moment later); `status` fails the trials of processes that are gone, not of one still leaving.
     wait_for(lambda: not any(alive(int(t.user_attrs["owner"]["pid"])) for t in open_study(storage, "faults").get_trials(
@@ -184,15 +190,22 @@ def test_a_worker_whose_clean_up_hangs_leaves_by_its_deadline_and_status_repairs
     assert code == 0 and "closed a stale parent run" in out
     repaired = outcome(storage, [_tracking(tmp_path)])
     assert repaired["states"].get("RUNNING", 0) == 0 and repaired["running_runs"] == 0
-    assert any(e.startswith("worker died:") and f"process {owner['pid']} " in e for e in repaired["errors"])
+    # The owner's trial failed: by the worker itself ("interrupted", or "tracking store locked" when
+    # ending its run gave up first), or, where it could not write even that, by `status` ("worker died").
+    held = [t.user_attrs["error"] for t in open_study(storage, "faults").get_trials(deepcopy=False)
+            if (t.user_attrs.get("owner") or {}).get("pid") == owner["pid"] and t.state.name == "FAIL"]
+    assert held and all(e == "interrupted" or e.startswith("tracking store locked")
+                        or (e.startswith("worker died:") and f"process {owner['pid']} " in e) for e in held), held
     code, _, rerun_err = finish(start(sweep_args, tmp_path, env))
     assert code == 0 and "Traceback" not in rerun_err, rerun_err[-3000:]
     result = outcome(storage, [_tracking(tmp_path)])
     assert_every_cell_once(result)
     assert result["running_runs"] == 0 and result["parents"][0].info.status == "FINISHED"
     record("kill -9 the coordinator while the MLflow store is locked", storage, result, [code], [rerun_err],
-           note=f"its workers left {gone:.1f} s later, at their deadline, printing their stacks; `sweep status` "
-                "failed their trials and ended their runs; the rerun completed")
+           note=f"its workers left {gone:.1f} s later ("
+                + ("at their deadline, printing their stacks" if gone >= WORKER_EXIT_DEADLINE_S else
+                   "their store waits gave up") + "); `sweep status` failed what they held and ended their runs; "
+                "the rerun completed")
 
 
 def test_ctrl_c_fails_what_it_held_ends_every_run_and_says_one_line(tmp_path: Path, sweep_args: list[str],
