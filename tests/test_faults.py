@@ -338,28 +338,36 @@ def test_a_stopped_worker_is_judged_dead_elsewhere_and_discards_its_result(tmp_p
                                                    "the worker discarded its result and exited cleanly")
 
 
-def test_an_interrupt_that_lands_in_a_finalizer_still_stops_the_main_flow(tmp_path: Path) -> None:
-    # Python runs signal handlers between any two bytecodes of the main thread, also inside a
-    # __del__ or weakref callback, where an exception is printed as "Exception ignored" and
-    # dropped. CI once saw a Ctrl-C land in a weakref callback that way.
-    script = tmp_path / "finalizer.py"
+def _main_flow(tmp_path: Path, prelude: str, first: str) -> subprocess.CompletedProcess[str]:
+    """Run ``prelude``, then ``first`` and a long loop in a try: its stdout says whether a
+    KeyboardInterrupt reached that main flow ('interrupted in the main flow') or not."""
+    script = tmp_path / "main_flow.py"
     script.write_text(
         "import os, signal\n"
-        "from mmsearch._interrupts import interrupt_once\n"
-        "interrupt_once()\n"
-        "class Finalized:\n"
-        "    def __del__(self):\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "        for _ in range(1000):  # the handler runs here, inside the finalizer\n"
-        "            pass\n"
+        "from mmsearch._interrupts import interrupt_once, note_interrupts\n"
+        f"{prelude}"
         "try:\n"
-        "    Finalized()\n"
+        f"    {first}\n"
         "    for _ in range(10**7):\n"
         "        pass\n"
         "    print('ran to the end')\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted in the main flow')\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+def test_an_interrupt_that_lands_in_a_finalizer_still_stops_the_main_flow(tmp_path: Path) -> None:
+    # Python runs signal handlers between any two bytecodes of the main thread, also inside a
+    # __del__ or weakref callback, where an exception is printed as "Exception ignored" and
+    # dropped. CI once saw a Ctrl-C land in a weakref callback that way.
+    done = _main_flow(tmp_path,
+                      "interrupt_once()\n"
+                      "class Finalized:\n"
+                      "    def __del__(self):\n"
+                      "        os.kill(os.getpid(), signal.SIGINT)\n"
+                      "        for _ in range(1000):  # the handler runs here, inside the finalizer\n"
+                      "            pass\n",
+                      "Finalized()")
     assert done.stdout.strip() == "interrupted in the main flow", (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
 
@@ -369,25 +377,15 @@ def test_a_ctrl_c_that_a_library_swallowed_before_the_handlers_were_in_is_answer
     # A command's first seconds import mlflow and friends under Python's plain KeyboardInterrupt;
     # a library that catches it (or turns it into its own error, as pydantic-core does) must not
     # make the sweep that follows run on as if nobody had pressed Ctrl-C.
-    script = tmp_path / "swallowed.py"
-    script.write_text(
-        "import os, signal\n"
-        "from mmsearch._interrupts import interrupt_once, note_interrupts\n"
-        "note_interrupts()\n"
-        "try:\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
-        "    for _ in range(1000):\n"
-        "        pass\n"
-        "except KeyboardInterrupt:\n"
-        "    pass  # a library's `except BaseException: pass`\n"
-        "try:\n"
-        "    interrupt_once()\n"
-        "    for _ in range(10**7):\n"
-        "        pass\n"
-        "    print('ran to the end')\n"
-        "except KeyboardInterrupt:\n"
-        "    print('interrupted in the main flow')\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = _main_flow(tmp_path,
+                      "note_interrupts()\n"
+                      "try:\n"
+                      "    os.kill(os.getpid(), signal.SIGINT)\n"
+                      "    for _ in range(1000):\n"
+                      "        pass\n"
+                      "except KeyboardInterrupt:\n"
+                      "    pass  # a library's `except BaseException: pass`\n",
+                      "interrupt_once()")
     assert done.stdout.strip() == "interrupted in the main flow", (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
 
